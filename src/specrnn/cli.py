@@ -1,0 +1,164 @@
+"""Command line: argument parsing only; each command calls one function of the library.
+
+Heavy imports (torch, Lightning) happen inside the commands that need them, so `--help` is instant and
+`predict` never imports the training stack.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _train(a) -> int:
+    from .pipeline import train
+
+    sets = list(a.set or [])
+    if a.on_error:
+        sets.append(f"data.on_error={a.on_error}")
+    if a.max_epochs is not None:
+        sets.append(f"train.max_epochs={a.max_epochs}")
+    train(a.data, a.out, a.config, sets, resume=a.resume, overwrite=a.overwrite)
+    return 0
+
+
+def _evaluate(a) -> int:
+    from .evaluation import format_metrics
+    from .pipeline import evaluate
+
+    m = evaluate(a.run_dir, a.data, a.split, on_error=a.on_error)
+    if a.json:
+        print(json.dumps(m))
+    else:
+        print(format_metrics(m, f"evaluation of {a.run_dir} on {a.data or 'its test split'}"))
+        for s in m["skipped"]:
+            print(f"skipped {s['path']}: {s['reason']}", file=sys.stderr)
+    return 0
+
+
+def _predict(a) -> int:
+    from .inference import load
+
+    predictor = load(a.run_dir)
+    if a.stream:
+        from .streaming import print_stream
+
+        return print_stream(predictor, a.files, a.chunk_ms, a.json)
+    preds = predictor.predict(a.files)
+    failed = 0
+    if a.json:
+        print(json.dumps([p.to_dict(a.top_k) for p in preds]))
+    for p in preds:
+        if p.error:
+            failed += 1
+            print(f"specrnn: error: {p.path}: {p.error}", file=sys.stderr)
+        elif not a.json:
+            tops = ", ".join(f"{lab} {100 * prob:.1f}%" for lab, prob in p.top(a.top_k))
+            print(f"{p.path}\t{p.label}\t({tops})")
+    return 1 if failed else 0
+
+
+def _manifest(a) -> int:
+    from .data.manifest import from_pattern
+
+    man = from_pattern(a.dir, a.pattern, a.split_rule)
+    unmatched = man.extra.pop("_unmatched")
+    out = a.out or os.path.join(a.dir, "manifest.csv")
+    man.to_csv(out, relative_to=os.path.dirname(os.path.abspath(out)))
+    counts = {}
+    for s in man.splits or ["(no split)"] * len(man):
+        counts[s] = counts.get(s, 0) + 1
+    print(f"wrote {out}: {len(man)} files, {len(man.classes)} labels, splits {counts}")
+    if unmatched:
+        print(f"{len(unmatched)} audio file(s) did not match the pattern, e.g. {unmatched[0]}", file=sys.stderr)
+    return 0
+
+
+def _models(a) -> int:
+    from .config import load_config, preset_path
+    from .models import build_model, summarize
+
+    if a.action == "list" or not a.name:
+        folder = preset_path("x").parent
+        for p in sorted(folder.glob("*.yaml")):
+            first = p.read_text().splitlines()[0].lstrip("# ").strip()
+            print(f"{p.stem:10s} {first}")
+        return 0
+    cfg = load_config(a.name, a.set)
+    if a.action == "config":
+        print(open(preset_path(a.name)).read() if preset_path(a.name).is_file() else open(a.name).read())
+        return 0
+    model = build_model(cfg.model, cfg.features.n_features, a.classes, cfg.augment)
+    print(summarize(model, cfg.features.n_features))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="specrnn", description="Recurrent networks on audio spectrograms: train, evaluate, predict.")
+    p.add_argument("--version", action="version", version=f"specrnn {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model; no DATA = the built-in demo data")
+    t.add_argument("data", nargs="?", help="folder with one sub-folder per class, or a CSV manifest (path,label[,split,group,fold])")
+    t.add_argument("--out", help="run folder to write (default runs/run-DATE-TIME)")
+    t.add_argument("--config", help="YAML config file or preset name (see `specrnn models list`)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. model.hidden=256 (repeatable)")
+    t.add_argument("--on-error", choices=["stop", "skip"], help="unusable audio: stop before training (default) or skip and list it")
+    t.add_argument("--max-epochs", type=int, help="shortcut for --set train.max_epochs=N")
+    t.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="metrics of a trained run on labelled data")
+    e.add_argument("run_dir")
+    e.add_argument("data", nargs="?", help="folder or CSV (default: the run's own test split)")
+    e.add_argument("--split", help="split of DATA to use (default: test when DATA has a split column, else all rows)")
+    e.add_argument("--on-error", choices=["stop", "skip"], default="stop")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=_evaluate)
+
+    r = sub.add_parser("predict", help="labels and probabilities for audio files")
+    r.add_argument("run_dir")
+    r.add_argument("files", nargs="+")
+    r.add_argument("--top-k", type=int, default=3)
+    r.add_argument("--json", action="store_true")
+    r.add_argument("--stream", action="store_true", help="feed each file in chunks and print the running top label")
+    r.add_argument("--chunk-ms", type=float, default=100.0)
+    r.set_defaults(func=_predict)
+
+    m = sub.add_parser("manifest", help="CSV manifest from file names, e.g. FSDD's {label}_{speaker}_{take}.wav")
+    m.add_argument("dir")
+    m.add_argument("--pattern", required=True, help="fields in braces; {label} required; {group} keeps a group in one split")
+    m.add_argument("--split-rule", action="append", help="FIELD OP VALUE=SPLIT, first match wins, e.g. 'take<5=test'; unmatched rows are train")
+    m.add_argument("--out", help="CSV to write (default DIR/manifest.csv)")
+    m.set_defaults(func=_manifest)
+
+    z = sub.add_parser("models", help="list presets, or show one: layers, output shapes, parameters")
+    z.add_argument("action", nargs="?", choices=["list", "show", "config"], default="list")
+    z.add_argument("name", nargs="?", help="preset name or YAML file")
+    z.add_argument("--set", action="append", metavar="KEY=VALUE")
+    z.add_argument("--classes", type=int, default=10)
+    z.set_defaults(func=_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: no spin-waiting on shared cores
+    from .errors import SpecrnnError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SpecrnnError as e:
+        print(f"specrnn: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("specrnn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

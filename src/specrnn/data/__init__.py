@@ -1,0 +1,1 @@
+"""Data: manifests and splits, the feature cache, batching."""

@@ -1,0 +1,97 @@
+"""Batches: pad to the batch's longest clip and carry lengths; bucket by length so little is padding."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+
+class FeatureDataset(Dataset):
+    """Indexable (features, length, target) over in-memory features."""
+
+    def __init__(self, features: list[np.ndarray], targets: np.ndarray):
+        self.features = [torch.from_numpy(f) for f in features]
+        self.targets = torch.as_tensor(targets)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int):
+        return self.features[i], self.targets[i]
+
+
+def pad_batch(features: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """List of (T_i, F) -> zero-padded (B, T_max, F) and lengths (B,)."""
+    lengths = torch.tensor([f.shape[0] for f in features], dtype=torch.int64)
+    return torch.nn.utils.rnn.pad_sequence(features, batch_first=True), lengths
+
+
+def collate(items) -> dict:
+    feats, targets = zip(*items)
+    x, lengths = pad_batch(list(feats))
+    return {"features": x, "lengths": lengths, "targets": torch.stack(list(targets))}
+
+
+class BucketBatchSampler(torch.utils.data.Sampler):
+    """Shuffled batches of similar-length clips.
+
+    Each epoch: shuffle, cut into pools of `pool` batches, sort each pool by length, batch it, shuffle
+    the batches. Seeded by (seed, epoch) so runs and resumes are reproducible. Without shuffling, batches
+    are sorted by length (evaluation). Under DDP each rank takes every world-th batch, all ranks equal.
+    """
+
+    def __init__(self, lengths, batch_size: int, shuffle: bool = True, bucket: bool = True, seed: int = 0, pool: int = 50):
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.shuffle, self.bucket, self.seed, self.pool = batch_size, shuffle, bucket, seed, pool
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _all_batches(self) -> list[list[int]]:
+        n = len(self.lengths)
+        if not self.shuffle:
+            order = np.argsort(self.lengths, kind="stable") if self.bucket else np.arange(n)
+            return [order[i : i + self.batch_size].tolist() for i in range(0, n, self.batch_size)]
+        rng = np.random.default_rng((self.seed, self.epoch))
+        order = rng.permutation(n)
+        batches = []
+        step = self.batch_size * self.pool if self.bucket else n
+        for s in range(0, n, step):
+            chunk = order[s : s + step]
+            if self.bucket:
+                chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches += [chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def batches(self) -> list[list[int]]:
+        """This rank's batches for the current epoch."""
+        batches = self._all_batches()
+        rank, world = _dist()
+        if world > 1:
+            per_rank = math.ceil(len(batches) / world)
+            batches = (batches * 2)[: per_rank * world][rank::world]
+        return batches
+
+    def __iter__(self):
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+
+def _dist() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def padding_fraction(lengths, batches: list[list[int]]) -> float:
+    """Share of padded frames over all frames fed to the model (a benchmark figure)."""
+    lengths = np.asarray(lengths)
+    real = sum(int(lengths[b].sum()) for b in batches)
+    total = sum(int(lengths[b].max()) * len(b) for b in batches)
+    return 1.0 - real / max(total, 1)

@@ -1,0 +1,247 @@
+"""Labelled audio as one table: folder-per-class, CSV manifest or file-name pattern -> `Manifest`.
+
+Columns: path (absolute), label, and optionally split (train/val/test), group (e.g. speaker) and fold.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..audio import AUDIO_EXTENSIONS
+from ..errors import SpecrnnError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Manifest:
+    """Rows of labelled audio files; `extra` keeps any other column (e.g. a file-name field)."""
+
+    paths: list[str]
+    labels: list[str]
+    splits: list[str] | None = None
+    groups: list[str] | None = None
+    folds: list[str] | None = None
+    extra: dict[str, list[str]] = field(default_factory=dict)
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def select(self, index: list[int]) -> "Manifest":
+        pick = lambda col: None if col is None else [col[i] for i in index]  # noqa: E731
+        return Manifest(
+            [self.paths[i] for i in index],
+            [self.labels[i] for i in index],
+            pick(self.splits),
+            pick(self.groups),
+            pick(self.folds),
+            {k: pick(v) for k, v in self.extra.items()},
+            self.source,
+        )
+
+    def where_split(self, name: str) -> "Manifest":
+        if self.splits is None:
+            raise SpecrnnError(f"{self.source or 'data'} has no split column; cannot select split '{name}'")
+        return self.select([i for i, s in enumerate(self.splits) if s == name])
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted(set(self.labels))
+
+    def columns(self) -> dict[str, list[str]]:
+        cols = {"path": self.paths, "label": self.labels}
+        for name in ("split", "group", "fold"):
+            value = getattr(self, name + "s")
+            if value is not None:
+                cols[name] = value
+        cols.update(self.extra)
+        return cols
+
+    def to_csv(self, path: str | Path, relative_to: str | Path | None = None) -> None:
+        """Write atomically; paths relative to `relative_to` (e.g. the CSV's folder) when given."""
+        from ..run import atomic_write_text
+
+        cols = self.columns()
+        if relative_to is not None:
+            base = Path(relative_to).resolve()
+            cols["path"] = [os.path.relpath(p, base) for p in cols["path"]]
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(list(cols))
+        w.writerows(zip(*cols.values()))
+        atomic_write_text(path, buf.getvalue())
+
+
+def is_audio(path: Path) -> bool:
+    return path.suffix.lower() in AUDIO_EXTENSIONS and not path.name.startswith(".")
+
+
+def walk_audio(root: Path) -> list[Path]:
+    """Audio files below `root`, sorted; follows symlinked folders once (a symlink loop is not followed twice)."""
+    found: list[Path] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames.sort()
+        found.extend(Path(dirpath) / f for f in sorted(filenames) if is_audio(Path(f)))
+    return found
+
+
+def from_folder(root: str | Path) -> Manifest:
+    """One sub-folder per class; files at any depth below it. Empty class folders are an error."""
+    root = Path(root)
+    classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise SpecrnnError(f"{root}: no class sub-folders (expected DATA/<label>/*.wav) and not a CSV manifest")
+    paths, labels, empty = [], [], []
+    for d in classes:
+        files = walk_audio(d)
+        if not files:
+            empty.append(d.name)
+        paths += [str(f.resolve()) for f in files]
+        labels += [d.name] * len(files)
+    if empty:
+        raise SpecrnnError(f"{root}: class folder(s) with no audio files: {', '.join(empty)}")
+    return Manifest(paths, labels, source=str(root))
+
+
+def from_csv(csv_path: str | Path) -> Manifest:
+    """CSV with `path` and `label` (+ optional split, group, fold); relative paths resolve under the CSV's folder."""
+    csv_path = Path(csv_path)
+    try:
+        text = csv_path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecrnnError(f"{csv_path}: cannot read manifest ({e})") from None
+    reader = csv.reader(io.StringIO(text))
+    rows = [r for r in reader if any(cell.strip() for cell in r)]
+    if not rows:
+        raise SpecrnnError(f"{csv_path}: empty manifest")
+    header = [h.strip().lower() for h in rows[0]]
+    for col in ("path", "label"):
+        if col not in header:
+            raise SpecrnnError(f"{csv_path}: missing column '{col}' (columns: {', '.join(header)})")
+    if len(set(header)) != len(header):
+        raise SpecrnnError(f"{csv_path}: duplicate column names in header")
+    cols: dict[str, list[str]] = {h: [] for h in header}
+    base = csv_path.resolve().parent
+    seen: dict[str, int] = {}
+    for n, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise SpecrnnError(f"{csv_path}, line {n}: {len(row)} fields, header has {len(header)} (quote fields with commas)")
+        rec = dict(zip(header, (c.strip() for c in row)))
+        if not rec["path"] or not rec["label"]:
+            raise SpecrnnError(f"{csv_path}, line {n}: empty path or label")
+        p = Path(rec["path"])
+        rec["path"] = str(p if p.is_absolute() else (base / p).resolve())
+        if rec["path"] in seen:
+            raise SpecrnnError(f"{csv_path}, line {n}: duplicate row for {rec['path']} (first on line {seen[rec['path']]})")
+        seen[rec["path"]] = n
+        if "split" in rec:
+            rec["split"] = rec["split"].lower()
+            if rec["split"] not in SPLITS:
+                raise SpecrnnError(f"{csv_path}, line {n}: unknown split '{rec['split']}' (use train, val or test)")
+        for h in header:
+            cols[h].append(rec[h])
+    if not cols["path"]:
+        raise SpecrnnError(f"{csv_path}: manifest has a header but no rows")
+    return Manifest(
+        cols.pop("path"),
+        cols.pop("label"),
+        cols.pop("split", None),
+        cols.pop("group", None),
+        cols.pop("fold", None),
+        cols,
+        source=str(csv_path),
+    )
+
+
+def load_manifest(data: str | Path) -> Manifest:
+    """A CSV file or a folder-per-class tree."""
+    data = Path(data)
+    if not data.exists():
+        raise SpecrnnError(f"{data}: no such file or folder")
+    if data.is_file():
+        if data.suffix.lower() != ".csv":
+            raise SpecrnnError(f"{data}: DATA must be a folder with one sub-folder per class, or a .csv manifest")
+        return from_csv(data)
+    return from_folder(data)
+
+
+# ---------------------------------------------------------------- file-name patterns
+def pattern_regex(pattern: str) -> re.Pattern:
+    """'{label}_{group}_{take}.wav' -> a regex with one named group per field (fields match no '/' or '_')."""
+    parts = re.split(r"(\{[A-Za-z_][A-Za-z0-9_]*\})", pattern)
+    rx = ""
+    for part in parts:
+        if part.startswith("{") and part.endswith("}"):
+            rx += f"(?P<{part[1:-1]}>[^/_]+?)" if part != "{_}" else "[^/]*?"
+        else:
+            rx += re.escape(part)
+    return re.compile(rx + r"$")
+
+
+RULE = re.compile(r"^\s*(\w+)\s*(<=|>=|==|!=|<|>| in )\s*(.+?)\s*=\s*(train|val|test)\s*$")
+
+
+def _rule_matches(value: str, op: str, target: str) -> bool:
+    if op.strip() == "in":
+        return value in [t.strip() for t in target.split(",")]
+    try:
+        a, b = float(value), float(target)
+    except ValueError:
+        a, b = value, target  # type: ignore[assignment]
+    return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b, "==": a == b, "!=": a != b}[op]
+
+
+def from_pattern(root: str | Path, pattern: str, split_rules: list[str] | None = None) -> Manifest:
+    """Label (and group, fold, split, any field) from file names; `split_rules` like 'take<5=test', first match wins."""
+    root = Path(root)
+    if not root.is_dir():
+        raise SpecrnnError(f"{root}: not a folder")
+    rx = pattern_regex(pattern)
+    if "label" not in rx.groupindex:
+        raise SpecrnnError(f"pattern '{pattern}' has no {{label}} field")
+    rules = []
+    for r in split_rules or []:
+        m = RULE.match(r)
+        if not m or m.group(1) not in rx.groupindex:
+            raise SpecrnnError(f"bad split rule '{r}': expected FIELD OP VALUE=SPLIT with a field of the pattern, e.g. 'take<5=test'")
+        rules.append(m.groups())
+    fields = [f for f in rx.groupindex if f not in ("label", "path")]
+    cols: dict[str, list[str]] = {"path": [], "label": [], **{f: [] for f in fields}}
+    unmatched = []
+    for f in walk_audio(root):
+        m = rx.search(f.relative_to(root).as_posix())
+        if not m:
+            unmatched.append(f.name)
+            continue
+        cols["path"].append(str(f.resolve()))
+        for k, v in m.groupdict().items():
+            cols[k].append(v)
+    if not cols["path"]:
+        raise SpecrnnError(f"{root}: no audio file name matches pattern '{pattern}'")
+    if rules:
+        split = []
+        for i in range(len(cols["path"])):
+            for field_, op, target, name in rules:
+                if _rule_matches(cols[field_][i], op, target):
+                    split.append(name)
+                    break
+            else:
+                split.append("train")
+        cols["split"] = split
+    man = Manifest(
+        cols.pop("path"), cols.pop("label"), cols.pop("split", None), cols.pop("group", None), cols.pop("fold", None), cols,
+        source=str(root),
+    )
+    man.extra["_unmatched"] = unmatched  # reported by the CLI, not written
+    return man

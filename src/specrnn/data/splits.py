@@ -1,0 +1,91 @@
+"""Train/val/test assignment: stratified by label, group-aware (no group in two splits), seeded.
+
+Test rows are never re-labelled as val: validation is carved from training rows only.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ..errors import SpecrnnError
+from .manifest import Manifest
+
+
+def _stratified(labels: list[str], idx: np.ndarray, frac: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Split `idx` into (rest, held) with about `frac` of each class held out; a class of one stays in rest."""
+    held, rest = [], []
+    lab = np.asarray(labels)[idx]
+    for c in sorted(set(lab)):
+        members = rng.permutation(idx[lab == c])
+        k = int(round(frac * len(members)))
+        k = min(max(k, 1 if frac > 0 and len(members) >= 3 else 0), len(members) - 1)
+        held += members[:k].tolist()
+        rest += members[k:].tolist()
+    return np.sort(rest), np.sort(held)
+
+
+def _grouped(labels: list[str], groups: list[str], idx: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out whole groups, about `frac` of the rows, keeping label proportions (StratifiedGroupKFold)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    g = np.asarray(groups)[idx]
+    n_groups = len(set(g))
+    if n_groups < 2:
+        raise SpecrnnError(f"a group-aware split needs at least 2 groups; the data has {n_groups}")
+    k = min(max(2, int(round(1 / frac))), n_groups)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(idx, np.asarray(labels)[idx], g)
+        rest, held = next(iter(folds))
+    return np.sort(idx[rest]), np.sort(idx[held])
+
+
+def _hold_out(man: Manifest, idx: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if frac <= 0:
+        return idx, idx[:0]
+    if man.groups is not None:
+        return _grouped(man.labels, man.groups, idx, frac, seed)
+    return _stratified(man.labels, idx, frac, np.random.default_rng(seed))
+
+
+def assign_splits(man: Manifest, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0) -> Manifest:
+    """Return a copy with every row in train, val or test.
+
+    - no split column: stratified (group-aware) test_fraction test, val_fraction val, rest train;
+    - train (+test) but no val: val carved from train only;
+    - all three present: kept as given.
+    """
+    n = len(man)
+    splits = list(man.splits) if man.splits is not None else None
+    if splits is None:
+        all_idx = np.arange(n)
+        rest, test = _hold_out(man, all_idx, test_fraction, seed)
+        splits = ["train"] * n
+        for i in test:
+            splits[i] = "test"
+    train_idx = np.array([i for i, s in enumerate(splits) if s == "train"], dtype=int)
+    if not len(train_idx):
+        raise SpecrnnError(f"{man.source or 'data'}: no training rows")
+    if "val" not in splits:
+        # val_fraction is of the whole data when we made the test split, of the train rows when it was given
+        frac = val_fraction / (1 - test_fraction) if man.splits is None and test_fraction < 1 else val_fraction
+        _, val = _hold_out(man, train_idx, frac, seed + 1)
+        for i in val:
+            splits[i] = "val"
+    out = man.select(list(range(n)))
+    out.splits = splits
+    check_no_leak(out)
+    return out
+
+
+def check_no_leak(man: Manifest) -> None:
+    """No group may appear in two splits (raises); classes missing from train are reported."""
+    if man.groups is None or man.splits is None:
+        return
+    where: dict[str, set[str]] = {}
+    for g, s in zip(man.groups, man.splits):
+        where.setdefault(g, set()).add(s)
+    shared = sorted(g for g, s in where.items() if len(s) > 1)
+    if shared:
+        raise SpecrnnError(f"group(s) {', '.join(shared[:10])} appear in more than one split: results would leak")

@@ -1,0 +1,27 @@
+"""One exception type for problems the user can fix: the CLI prints it without a traceback."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SpecrnnError(Exception):
+    """A user-facing error: bad input, bad config, missing run folder."""
+
+
+class AudioError(SpecrnnError):
+    """A file that cannot be used as audio; carries the path and the reason."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class BadFilesError(SpecrnnError):
+    """Several unusable files found before training; lists each with its reason."""
+
+    def __init__(self, errors: list[AudioError], hint: str = ""):
+        self.errors = errors
+        shown = "\n".join(f"  {e.path}: {e.reason}" for e in errors[:20])
+        more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        super().__init__(f"{len(errors)} unusable audio file(s):\n{shown}{more}" + (f"\n{hint}" if hint else ""))

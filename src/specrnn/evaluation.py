@@ -1,0 +1,39 @@
+"""Metrics for a set of predictions: accuracy, macro-F1, per-class precision/recall/F1, confusion matrix."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
+    from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
+    labels = list(range(len(classes)))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    present = sorted(set(np.asarray(y_true).tolist()))
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(np.mean(np.asarray(y_true) == np.asarray(y_pred))) if len(y_true) else float("nan"),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)) if len(y_true) else float("nan"),
+        "per_class": {
+            c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            for i, c in enumerate(classes)
+        },
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "classes": list(classes),
+    }
+
+
+def format_metrics(m: dict, title: str = "") -> str:
+    """A one-screen text report."""
+    lines = [title] if title else []
+    lines.append(f"n={m['n']}  accuracy={100 * m['accuracy']:.2f}%  macro-F1={100 * m['macro_f1']:.2f}%")
+    width = max(len(c) for c in m["classes"])
+    lines.append(f"  {'class':<{width}}  precision  recall     f1  support")
+    for c, v in m["per_class"].items():
+        lines.append(f"  {c:<{width}}  {100 * v['precision']:8.1f}%  {100 * v['recall']:5.1f}%  {100 * v['f1']:5.1f}%  {v['support']:7d}")
+    cm = np.asarray(m["confusion_matrix"])
+    if len(m["classes"]) <= 12:
+        lines.append("  confusion matrix (rows: true, columns: predicted)")
+        for c, row in zip(m["classes"], cm):
+            lines.append(f"  {c:<{width}} " + " ".join(f"{v:4d}" for v in row))
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""Load a run folder and predict: decoding, features and the model only (no training framework).
+
+A clip's scores are the same alone or in a batch, because every part of the model is padding-exact.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import load_audio
+from .config import Config, config_from_dict
+from .errors import AudioError
+from .features import FeatureExtractor
+from .models import SpecRNN, build_model
+from .run import load_model_file
+
+
+@dataclass
+class Prediction:
+    path: str
+    label: str | None
+    probabilities: dict[str, float]
+    error: str | None = None
+
+    def top(self, k: int) -> list[tuple[str, float]]:
+        return sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:k]
+
+    def to_dict(self, top_k: int | None = None) -> dict:
+        if self.error:
+            return {"path": self.path, "error": self.error}
+        items = self.top(top_k or len(self.probabilities))
+        return {"path": self.path, "label": self.label, "top": [{"label": lab, "probability": round(p, 6)} for lab, p in items]}
+
+
+class Predictor:
+    """A trained model with its feature settings and class names, ready for files, waveforms or features."""
+
+    def __init__(self, model: SpecRNN, cfg: Config, classes: list[str], meta: dict | None = None, device: str = "cpu"):
+        self.model = model.to(device).eval()
+        self.cfg, self.classes, self.meta, self.device = cfg, classes, meta or {}, device
+        self.extractor = FeatureExtractor(cfg.features).to(device)
+
+    @classmethod
+    def load(cls, run: str | Path, device: str | None = None) -> "Predictor":
+        state, meta = load_model_file(run)
+        cfg = config_from_dict(meta["config"])
+        model = build_model(cfg.model, cfg.features.n_features, len(meta["classes"]))
+        model.load_state_dict(state)
+        return cls(model, cfg, meta["classes"], meta, device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    @torch.no_grad()
+    def logits_from_features(self, features: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
+        """Logits (N, C) for (T, F) feature arrays, batched by length."""
+        from .data.batching import pad_batch
+
+        order = np.argsort([len(f) for f in features], kind="stable")
+        out = np.zeros((len(features), len(self.classes)), dtype=np.float32)
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            x, lengths = pad_batch([torch.from_numpy(features[i]) for i in idx])
+            out[idx] = self.model(x.to(self.device), lengths.to(self.device)).float().cpu().numpy()
+        return out
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(logits)
+        return (torch.sigmoid(t) if self.cfg.model.multilabel else torch.softmax(t, -1)).numpy()
+
+    def features_of(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        return self.extractor.extract(waves)
+
+    def predict(self, paths: list[str | Path], batch_size: int = 64) -> list[Prediction]:
+        """One Prediction per path; an unusable file gives a Prediction with `error` set (others still run)."""
+        f = self.cfg.features
+        waves, errors = [], {}
+        for i, p in enumerate(paths):
+            try:
+                waves.append(load_audio(p, f.sample_rate, f.max_seconds, f.crop))
+            except AudioError as e:
+                errors[i] = e.reason
+        probs = self.probabilities(self.logits_from_features(self.features_of(waves), batch_size)) if waves else []
+        out, k = [], 0
+        for i, p in enumerate(paths):
+            if i in errors:
+                out.append(Prediction(str(p), None, {}, errors[i]))
+                continue
+            row = probs[k]
+            k += 1
+            out.append(Prediction(str(p), self.classes[int(np.argmax(row))], dict(zip(self.classes, map(float, row)))))
+        return out
+
+
+def load(run: str | Path, device: str | None = None) -> Predictor:
+    """`specrnn.load(run_dir).predict(paths)`."""
+    return Predictor.load(run, device)

@@ -1,0 +1,260 @@
+"""The main jobs end to end, shared by the CLI and the Python API:
+data -> splits -> cached features -> model -> Lightning training -> run folder -> evaluation."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .config import Config, config_from_dict, load_config
+from .data.dataset import FeatureSet, build_feature_set, compute_features
+from .data.manifest import Manifest, load_manifest
+from .data.splits import assign_splits
+from .errors import BadFilesError, SpecrnnError
+from .run import MODEL_FILE, atomic_write_text, write_json
+
+SPLIT_FILE = "split.csv"
+
+
+@dataclass
+class Prepared:
+    """A manifest with splits, its features, and the class list (from the training rows)."""
+
+    manifest: Manifest
+    classes: list[str]
+    sets: dict[str, FeatureSet]
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _set_threads(cfg: Config) -> None:
+    """CPU threads: the configured number, else half the cores (at most 4). On the 2-core reference machine one
+    thread beat two for every RNN we measured unless OpenMP spin-waits, which hurts anything sharing the cores."""
+    import torch
+
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    elif not torch.cuda.is_available():
+        torch.set_num_threads(max(1, min(4, (os.cpu_count() or 2) // 2)))
+
+
+def prepare_data(man: Manifest, cfg: Config, run_dir: Path | None = None, log=print) -> Prepared:
+    """Assign splits, compute (cached) features for every row, handle unusable files per `data.on_error`."""
+    man = assign_splits(man, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
+    t0 = time.perf_counter()
+    feats, errors = compute_features(man.paths, cfg.features, cfg.data.cache_dir, _device())
+    if errors:
+        if run_dir is not None:
+            _write_bad_files(run_dir / "bad_files.csv", errors)
+        if cfg.data.on_error == "stop":
+            raise BadFilesError(errors, "Training stopped before it started. Fix or remove them, or pass --on-error skip.")
+        log(f"skipping {len(errors)} unusable file(s); list in {run_dir / 'bad_files.csv' if run_dir else 'the log'}")
+    keep = [i for i, f in enumerate(feats) if f is not None]
+    man = man.select(keep)
+    feats = [feats[i] for i in keep]
+    assert man.splits is not None
+    classes = sorted({lab for lab, s in zip(man.labels, man.splits) if s == "train"})
+    unseen = sorted({lab for lab, s in zip(man.labels, man.splits) if s != "train"} - set(classes))
+    if unseen:
+        raise SpecrnnError(f"label(s) {', '.join(map(repr, unseen))} appear in val/test but not in the training split")
+    if len(classes) < 2:
+        raise SpecrnnError(f"need at least 2 classes in the training split, found {len(classes)}")
+    index = {c: i for i, c in enumerate(classes)}
+    sets = {}
+    for name in ("train", "val", "test"):
+        rows = [i for i, s in enumerate(man.splits) if s == name]
+        sets[name] = FeatureSet([feats[i] for i in rows], np.array([index[man.labels[i]] for i in rows], dtype=np.int64),
+                                [man.paths[i] for i in rows])
+    log(f"features: {len(man)} clips ready in {time.perf_counter() - t0:.1f} s "
+        f"(train {len(sets['train'])}, val {len(sets['val'])}, test {len(sets['test'])}; {len(classes)} classes)")
+    if not len(sets["val"]):
+        raise SpecrnnError("the validation split is empty: add data or raise data.val_fraction")
+    return Prepared(man, classes, sets)
+
+
+def _write_bad_files(path: Path, errors) -> None:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "reason"])
+    w.writerows([(e.path, e.reason) for e in errors])
+    atomic_write_text(path, buf.getvalue())
+
+
+def _loader(fs: FeatureSet, cfg: Config, train: bool):
+    from torch.utils.data import DataLoader
+
+    from .data.batching import BucketBatchSampler, FeatureDataset, collate
+
+    sampler = BucketBatchSampler(fs.lengths, cfg.train.batch_size if train else 64, shuffle=train, bucket=cfg.data.bucket,
+                                 seed=cfg.seed)
+    return DataLoader(FeatureDataset(fs.features, fs.targets), batch_sampler=sampler, collate_fn=collate, num_workers=0)
+
+
+def train(
+    data: str | Path | None = None,
+    out: str | Path | None = None,
+    config: str | Path | dict | Config | None = None,
+    overrides: list[str] | dict | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    log=print,
+) -> dict:
+    """Train a model and write its run folder; returns the metrics dict (also in metrics.json)."""
+    t_start = time.perf_counter()
+    run_dir = Path(out) if out else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+    if resume:
+        if not (run_dir / "config.yaml").is_file():
+            raise SpecrnnError(f"{run_dir}: nothing to resume (no config.yaml)")
+        cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+        info = json.loads((run_dir / "run.json").read_text())
+        data = info["data"]
+    else:
+        cfg = load_config(config, overrides)
+        if data is None:
+            from .demo import make_demo
+
+            data = make_demo()
+            log(f"no DATA given: using the built-in demo data set (8 synthetic sound-event classes) in {data}")
+        data = str(Path(data).resolve())
+        load_manifest(data)  # fail on bad DATA before anything is written
+        if run_dir.exists() and any(run_dir.iterdir()):
+            if not overwrite:
+                raise SpecrnnError(f"{run_dir} already exists and is not empty: choose another --out, --resume it, or --overwrite")
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_json(run_dir / "run.json", {"data": data, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "version": _version()})
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import lightning.pytorch as L
+    import torch
+
+    from .models import build_model
+    from .models.build import count_parameters
+    from .tasks import ClassificationTask
+    from .training import BestModel, History, LitClassifier, make_trainer
+
+    _set_threads(cfg)
+    L.seed_everything(cfg.seed, verbose=False)
+    man = load_manifest(data)
+    prep = prepare_data(man, cfg, run_dir, log)
+    prep.manifest.to_csv(run_dir / SPLIT_FILE)
+    sets = prep.sets
+    task = ClassificationTask(prep.classes, cfg.train.label_smoothing, cfg.model.multilabel)
+    model = build_model(cfg.model, cfg.features.n_features, task.n_outputs, cfg.augment)
+    model.normalizer.fit(sets["train"].features)  # training rows only: val/test never shape the statistics
+    train_loader, val_loader = _loader(sets["train"], cfg, True), _loader(sets["val"], cfg, False)
+    meta = {"config": cfg.to_dict(), "classes": prep.classes, "specrnn_version": _version()}
+    best = BestModel(run_dir, meta, cfg.train.patience, cfg.train.min_epochs)
+    trainer = make_trainer(cfg, run_dir, [best, History(run_dir)])
+    lit = LitClassifier(model, task, cfg, len(train_loader))
+    log(f"training {describe(cfg)} ({count_parameters(model):,} parameters) on {len(sets['train'])} clips, "
+        f"validating on {len(sets['val'])}")
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    t_train = time.perf_counter()
+    trainer.fit(lit, train_loader, val_loader, ckpt_path=str(ckpt) if resume and ckpt.exists() else None)
+    train_seconds = time.perf_counter() - t_train
+    if not trainer.is_global_zero:
+        return {}
+    if trainer.interrupted:
+        raise SpecrnnError(f"training interrupted; resume with: specrnn train --resume --out {run_dir}")
+
+    from .inference import Predictor
+
+    predictor = Predictor.load(run_dir, device=_device())
+    metrics: dict = {"best_epoch": predictor.meta["epoch"] + 1, "epochs_run": trainer.current_epoch,
+                     "parameters": count_parameters(model), "train_seconds": round(train_seconds, 2),
+                     "classes": prep.classes, "model": describe(cfg)}
+    for name in ("val", "test"):
+        if len(sets[name]):
+            metrics[name] = evaluate_features(predictor, sets[name])
+    metrics["total_seconds"] = round(time.perf_counter() - t_start, 2)
+    write_json(run_dir / "metrics.json", metrics)
+    _plots(run_dir, metrics, prep.classes)
+    log(summary(run_dir, metrics))
+    return metrics
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def describe(cfg: Config) -> str:
+    m = cfg.model
+    front = "cnn + " if m.frontend.type == "cnn" else ""
+    return f"{front}{'bi' if m.bidirectional else ''}{m.cell} {m.layers}x{m.hidden} + {m.pooling}"
+
+
+def evaluate_features(predictor, fs: FeatureSet) -> dict:
+    from .evaluation import classification_metrics
+
+    logits = predictor.logits_from_features(fs.features)
+    return classification_metrics(fs.targets, logits.argmax(-1), predictor.classes)
+
+
+def _plots(run_dir: Path, metrics: dict, classes: list[str]) -> None:
+    from . import plots
+
+    if (run_dir / "history.csv").exists():
+        plots.learning_curves(run_dir / "history.csv", run_dir / "learning_curves.png")
+    split = "test" if "test" in metrics else "val"
+    plots.confusion_matrix(np.asarray(metrics[split]["confusion_matrix"]), classes, run_dir / "confusion_matrix.png",
+                           f"confusion matrix ({split}, n={metrics[split]['n']})")
+
+
+def summary(run_dir: Path, m: dict) -> str:
+    lines = ["", "=" * 64, f"specrnn: {m['model']}, {m['parameters']:,} parameters, {len(m['classes'])} classes",
+             f"best epoch {m['best_epoch']} of {m['epochs_run']} run"]
+    for name in ("val", "test"):
+        if name in m:
+            lines.append(f"{name:>4} accuracy {100 * m[name]['accuracy']:6.2f}%   macro-F1 {100 * m[name]['macro_f1']:6.2f}%   "
+                         f"(n={m[name]['n']})")
+    lines += [f"time: training {m['train_seconds']:.1f} s, whole run {m['total_seconds']:.1f} s",
+              f"run folder: {run_dir}  (model.pt, metrics.json, history.csv, config.yaml, *.png)",
+              f"next: specrnn evaluate {run_dir}   |   specrnn predict {run_dir} FILE.wav", "=" * 64]
+    return "\n".join(lines)
+
+
+def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str | None = None, on_error: str = "stop") -> dict:
+    """Metrics of a trained run on DATA (default: the run's own test split); unseen labels are an error."""
+    from .inference import Predictor
+
+    run_dir = Path(run_dir)
+    predictor = Predictor.load(run_dir)
+    if data is None:
+        if not (run_dir / SPLIT_FILE).is_file():
+            raise SpecrnnError(f"{run_dir}: no {SPLIT_FILE}; give the DATA to evaluate on")
+        man = load_manifest(run_dir / SPLIT_FILE)
+        split = split or "test"
+        if split not in set(man.splits or []):
+            raise SpecrnnError(f"{run_dir}: the run has no '{split}' split; give DATA to evaluate on")
+    else:
+        man = load_manifest(data)
+        if split is None and man.splits is not None:
+            split = "test"
+    if split is not None:
+        man = man.where_split(split)
+    if not len(man):
+        raise SpecrnnError(f"no rows to evaluate in {man.source} (split {split})")
+    fs = build_feature_set(man, predictor.cfg.features, predictor.classes, predictor.cfg.data.cache_dir, desc="evaluate")
+    if fs.errors:
+        if on_error == "stop":
+            raise BadFilesError(fs.errors, "Fix or remove them, or pass --on-error skip.")
+    metrics = evaluate_features(predictor, fs)
+    metrics["skipped"] = [{"path": e.path, "reason": e.reason} for e in fs.errors]
+    return metrics

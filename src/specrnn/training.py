@@ -1,0 +1,220 @@
+"""Training with Lightning: the LightningModule holds the science (loss, optimiser, schedule); callbacks
+write the run folder (history, best model, early stopping); the Trainer does the engineering (devices,
+precision, DDP, gradient clipping, checkpoints for resume)."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+import time
+from pathlib import Path
+
+import lightning.pytorch as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from .config import Config
+from .models import SpecRNN
+from .run import MODEL_FILE, atomic_write_bytes, atomic_write_text, save_model
+from .tasks import ClassificationTask
+
+
+class LitClassifier(L.LightningModule):
+    def __init__(self, model: SpecRNN, task: ClassificationTask, cfg: Config, steps_per_epoch: int):
+        super().__init__()
+        self.model, self.task, self.cfg, self.steps_per_epoch = model, task, cfg, steps_per_epoch
+        self._val: list[tuple[float, int, int]] = []
+        self._train: list[tuple[float, int]] = []
+
+    def forward(self, features, lengths):
+        return self.model(features, lengths)
+
+    def training_step(self, batch, batch_idx):
+        logits = self.model(batch["features"], batch["lengths"])
+        loss = self.task.loss(logits, batch["targets"])
+        self._train.append((loss.detach(), batch["targets"].shape[0]))
+        return loss
+
+    def on_train_epoch_start(self):
+        self._train = []
+        self._epoch_start = time.perf_counter()
+
+    def validation_step(self, batch, batch_idx):
+        logits = self.model(batch["features"], batch["lengths"]).float()
+        y = batch["targets"]
+        loss = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+        self._val.append((loss.detach(), self.task.correct(logits, y).detach(), y.shape[0]))
+
+    def on_validation_epoch_start(self):
+        self._val = []
+
+    def on_validation_epoch_end(self):
+        if not self._val:
+            return
+        loss = sum(float(v[0]) for v in self._val)
+        correct = sum(int(v[1]) for v in self._val)
+        n = sum(v[2] for v in self._val)
+        stats = torch.tensor([loss, correct, n], dtype=torch.float64, device=self.device)
+        stats = self.trainer.strategy.reduce(stats, reduce_op="sum") if self.trainer.world_size > 1 else stats
+        self.log("val_loss", float(stats[0] / stats[2]))
+        self.log("val_acc", float(stats[1] / stats[2]), prog_bar=True)
+        if self._train:  # validation closes each training epoch: record the epoch's training figures here
+            n = sum(b for _, b in self._train)
+            self.log("train_loss", float(sum(float(loss) * b for loss, b in self._train) / n), prog_bar=True)
+        self.log("epoch_seconds", time.perf_counter() - getattr(self, "_epoch_start", time.perf_counter()))
+
+    def configure_optimizers(self):
+        t = self.cfg.train
+        decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() > 1]
+        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() <= 1]
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=t.lr
+        )
+        total = max(1, t.max_epochs * self.steps_per_epoch)
+        if t.schedule == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=t.lr, total_steps=total, pct_start=t.warmup_fraction)
+        elif t.schedule == "cosine":
+            warm = max(1, int(t.warmup_fraction * total))
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
+            )
+        else:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # exact resume: the RNG that drives dropout and augmentation travels with the checkpoint
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["torch_rng"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint):
+        if "torch_rng" in checkpoint:
+            self._pending_rng = checkpoint["torch_rng"]
+
+    def on_train_start(self):
+        if getattr(self, "_pending_rng", None) is not None:
+            torch.set_rng_state(self._pending_rng)
+            self._pending_rng = None
+
+
+class BestModel(Callback):
+    """Keep the model with the best validation accuracy (ties: lower loss) as model.pt; stop after
+    `patience` epochs without improvement. Test data never reaches this callback."""
+
+    def __init__(self, run_dir: Path, meta: dict, patience: int, min_epochs: int = 1):
+        self.path, self.meta, self.patience, self.min_epochs = Path(run_dir) / MODEL_FILE, meta, patience, min_epochs
+        self.best: tuple[float, float] | None = None
+        self.best_epoch = -1
+        self.bad_epochs = 0
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking or "val_acc" not in trainer.callback_metrics:
+            return
+        score = (float(trainer.callback_metrics["val_acc"]), -float(trainer.callback_metrics["val_loss"]))
+        if self.best is None or score > self.best:
+            self.best, self.best_epoch, self.bad_epochs = score, trainer.current_epoch, 0
+            if trainer.is_global_zero:
+                meta = dict(self.meta, epoch=trainer.current_epoch, val_accuracy=score[0], val_loss=-score[1])
+                save_model(self.path, pl_module.model.state_dict(), meta)
+        else:
+            self.bad_epochs += 1
+            if self.bad_epochs >= self.patience and trainer.current_epoch + 1 >= self.min_epochs:
+                trainer.should_stop = True
+
+    def state_dict(self):
+        return {"best": list(self.best) if self.best else None, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state):
+        self.best = tuple(state["best"]) if state["best"] else None
+        self.best_epoch, self.bad_epochs = state["best_epoch"], state["bad_epochs"]
+
+
+class History(Callback):
+    """history.csv, rewritten atomically after every epoch: epoch, losses, accuracy, learning rate, seconds."""
+
+    FIELDS = ["epoch", "train_loss", "val_loss", "val_acc", "lr", "epoch_seconds"]
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / "history.csv"
+        self.rows: list[dict] = []
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        m = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch}
+        for k in self.FIELDS[1:]:
+            if k in m:
+                row[k] = round(float(m[k]), 6)
+        row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+        self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
+        if trainer.is_global_zero:
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, self.FIELDS, lineterminator="\n")
+            w.writeheader()
+            w.writerows(self.rows)
+            atomic_write_text(self.path, buf.getvalue())
+
+    def state_dict(self):
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state):
+        self.rows = list(state["rows"])
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written to a temp file and renamed; loaded without running code."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        buf = io.BytesIO()
+        torch.save(checkpoint, buf)
+        atomic_write_bytes(path, buf.getvalue())
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+
+
+def precision_for(cfg: Config) -> str:
+    if cfg.train.precision != "auto":
+        return cfg.train.precision
+    if torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda"):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def quiet_lightning() -> None:
+    """Lightning's banners and tips are noise for our users: keep warnings and errors only."""
+    import logging
+    import warnings
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*litlogger.*")
+
+
+def make_trainer(cfg: Config, run_dir: Path, callbacks: list[Callback]) -> L.Trainer:
+    quiet_lightning()
+    t = cfg.train
+    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1)
+    return L.Trainer(
+        max_epochs=t.max_epochs,
+        min_epochs=t.min_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=precision_for(cfg),
+        gradient_clip_val=t.grad_clip or None,
+        callbacks=[*callbacks, ckpt],
+        plugins=[AtomicCheckpointIO()],
+        logger=False,
+        enable_model_summary=False,
+        enable_progress_bar=sys.stderr.isatty(),
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # our length-bucketed sampler shards batches across ranks itself
+        deterministic=False,
+        default_root_dir=str(run_dir),
+    )

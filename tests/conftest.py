@@ -1,0 +1,69 @@
+"""Shared fixtures: real data under ../shared/data (skipped with a reason when absent), synthesised audio,
+and a private feature cache per test session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SPECRNN_SHARED_DATA", ROOT.parent / "shared" / "data"))
+FSDD = SHARED / "fsdd" / "recordings"
+ESC10 = SHARED / "esc10"
+YESNO = SHARED / "yesno"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Keep the user's ~/.cache untouched: every test session gets its own feature cache."""
+    path = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("SPECRNN_CACHE")
+    os.environ["SPECRNN_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("SPECRNN_CACHE", None)
+    else:
+        os.environ["SPECRNN_CACHE"] = old
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (the shared data folder beside the checkout); set SPECRNN_SHARED_DATA")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fsdd() -> Path:
+    return need(FSDD)
+
+
+@pytest.fixture(scope="session")
+def esc10() -> Path:
+    return need(ESC10)
+
+
+def tone(freq: float = 440.0, seconds: float = 0.5, sr: int = 16000, amp: float = 0.3, seed: int = 0) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    noise = np.random.default_rng(seed).standard_normal(len(t)) * 0.01
+    return (amp * np.sin(2 * np.pi * freq * t) + noise).astype(np.float32)
+
+
+def write(path: Path, wave: np.ndarray, sr: int = 16000, subtype: str | None = None, format: str | None = None) -> Path:
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), wave, sr, subtype=subtype, format=format)
+    return path
+
+
+@pytest.fixture
+def tone_folder(tmp_path) -> Path:
+    """A small folder-per-class data set: low tones vs high chirps, 24 clips each, random lengths."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "tones"
+    for label, lo, hi in (("low", 200, 400), ("high", 2000, 4000)):
+        for i in range(24):
+            write(root / label / f"{label}_{i}.wav", tone(rng.uniform(lo, hi), rng.uniform(0.2, 0.8), seed=i))
+    return root

@@ -1,0 +1,160 @@
+"""End to end through the command line: train -> run folder -> evaluate -> predict, on synthesised audio and
+on real FSDD recordings; user errors exit non-zero with the file and reason, never a traceback."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import tone, write
+
+TINY = ["--set", "model.hidden=16", "--set", "model.layers=1", "--set", "train.batch_size=16", "--set", "train.patience=50"]
+
+
+def cli(*args, check=True, env=None):
+    e = dict(os.environ, **(env or {}))
+    r = subprocess.run([sys.executable, "-m", "specrnn", *map(str, args)], capture_output=True, text=True, env=e, timeout=600)
+    if check and r.returncode != 0:
+        raise AssertionError(f"specrnn {' '.join(map(str, args))} exited {r.returncode}\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("data") / "tones"
+    for label, lo, hi in (("low", 200, 400), ("high", 2000, 4000)):
+        for i in range(24):
+            write(root / label / f"{label}_{i}.wav", tone(rng.uniform(lo, hi), rng.uniform(0.2, 0.8), seed=i))
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    r = cli("train", root, "--out", run, "--max-epochs", 6, *TINY)
+    assert "test accuracy" in r.stdout and "run folder" in r.stdout
+    return run, root
+
+
+def test_run_folder_holds_everything(tiny_run):
+    run, _ = tiny_run
+    for name in ("config.yaml", "model.pt", "metrics.json", "history.csv", "learning_curves.png", "confusion_matrix.png",
+                 "split.csv", "run.json", "checkpoints/last.ckpt"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"val", "test", "best_epoch", "parameters"} <= set(metrics)
+    with open(run / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and all(r["val_acc"] for r in rows)
+    assert metrics["test"]["accuracy"] >= 0.9  # low tones vs high tones: trivially separable
+
+
+def test_evaluate_json(tiny_run, tmp_path):
+    run, root = tiny_run
+    m = json.loads(cli("evaluate", run, "--json").stdout)
+    assert {"accuracy", "macro_f1", "n", "per_class", "confusion_matrix"} <= set(m)
+    assert m["n"] == json.loads((run / "metrics.json").read_text())["test"]["n"]
+    m_all = json.loads(cli("evaluate", run, root, "--json").stdout)  # a folder has no split column: every file
+    assert m_all["n"] == 48
+
+
+def test_predict_scores_a_clip_the_same_alone_and_in_a_batch(tiny_run):
+    run, root = tiny_run
+    files = sorted(root.rglob("*.wav"))[:6]
+    alone = json.loads(cli("predict", run, files[0], "--json", "--top-k", 2).stdout)[0]
+    batch = json.loads(cli("predict", run, *files, "--json", "--top-k", 2).stdout)
+    assert batch[0]["path"] == str(files[0])
+    for a, b in zip(alone["top"], batch[0]["top"]):
+        assert a["label"] == b["label"] and abs(a["probability"] - b["probability"]) < 1e-5
+    text = cli("predict", run, files[0]).stdout
+    assert alone["label"] in text
+
+
+def test_predict_does_not_import_the_training_stack(tiny_run):
+    run, root = tiny_run
+    f = next(root.rglob("*.wav"))
+    code = ("import sys; from specrnn.cli import main; rc = main(['predict', sys.argv[1], sys.argv[2]]); "
+            "bad = [m for m in ('lightning', 'pytorch_lightning', 'sklearn', 'matplotlib') if m in sys.modules]; "
+            "print('IMPORTED', bad); sys.exit(rc or bool(bad))")
+    r = subprocess.run([sys.executable, "-c", code, str(run), str(f)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_python_api_mirrors_the_cli(tiny_run):
+    import specrnn
+
+    run, root = tiny_run
+    preds = specrnn.load(run).predict(sorted(root.rglob("*.wav"))[:3])
+    assert all(abs(sum(p.probabilities.values()) - 1) < 1e-5 for p in preds)
+    assert specrnn.evaluate(run)["n"] == json.loads((run / "metrics.json").read_text())["test"]["n"]
+
+
+def _bad_folder(tmp_path):
+    root = tmp_path / "data"
+    for label, f in (("a", 300), ("b", 3000)):
+        for i in range(12):
+            write(root / label / f"{i}.wav", tone(f + 10 * i, 0.3, seed=i))
+    (root / "a" / "broken.wav").write_bytes(b"RIFF\x00\x00garbage")
+    write(root / "b" / "quiet.wav", np.zeros(8000, dtype=np.float32))
+    return root
+
+
+def test_bad_files_stop_training_before_it_starts(tmp_path):
+    root = _bad_folder(tmp_path)
+    r = cli("train", root, "--out", tmp_path / "run", *TINY, check=False)
+    assert r.returncode == 2
+    assert "broken.wav" in r.stderr and "quiet.wav" in r.stderr and "silence" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_on_error_skip_trains_and_lists_the_bad_files(tmp_path):
+    root = _bad_folder(tmp_path)
+    cli("train", root, "--out", tmp_path / "run", "--on-error", "skip", "--max-epochs", 1, *TINY)
+    with open(tmp_path / "run" / "bad_files.csv") as f:
+        bad = {Path(r["path"]).name: r["reason"] for r in csv.DictReader(f)}
+    assert set(bad) == {"broken.wav", "quiet.wav"}
+    assert (tmp_path / "run" / "model.pt").is_file()
+
+
+def test_unseen_label_in_evaluation_is_named(tiny_run, tmp_path):
+    run, root = tiny_run
+    write(tmp_path / "d" / "whistle" / "w.wav", tone(1000))
+    write(tmp_path / "d" / "low" / "l.wav", tone(300))
+    r = cli("evaluate", run, tmp_path / "d", check=False)
+    assert r.returncode == 2 and "'whistle'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_predict_reports_a_bad_file_and_still_scores_the_rest(tiny_run, tmp_path):
+    run, root = tiny_run
+    good = next(root.rglob("*.wav"))
+    r = cli("predict", run, good, tmp_path / "missing.wav", check=False)
+    assert r.returncode == 1 and "missing.wav: file not found" in r.stderr and str(good) in r.stdout
+
+
+def test_user_errors_have_no_traceback(tmp_path):
+    for args in (["train", tmp_path / "nowhere"], ["evaluate", tmp_path], ["predict", tmp_path, "x.wav"],
+                 ["train", "--set", "model.cell=transformer", "--out", tmp_path / "r"], ["train", "--set", "bogus.key=1"]):
+        r = cli(*args, check=False)
+        assert r.returncode == 2 and r.stderr.startswith("specrnn: error:") and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def test_fsdd_manifest_train_evaluate(fsdd, tmp_path):
+    """Real recordings: the FSDD manifest command, then a short training on a subset of the standard split."""
+    full = tmp_path / "fsdd.csv"
+    r = cli("manifest", fsdd, "--pattern", "{label}_{speaker}_{take}.wav", "--split-rule", "take<5=test", "--out", full)
+    assert "3000 files" in r.stdout and "'test': 300" in r.stdout
+    with open(full) as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        row["path"] = str((full.parent / row["path"]).resolve())
+    subset = [r for r in rows if int(r["take"]) < 2 or 5 <= int(r["take"]) < 15]
+    sub = tmp_path / "subset.csv"
+    with open(sub, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(subset)
+    cli("train", sub, "--out", tmp_path / "run", "--max-epochs", 8, "--set", "model.hidden=48", "--set", "model.layers=1")
+    m = json.loads(cli("evaluate", tmp_path / "run", sub, "--json").stdout)
+    assert m["n"] == 120
+    assert m["accuracy"] > 0.5, m["accuracy"]  # chance is 0.1; a broken pipeline (labels, padding) stays near it
