@@ -83,7 +83,7 @@ def _models(a) -> int:
         folder = preset_path("x").parent
         for p in sorted(folder.glob("*.yaml")):
             first = p.read_text().splitlines()[0].lstrip("# ").strip()
-            print(f"{p.stem:10s} {first}")
+            print(f"{p.stem:12s} {first.split(': ', 1)[-1]}")
         return 0
     cfg = load_config(a.name, a.set)
     if a.action == "config":

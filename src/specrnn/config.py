@@ -42,7 +42,7 @@ class FrontendConfig:
 
     type: str = "none"  # none | cnn
     channels: list[int] = field(default_factory=lambda: [32, 32])
-    kernel: int = 3
+    kernel: Any = 3  # int, or [time, frequency]; odd sizes
     time_strides: list[int] = field(default_factory=lambda: [1, 1])
     freq_pools: list[int] = field(default_factory=lambda: [2, 2])
     dropout: float = 0.0
@@ -60,11 +60,12 @@ class ModelConfig:
     dropout: float = 0.15  # between RNN layers and before the head
     layer_norm: bool = False  # LayerNorm between RNN layers
     projection: int | None = None  # linear projection between RNN layers
-    pooling: str = "attention"  # last | mean | max | meanstd | attention
+    pooling: str = "attention"  # last | mean | max | meanstd | attention | dot (| padded_last: the known-wrong seed recipe)
     attention_heads: int = 1
     head: str = "clip"  # clip | frame
+    head_hidden: list[int] = field(default_factory=list)  # hidden sizes of an MLP head (ReLU); [] = one linear layer
     multilabel: bool = False
-    rnn_impl: str = "auto"  # auto | padded | packed (identical results; speed differs by device)
+    rnn_impl: str = "auto"  # auto | padded | packed (identical results; speed differs by device) | naive (known-wrong)
 
 
 @dataclass
@@ -130,9 +131,9 @@ CHOICES = {
     "model.normalize": {"global", "utterance", "frame", "none"},
     "model.frontend.type": {"none", "cnn"},
     "model.cell": {"lstm", "gru"},
-    "model.pooling": {"last", "mean", "max", "meanstd", "attention"},
+    "model.pooling": {"last", "mean", "max", "meanstd", "attention", "dot", "padded_last"},
     "model.head": {"clip", "frame"},
-    "model.rnn_impl": {"auto", "padded", "packed"},
+    "model.rnn_impl": {"auto", "padded", "packed", "naive"},
     "train.schedule": {"onecycle", "cosine", "constant"},
     "data.on_error": {"stop", "skip"},
 }
@@ -185,7 +186,7 @@ def _coerce(value: Any, default: Any, name: str) -> Any:
     return value
 
 
-FREE_TYPED = {"train.devices"}
+FREE_TYPED = {"train.devices", "model.frontend.kernel"}
 
 
 def _merge(base: dict, override: dict) -> dict:

@@ -23,6 +23,25 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list
     }
 
 
+def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], threshold: float = 0.5) -> dict:
+    """Multi-label: exact-match accuracy, macro-F1 and mAP over classes, per-class precision/recall/F1/AP."""
+    from sklearn.metrics import average_precision_score, f1_score, precision_recall_fscore_support
+
+    pred = (probs >= threshold).astype(int)
+    true = (np.asarray(y_true) > 0.5).astype(int)
+    p, r, f, s = precision_recall_fscore_support(true, pred, zero_division=0)
+    ap = [float(average_precision_score(true[:, i], probs[:, i])) if true[:, i].any() else float("nan") for i in range(len(classes))]
+    return {
+        "n": int(len(true)),
+        "accuracy": float((pred == true).all(1).mean()) if len(true) else float("nan"),
+        "macro_f1": float(f1_score(true, pred, average="macro", zero_division=0)),
+        "mAP": float(np.nanmean(ap)) if len(ap) else float("nan"),
+        "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i]),
+                          "ap": ap[i]} for i, c in enumerate(classes)},
+        "classes": list(classes),
+    }
+
+
 def format_metrics(m: dict, title: str = "") -> str:
     """A one-screen text report."""
     lines = [title] if title else []
@@ -31,8 +50,8 @@ def format_metrics(m: dict, title: str = "") -> str:
     lines.append(f"  {'class':<{width}}  precision  recall     f1  support")
     for c, v in m["per_class"].items():
         lines.append(f"  {c:<{width}}  {100 * v['precision']:8.1f}%  {100 * v['recall']:5.1f}%  {100 * v['f1']:5.1f}%  {v['support']:7d}")
-    cm = np.asarray(m["confusion_matrix"])
-    if len(m["classes"]) <= 12:
+    cm = np.asarray(m.get("confusion_matrix", []))
+    if cm.size and len(m["classes"]) <= 12:
         lines.append("  confusion matrix (rows: true, columns: predicted)")
         for c, row in zip(m["classes"], cm):
             lines.append(f"  {c:<{width}} " + " ".join(f"{v:4d}" for v in row))

@@ -16,6 +16,7 @@ from .errors import AudioError
 from .features import FeatureExtractor
 from .models import SpecRNN, build_model
 from .run import load_model_file
+from .tasks.classification import clip_logits
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Predictor:
         for s in range(0, len(order), batch_size):
             idx = order[s : s + batch_size]
             x, lengths = pad_batch([torch.from_numpy(features[i]) for i in idx])
-            out[idx] = self.model(x.to(self.device), lengths.to(self.device)).float().cpu().numpy()
+            out[idx] = clip_logits(self.model(x.to(self.device), lengths.to(self.device))).float().cpu().numpy()
         return out
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
@@ -70,6 +71,12 @@ class Predictor:
 
     def features_of(self, waves: list[np.ndarray]) -> list[np.ndarray]:
         return self.extractor.extract(waves)
+
+    def stream(self):
+        """A StreamingClassifier (unidirectional models): push audio chunks, read running probabilities."""
+        from .streaming import stream
+
+        return stream(self)
 
     def predict(self, paths: list[str | Path], batch_size: int = 64) -> list[Prediction]:
         """One Prediction per path; an unusable file gives a Prediction with `error` set (others still run)."""
@@ -88,7 +95,10 @@ class Predictor:
                 continue
             row = probs[k]
             k += 1
-            out.append(Prediction(str(p), self.classes[int(np.argmax(row))], dict(zip(self.classes, map(float, row)))))
+            label = self.classes[int(np.argmax(row))]
+            if self.cfg.model.multilabel:
+                label = ";".join(c for c, v in zip(self.classes, row) if v >= 0.5)
+            out.append(Prediction(str(p), label, dict(zip(self.classes, map(float, row)))))
         return out
 
 

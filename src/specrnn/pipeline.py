@@ -18,6 +18,7 @@ from .data.manifest import Manifest, load_manifest
 from .data.splits import assign_splits
 from .errors import BadFilesError, SpecrnnError
 from .run import MODEL_FILE, atomic_write_text, write_json
+from .tasks.classification import encode_labels, label_names
 
 SPLIT_FILE = "split.csv"
 
@@ -63,17 +64,17 @@ def prepare_data(man: Manifest, cfg: Config, run_dir: Path | None = None, log=pr
     man = man.select(keep)
     feats = [feats[i] for i in keep]
     assert man.splits is not None
-    classes = sorted({lab for lab, s in zip(man.labels, man.splits) if s == "train"})
-    unseen = sorted({lab for lab, s in zip(man.labels, man.splits) if s != "train"} - set(classes))
+    ml = cfg.model.multilabel
+    classes = label_names([lab for lab, s in zip(man.labels, man.splits) if s == "train"], ml)
+    unseen = sorted(set(label_names([lab for lab, s in zip(man.labels, man.splits) if s != "train"], ml)) - set(classes))
     if unseen:
         raise SpecrnnError(f"label(s) {', '.join(map(repr, unseen))} appear in val/test but not in the training split")
     if len(classes) < 2:
         raise SpecrnnError(f"need at least 2 classes in the training split, found {len(classes)}")
-    index = {c: i for i, c in enumerate(classes)}
     sets = {}
     for name in ("train", "val", "test"):
         rows = [i for i, s in enumerate(man.splits) if s == name]
-        sets[name] = FeatureSet([feats[i] for i in rows], np.array([index[man.labels[i]] for i in rows], dtype=np.int64),
+        sets[name] = FeatureSet([feats[i] for i in rows], encode_labels([man.labels[i] for i in rows], classes, ml),
                                 [man.paths[i] for i in rows])
     log(f"features: {len(man)} clips ready in {time.perf_counter() - t0:.1f} s "
         f"(train {len(sets['train'])}, val {len(sets['val'])}, test {len(sets['test'])}; {len(classes)} classes)")
@@ -116,11 +117,15 @@ def train(
     t_start = time.perf_counter()
     run_dir = Path(out) if out else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
     if resume:
-        if not (run_dir / "config.yaml").is_file():
-            raise SpecrnnError(f"{run_dir}: nothing to resume (no config.yaml)")
-        cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-        info = json.loads((run_dir / "run.json").read_text())
+        from .run import CHECKPOINT_FILE, load_checkpoint_file, read_run_info
+
+        cfg_dict, info = read_run_info(run_dir)
+        cfg = config_from_dict(cfg_dict)
         data = info["data"]
+        if (run_dir / CHECKPOINT_FILE).exists():  # corrupt, truncated or unsafe: a clear error before any work
+            log(f"resuming {run_dir} after epoch {load_checkpoint_file(run_dir / CHECKPOINT_FILE)['epoch'] + 1}")
+        else:
+            log(f"{run_dir} has no checkpoint (interrupted during its first epoch): training it from the start")
     else:
         cfg = load_config(config, overrides)
         if data is None:
@@ -201,9 +206,11 @@ def describe(cfg: Config) -> str:
 
 
 def evaluate_features(predictor, fs: FeatureSet) -> dict:
-    from .evaluation import classification_metrics
+    from .evaluation import classification_metrics, multilabel_metrics
 
     logits = predictor.logits_from_features(fs.features)
+    if predictor.cfg.model.multilabel:
+        return multilabel_metrics(fs.targets, predictor.probabilities(logits), predictor.classes)
     return classification_metrics(fs.targets, logits.argmax(-1), predictor.classes)
 
 
@@ -213,6 +220,8 @@ def _plots(run_dir: Path, metrics: dict, classes: list[str]) -> None:
     if (run_dir / "history.csv").exists():
         plots.learning_curves(run_dir / "history.csv", run_dir / "learning_curves.png")
     split = "test" if "test" in metrics else "val"
+    if "confusion_matrix" not in metrics[split]:
+        return
     plots.confusion_matrix(np.asarray(metrics[split]["confusion_matrix"]), classes, run_dir / "confusion_matrix.png",
                            f"confusion matrix ({split}, n={metrics[split]['n']})")
 
@@ -251,7 +260,8 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str | N
         man = man.where_split(split)
     if not len(man):
         raise SpecrnnError(f"no rows to evaluate in {man.source} (split {split})")
-    fs = build_feature_set(man, predictor.cfg.features, predictor.classes, predictor.cfg.data.cache_dir, desc="evaluate")
+    fs = build_feature_set(man, predictor.cfg.features, predictor.classes, predictor.cfg.data.cache_dir, desc="evaluate",
+                           multilabel=predictor.cfg.model.multilabel)
     if fs.errors:
         if on_error == "stop":
             raise BadFilesError(fs.errors, "Fix or remove them, or pass --on-error skip.")

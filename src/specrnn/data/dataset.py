@@ -72,11 +72,12 @@ def compute_features(
 
 def build_feature_set(
     man: Manifest, cfg: FeatureConfig, classes: list[str], cache_dir: str | None = None, device: str = "cpu",
-    desc: str = "features",
+    desc: str = "features", multilabel: bool = False,
 ) -> FeatureSet:
     """Features of every row; rows whose file is unusable are dropped and reported in `errors`."""
-    index = {c: i for i, c in enumerate(classes)}
-    unknown = sorted(set(man.labels) - set(index))
+    from ..tasks.classification import encode_labels, label_names
+
+    unknown = sorted(set(label_names(man.labels, multilabel)) - set(classes))
     if unknown:
         raise SpecrnnError(
             f"label(s) {', '.join(map(repr, unknown))} in {man.source or 'the data'} were never seen in training "
@@ -86,7 +87,7 @@ def build_feature_set(
     keep = [i for i, f in enumerate(feats) if f is not None]
     return FeatureSet(
         [feats[i] for i in keep],  # type: ignore[misc]
-        np.array([index[man.labels[i]] for i in keep], dtype=np.int64),
+        encode_labels([man.labels[i] for i in keep], classes, multilabel),
         [man.paths[i] for i in keep],
         errors,
     )

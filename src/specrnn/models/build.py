@@ -34,10 +34,10 @@ class SpecRNN(nn.Module):
         size = self.encoder.output_size
         if cfg.head == "frame":
             self.pooling = None
-            self.head: nn.Module = FrameHead(size, n_outputs, cfg.dropout)
+            self.head: nn.Module = FrameHead(size, n_outputs, cfg.dropout, cfg.head_hidden)
         else:
             self.pooling = Pooling(cfg.pooling, size, cfg.bidirectional, cfg.attention_heads)
-            self.head = ClipHead(self.pooling.output_size, n_outputs, cfg.dropout)
+            self.head = ClipHead(self.pooling.output_size, n_outputs, cfg.dropout, cfg.head_hidden)
 
     def encode(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Features (B, T, F) -> encoder frames (B, T', D) and their lengths."""
@@ -58,7 +58,7 @@ class SpecRNN(nn.Module):
     @torch.no_grad()
     def attention(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor] | None:
         """Attention weights (B, T', heads) and their lengths, for plots; None without attention pooling."""
-        if self.pooling is None or self.pooling.attention is None:
+        if self.pooling is None or self.pooling.mode not in ("attention", "dot"):
             return None
         h, lengths = self.encode(features, lengths)
         return self.pooling(h, lengths)[1], lengths

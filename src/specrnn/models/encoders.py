@@ -59,6 +59,11 @@ class RNNEncoder(nn.Module):
                 self.between.append(nn.Sequential(*parts))
         self.output_size = hidden * (2 if bidirectional else 1)
 
+    def _reverse(self, x: Tensor, lengths: Tensor) -> Tensor:
+        if self.impl == "naive":  # what nn.LSTM(bidirectional=True) does to a padded batch: padding read first
+            return x.flip(1)
+        return reverse_within_length(x, lengths)
+
     def _use_packed(self, x: Tensor) -> bool:
         return self.impl == "packed" or (self.impl == "auto" and x.is_cuda)
 
@@ -76,11 +81,12 @@ class RNNEncoder(nn.Module):
         for layer, fwd in enumerate(self.fwd):
             out, _ = self._run(fwd, x, lengths)
             if self.bidirectional:
-                rev, _ = self._run(self.bwd[layer], reverse_within_length(x, lengths), lengths)
-                out = torch.cat([out, reverse_within_length(rev, lengths)], dim=-1)
-            x = out.masked_fill(~mask, 0.0)
+                rev, _ = self._run(self.bwd[layer], self._reverse(x, lengths), lengths)
+                out = torch.cat([out, self._reverse(rev, lengths)], dim=-1)
+            x = out if self.impl == "naive" else out.masked_fill(~mask, 0.0)
             if layer < len(self.between):
-                x = self.between[layer](x).masked_fill(~mask, 0.0)
+                x = self.between[layer](x)
+                x = x if self.impl == "naive" else x.masked_fill(~mask, 0.0)
         return x
 
     def step(self, x: Tensor, state: list | None = None) -> tuple[Tensor, list]:

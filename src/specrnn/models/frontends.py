@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..errors import SpecrnnError
 from ..features import lengths_to_mask
 
 
@@ -45,10 +46,13 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
 class ConvBlock(nn.Module):
     """conv (stride on time) -> masked BN -> ReLU -> max-pool over frequency only."""
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, time_stride: int, freq_pool: int):
+    def __init__(self, c_in: int, c_out: int, kernel: int | list[int], time_stride: int, freq_pool: int):
         super().__init__()
-        self.kernel, self.stride = kernel, time_stride
-        self.conv = nn.Conv2d(c_in, c_out, kernel, stride=(time_stride, 1), padding=kernel // 2, bias=False)
+        kt, kf = (kernel, kernel) if isinstance(kernel, int) else kernel
+        if kt % 2 == 0 or kf % 2 == 0:
+            raise SpecrnnError(f"CNN kernel sizes must be odd (got {kernel}): an even kernel cannot be centred")
+        self.kernel, self.stride = kt, time_stride
+        self.conv = nn.Conv2d(c_in, c_out, (kt, kf), stride=(time_stride, 1), padding=(kt // 2, kf // 2), bias=False)
         self.norm = MaskedBatchNorm2d(c_out)
         self.pool = nn.MaxPool2d((1, freq_pool)) if freq_pool > 1 else nn.Identity()
 
@@ -67,7 +71,7 @@ class ConvBlock(nn.Module):
 class CNNFrontend(nn.Module):
     """(B, T, F) -> (B, T', C*F') with T' from the time strides; `output_size` found by a dry run."""
 
-    def __init__(self, n_features: int, channels: list[int], kernel: int = 3, time_strides: list[int] | None = None,
+    def __init__(self, n_features: int, channels: list[int], kernel: int | list[int] = 3, time_strides: list[int] | None = None,
                  freq_pools: list[int] | None = None, dropout: float = 0.0):
         super().__init__()
         n = len(channels)
@@ -80,14 +84,16 @@ class CNNFrontend(nn.Module):
             c_in = c
         self.blocks = nn.ModuleList(blocks)
         self.dropout = nn.Dropout(dropout)
-        self.left_context = sum((kernel // 2) * _prod(time_strides[:i]) for i in range(n))
         with torch.no_grad():  # infer the RNN's input size from the real output
             was = self.training
             self.eval()
-            y, _ = self(torch.zeros(1, 16 * _prod(time_strides), n_features), torch.tensor([16 * _prod(time_strides)]))
+            try:
+                y, _ = self(torch.zeros(1, 16 * _prod(time_strides), n_features), torch.tensor([16 * _prod(time_strides)]))
+            except RuntimeError:
+                y = torch.zeros(1, 1, 0)
             self.train(was)
         if y.shape[-1] == 0:
-            raise ValueError(f"the CNN front-end pools {n_features} frequency bins down to nothing; use smaller freq_pools")
+            raise SpecrnnError(f"the CNN front-end pools {n_features} frequency bins down to nothing; use smaller freq_pools")
         self.output_size = y.shape[-1]
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:

@@ -47,6 +47,21 @@ class AttentionPool(nn.Module):
         return pooled, weights
 
 
+class DotAttentionPool(nn.Module):
+    """Dot-product attention whose query is a projection of the true last state (de Andrade et al. 2018)."""
+
+    def __init__(self, size: int, bidirectional: bool):
+        super().__init__()
+        self.query = nn.Linear(size, size)
+        self.bidirectional = bidirectional
+
+    def forward(self, h: Tensor, mask: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        q = self.query(last_state(h, lengths, self.bidirectional))  # (B, D)
+        scores = torch.einsum("btd,bd->bt", h, q).masked_fill(~mask, -torch.inf)
+        weights = torch.softmax(scores, dim=1)[..., None]  # (B, T, 1)
+        return (weights * h).sum(1), weights
+
+
 class Pooling(nn.Module):
     """One pooling mode behind one interface: (B, T, D), lengths -> (B, output_size), attention weights or None."""
 
@@ -54,12 +69,17 @@ class Pooling(nn.Module):
         super().__init__()
         self.mode, self.bidirectional = mode, bidirectional
         self.attention = AttentionPool(size, heads) if mode == "attention" else None
+        self.dot = DotAttentionPool(size, bidirectional) if mode == "dot" else None
         self.output_size = size * {"meanstd": 2, "attention": heads}.get(mode, 1)
 
     def forward(self, h: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor | None]:
         mask = lengths_to_mask(lengths, h.shape[1])
         if self.mode == "last":
             return last_state(h, lengths, self.bidirectional), None
+        if self.mode == "padded_last":  # KNOWN WRONG, kept to reproduce the seed recipe: reads padding
+            return h[:, -1], None
+        if self.mode == "dot":
+            return self.dot(h, mask, lengths)
         if self.mode == "mean":
             return masked_mean(h, mask), None
         if self.mode == "max":

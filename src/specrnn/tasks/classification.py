@@ -1,9 +1,42 @@
-"""Clip classification: single-label (softmax + cross-entropy with label smoothing) or multi-label (BCE)."""
+"""Clip classification: single-label (softmax + cross-entropy with label smoothing) or multi-label (sigmoid + BCE,
+labels joined by ';' in a manifest). A frame-level head is trained on clip labels through the masked mean of
+its frame logits (weak labels), so the same task serves clip and frame models."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+LABEL_SEP = ";"
+
+
+def clip_logits(outputs) -> Tensor:
+    """Model outputs -> (B, C) clip logits: clip heads pass through; frame heads average their real frames."""
+    if isinstance(outputs, tuple):
+        frames, lengths = outputs
+        mask = (torch.arange(frames.shape[1], device=frames.device)[None] < lengths.to(frames.device)[:, None])[..., None]
+        return (frames * mask).sum(1) / mask.sum(1).clamp_min(1)
+    return outputs
+
+
+def label_names(labels: list[str], multilabel: bool) -> list[str]:
+    if not multilabel:
+        return sorted(set(labels))
+    return sorted({part.strip() for lab in labels for part in lab.split(LABEL_SEP) if part.strip()})
+
+
+def encode_labels(labels: list[str], classes: list[str], multilabel: bool) -> np.ndarray:
+    """Class indices (N,) or multi-hot rows (N, C) for multi-label tasks."""
+    index = {c: i for i, c in enumerate(classes)}
+    if not multilabel:
+        return np.array([index[lab] for lab in labels], dtype=np.int64)
+    out = np.zeros((len(labels), len(classes)), dtype=np.float32)
+    for row, lab in enumerate(labels):
+        for part in lab.split(LABEL_SEP):
+            if part.strip():
+                out[row, index[part.strip()]] = 1.0
+    return out
 
 
 class ClassificationTask:
@@ -14,19 +47,23 @@ class ClassificationTask:
     def n_outputs(self) -> int:
         return len(self.classes)
 
-    def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+    def loss(self, outputs, targets: Tensor, reduction: str = "mean", smoothing: bool = True) -> Tensor:
+        logits = clip_logits(outputs)
         if self.multilabel:
-            if targets.dim() == 1:
-                targets = F.one_hot(targets, self.n_outputs)
-            return F.binary_cross_entropy_with_logits(logits, targets.float())
+            return F.binary_cross_entropy_with_logits(logits, targets.float(), reduction=reduction)
         if targets.dim() == 2:  # soft targets (mixup)
-            return torch.sum(-targets * F.log_softmax(logits, -1), -1).mean()
-        return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
+            per = torch.sum(-targets * F.log_softmax(logits, -1), -1)
+            return per.mean() if reduction == "mean" else per.sum()
+        return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing if smoothing else 0.0, reduction=reduction)
 
-    def probabilities(self, logits: Tensor) -> Tensor:
+    def probabilities(self, outputs) -> Tensor:
+        logits = clip_logits(outputs)
         return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, -1)
 
-    @staticmethod
-    def correct(logits: Tensor, targets: Tensor) -> Tensor:
+    def correct(self, outputs, targets: Tensor) -> Tensor:
+        """Correct clips: the arg-max class, or (multi-label) every label right at threshold 0.5."""
+        logits = clip_logits(outputs)
+        if self.multilabel:
+            return ((logits > 0) == (targets > 0.5)).all(-1).sum()
         hard = targets.argmax(-1) if targets.dim() == 2 else targets
         return (logits.argmax(-1) == hard).sum()

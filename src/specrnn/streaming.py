@@ -1,0 +1,316 @@
+"""Streaming inference: feed audio or feature chunks of any size, carry every layer's state, read a running
+prediction. After `finish()` the result equals the offline pass over the whole clip.
+
+Each stage is causal and keeps only the context it needs: the STFT keeps n_fft/2 samples of history, frame
+stacking keeps an incomplete group, each CNN block keeps its kernel's left context (and waits kernel//2 frames
+for its right context), the RNN carries (h, c), and pooling keeps running sums (mean, mean+std), a running
+max, the last state, or the running log-sum-exp of attention scores.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import SpecrnnError
+from .features import AMIN
+from .models.build import SpecRNN
+from .models.frontends import ConvBlock
+
+
+class StreamingSTFT:
+    """Centred, zero-padded log-(mel) STFT frames from audio chunks: frame t appears once sample t*hop+n_fft/2 arrives.
+
+    top-dB clipping needs the clip's peak, which a stream does not know yet: the running peak is used, so audio
+    streaming equals offline exactly when `features.top_db` is null (or the peak comes first)."""
+
+    def __init__(self, extractor):
+        self.ex, self.cfg = extractor, extractor.cfg
+        self.reset()
+
+    def reset(self) -> None:
+        self.buf = torch.zeros(self.cfg.n_fft // 2)  # left zero padding of the centred STFT
+        self.next_frame, self.samples, self.peak = 0, 0, -torch.inf
+
+    def _frames(self, limit: int, count: int | None = None) -> Tensor:
+        c = self.cfg
+        half = c.n_fft // 2
+        # frame t covers padded samples [t*hop, t*hop + n_fft); the buffer starts at padded index next_frame*hop
+        last = (limit - c.n_fft) // c.hop_length
+        if count is not None:
+            last = min(last, count - 1)
+        n = last - self.next_frame + 1
+        if n <= 0:
+            return torch.zeros(0, self.cfg.n_features)
+        seg = self.buf[: (n - 1) * c.hop_length + c.n_fft]
+        spec = torch.stft(seg[None], c.n_fft, c.hop_length, c.win_length, self.ex.window, center=False, return_complex=True)
+        power = torch.view_as_real(spec).pow(2).sum(-1).transpose(1, 2)[0]
+        if c.kind != "logpower":
+            power = power @ self.ex.mel
+        db = 10.0 * torch.log10(power.clamp_min(AMIN))
+        if c.top_db is not None:
+            self.peak = max(self.peak, float(db.max()))
+            db = torch.maximum(db, torch.tensor(self.peak - c.top_db))
+        if c.kind == "mfcc":
+            db = db @ self.ex.dct
+        self.next_frame += n
+        self.buf = self.buf[n * c.hop_length :]
+        return db
+
+    def push(self, samples: np.ndarray | Tensor) -> Tensor:
+        x = torch.as_tensor(np.asarray(samples, dtype=np.float32))
+        self.buf = torch.cat([self.buf, x])
+        self.samples += len(x)
+        return self._frames(self.next_frame * self.cfg.hop_length + len(self.buf))
+
+    def finish(self) -> Tensor:
+        half = self.cfg.n_fft // 2
+        self.buf = torch.cat([self.buf, torch.zeros(half)])
+        return self._frames(self.next_frame * self.cfg.hop_length + len(self.buf), count=1 + self.samples // self.cfg.hop_length)
+
+
+class _ConvBlockStream:
+    """One CNN block over a stream: conv with time padding done by hand (zeros at the start and the end)."""
+
+    def __init__(self, block: ConvBlock):
+        self.b = block
+        self.k, self.s, self.p = block.kernel, block.stride, block.kernel // 2
+        self.buf: Tensor | None = None
+        self.start, self.next_out, self.total = -self.p, 0, 0
+
+    def _emit(self, limit: int, count: int | None = None) -> Tensor | None:
+        last = (limit + self.p - self.k) // self.s
+        if count is not None:
+            last = min(last, count - 1)
+        if last < self.next_out:
+            return None
+        lo, hi = self.next_out * self.s - self.p, last * self.s - self.p + self.k
+        seg = self.buf[:, :, lo - self.start : hi - self.start]
+        conv = self.b.conv
+        y = F.conv2d(seg, conv.weight, conv.bias, stride=(self.s, 1), padding=(0, conv.padding[1]))
+        y = self.b.pool(torch.relu(self.b.norm(y)))
+        self.next_out = last + 1
+        keep_from = self.next_out * self.s - self.p
+        self.buf, self.start = self.buf[:, :, keep_from - self.start :], keep_from
+        return y
+
+    def push(self, x: Tensor) -> Tensor | None:
+        if self.buf is None:
+            self.buf = x.new_zeros(x.shape[0], x.shape[1], self.p, x.shape[3])
+        self.buf = torch.cat([self.buf, x], dim=2)
+        self.total += x.shape[2]
+        return self._emit(self.total)
+
+    def finish(self) -> Tensor | None:
+        if self.buf is None:
+            return None
+        self.buf = torch.cat([self.buf, self.buf.new_zeros(*self.buf.shape[:2], self.p, self.buf.shape[3])], dim=2)
+        return self._emit(self.total + self.p, count=int(self.b.out_lengths(torch.tensor(self.total))))
+
+
+class _RunningPool:
+    """Pooling over every frame seen so far; equals the offline masked pooling over the whole clip."""
+
+    def __init__(self, pooling):
+        self.pool = pooling
+        self.n = 0
+        self.sum = self.sumsq = self.max = self.last = None
+        self.m = self.den = self.num = None
+
+    def update(self, h: Tensor) -> None:  # h: (1, t, D)
+        mode = self.pool.mode
+        self.n += h.shape[1]
+        if mode == "last":
+            self.last = h[:, -1]
+        elif mode in ("mean", "meanstd"):  # float64 running sums: mean and variance without keeping frames
+            h64 = h.double()
+            s, s2 = h64.sum(1), (h64 * h64).sum(1)
+            self.sum = s if self.sum is None else self.sum + s
+            self.sumsq = s2 if self.sumsq is None else self.sumsq + s2
+        elif mode == "max":
+            m = h.amax(1)
+            self.max = m if self.max is None else torch.maximum(self.max, m)
+        else:
+            scores = self.pool.attention.score(h)  # (1, t, heads)
+            m_new = scores.amax(1) if self.m is None else torch.maximum(self.m, scores.amax(1))
+            w = torch.exp(scores - m_new[:, None])
+            num = torch.einsum("bth,btd->bhd", w, h)
+            if self.m is None:
+                self.den, self.num = w.sum(1), num
+            else:
+                scale = torch.exp(self.m - m_new)
+                self.den = self.den * scale + w.sum(1)
+                self.num = self.num * scale[..., None] + num
+            self.m = m_new
+
+    def value(self) -> Tensor:
+        mode = self.pool.mode
+        if mode == "last":
+            return self.last
+        if mode in ("mean", "meanstd"):
+            mean = self.sum / self.n
+            if mode == "mean":
+                return mean.float()
+            var = (self.sumsq / self.n - mean * mean).clamp_min(0)
+            return torch.cat([mean, (var + 1e-5).sqrt()], -1).float()
+        if mode == "max":
+            return self.max
+        return (self.num / self.den[..., None]).reshape(self.num.shape[0], -1)
+
+
+class StreamingClassifier:
+    """Run a trained unidirectional model on a stream. `push_audio`/`push_features` return the running class
+    probabilities (None until the first frame reaches the RNN); `finish()` flushes the right context."""
+
+    def __init__(self, model: SpecRNN, feature_extractor=None, classes: list[str] | None = None, multilabel: bool = False):
+        cfg = model.cfg
+        if cfg.bidirectional:
+            raise SpecrnnError("this model is bidirectional: it reads each clip backwards from its end, so it cannot stream. "
+                               "Train a unidirectional model (model.bidirectional=false) for streaming.")
+        if cfg.normalize == "utterance":
+            raise SpecrnnError("this model normalises each clip with statistics of the whole clip (model.normalize=utterance), "
+                               "which a stream does not have yet; use global or frame normalisation for streaming.")
+        if cfg.pooling in ("dot", "padded_last") or cfg.rnn_impl == "naive":
+            raise SpecrnnError(f"pooling '{cfg.pooling}' needs the whole clip before it can score any frame; "
+                               "use last, mean, max, meanstd or attention pooling for streaming.")
+        self.model = model.eval()
+        self.extractor, self.classes, self.multilabel = feature_extractor, classes, multilabel
+        self.reset()
+
+    def reset(self) -> None:
+        self.stft = StreamingSTFT(self.extractor) if self.extractor is not None else None
+        self.pending = None  # frames waiting to complete a stacked group
+        self.blocks = [_ConvBlockStream(b) for b in self.model.frontend.blocks] if self.model.frontend is not None else []
+        self.state = None
+        self.pool = _RunningPool(self.model.pooling) if self.model.pooling is not None else None
+        self.frames_in = 0
+        self.latest: Tensor | None = None
+        self.frame_outputs: list[Tensor] = []
+
+    @torch.no_grad()
+    def push_features(self, chunk: np.ndarray | Tensor) -> np.ndarray | None:
+        """A (t, F) chunk of un-normalised features (as the FeatureExtractor makes them)."""
+        x = torch.as_tensor(np.asarray(chunk, dtype=np.float32))[None]
+        self.frames_in += x.shape[1]
+        if x.shape[1]:
+            x = self.model.normalizer(x, torch.tensor([x.shape[1]]))
+            self._stacked(x, final=False)
+        return self.probabilities()
+
+    @torch.no_grad()
+    def push_audio(self, samples: np.ndarray) -> np.ndarray | None:
+        if self.stft is None:
+            raise SpecrnnError("no feature extractor: use push_features, or build the stream from a Predictor")
+        return self.push_features(self.stft.push(samples))
+
+    @torch.no_grad()
+    def finish(self) -> np.ndarray | None:
+        """End of stream: flush the STFT, an incomplete stacked group and the CNN's right context."""
+        if self.stft is not None:
+            tail = self.stft.finish()
+            if tail.shape[0]:
+                self.frames_in += tail.shape[0]
+                self._stacked(self.model.normalizer(tail[None], torch.tensor([tail.shape[0]])), final=False)
+        self._stacked(None, final=True)
+        return self.probabilities()
+
+    def _stacked(self, x: Tensor | None, final: bool) -> None:
+        k = self.model.cfg.stack
+        if x is not None:
+            self.pending = x if self.pending is None else torch.cat([self.pending, x], 1)
+        if self.pending is not None and self.pending.shape[1]:
+            n = self.pending.shape[1] // k * k
+            if final and n < self.pending.shape[1]:
+                pad = k - self.pending.shape[1] % k
+                self.pending = F.pad(self.pending, (0, 0, 0, pad))
+                n = self.pending.shape[1]
+            if n:
+                ready, self.pending = self.pending[:, :n], self.pending[:, n:]
+                self._frontend(ready.reshape(1, n // k, -1), final=False)
+        if final:
+            self._frontend(None, final=True)
+
+    def _frontend(self, x: Tensor | None, final: bool) -> None:
+        if self.blocks:
+            y = x[:, None] if x is not None else None
+            for i, block in enumerate(self.blocks):
+                outs = []
+                if y is not None:
+                    o = block.push(y)
+                    if o is not None:
+                        outs.append(o)
+                if final:
+                    o = block.finish()
+                    if o is not None:
+                        outs.append(o)
+                y = torch.cat(outs, 2) if outs else None
+            if y is None:
+                return
+            B, C, T, Fq = y.shape
+            x = y.permute(0, 2, 1, 3).reshape(B, T, C * Fq)
+        if x is None or not x.shape[1]:
+            return
+        h, self.state = self.model.encoder.step(x, self.state)
+        if self.pool is None:
+            logits = self.model.head(h)
+            self.frame_outputs.append(logits[0])
+            self.latest = logits[:, -1]
+        else:
+            self.pool.update(h)
+            self.latest = self.model.head(self.pool.value())
+
+    def logits(self) -> Tensor | None:
+        return self.latest
+
+    def probabilities(self) -> np.ndarray | None:
+        if self.latest is None:
+            return None
+        p = torch.sigmoid(self.latest) if self.multilabel else torch.softmax(self.latest, -1)
+        return p[0].numpy()
+
+
+def stream(predictor) -> StreamingClassifier:
+    """A StreamingClassifier for a loaded Predictor (`specrnn.load(run).stream()`)."""
+    return StreamingClassifier(predictor.model.cpu(), predictor.extractor.cpu(), predictor.classes, predictor.cfg.model.multilabel)
+
+
+def print_stream(predictor, files: list[str], chunk_ms: float, as_json: bool) -> int:
+    """`specrnn predict --stream`: the running top label after every chunk of each file."""
+    import json
+
+    from .audio import load_audio
+
+    f = predictor.cfg.features
+    step = max(1, int(round(chunk_ms / 1000 * f.sample_rate)))
+    failed = 0
+    for path in files:
+        try:
+            wave = load_audio(path, f.sample_rate, f.max_seconds, f.crop)
+        except SpecrnnError as e:
+            print(f"specrnn: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        s = stream(predictor)
+        events = []
+        for start in range(0, len(wave), step):
+            p = s.push_audio(wave[start : start + step])
+            events.append((min(start + step, len(wave)) / f.sample_rate, p))
+        events.append((len(wave) / f.sample_rate, s.finish()))
+        for i, (t, p) in enumerate(events):
+            final = i == len(events) - 1
+            if p is None:
+                line = {"path": str(path), "time": round(t, 3), "label": None}
+            else:
+                k = int(np.argmax(p))
+                line = {"path": str(path), "time": round(t, 3), "label": s.classes[k], "probability": round(float(p[k]), 4)}
+            if final:
+                line["final"] = True
+            if as_json:
+                print(json.dumps(line))
+            else:
+                label = "-" if line["label"] is None else f"{line['label']} ({100 * line['probability']:.1f}%)"
+                print(f"{path}\t{'end' if final else f'{t:7.2f}s'}\t{label}")
+    return 1 if failed else 0

@@ -1,0 +1,122 @@
+"""Invariant 2: streaming over chunks equals the offline pass, for every unidirectional preset, every pooling,
+with frame stacking and a CNN front-end, from feature chunks (1, 7, 32 frames) and from raw audio."""
+import numpy as np
+import pytest
+import torch
+
+from specrnn.config import FeatureConfig, FrontendConfig, ModelConfig, load_config
+from specrnn.errors import SpecrnnError
+from specrnn.features import FeatureExtractor
+from specrnn.models import build_model
+from specrnn.streaming import StreamingClassifier, StreamingSTFT
+
+STREAMING_PRESETS = ["lstm", "gru"]
+
+
+def _offline(model, x):
+    with torch.no_grad():
+        return model(x[None], torch.tensor([x.shape[0]]))
+
+
+def _stream(model, x, chunk):
+    s = StreamingClassifier(model)
+    for i in range(0, x.shape[0], chunk):
+        s.push_features(x[i : i + chunk])
+    s.finish()
+    return s
+
+
+def _randomise(model):
+    torch.manual_seed(1)
+    model.normalizer.mean.normal_()
+    model.normalizer.std.uniform_(0.5, 2)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", STREAMING_PRESETS)
+@pytest.mark.parametrize("chunk", [1, 7, 32])
+def test_streaming_presets_equal_offline(name, chunk):
+    cfg = load_config(name)
+    model = _randomise(build_model(cfg.model, 64, 10))
+    x = torch.randn(83, 64) * 5
+    torch.testing.assert_close(_stream(model, x, chunk).logits(), _offline(model, x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "max", "meanstd", "attention"])
+@pytest.mark.parametrize("chunk", [1, 7, 32])
+@pytest.mark.parametrize("stack", [1, 2])
+def test_streaming_with_cnn_frontend_equals_offline(pooling, chunk, stack):
+    fe = FrontendConfig(type="cnn", channels=[4, 6], kernel=3, time_strides=[2, 1], freq_pools=[2, 1])
+    cfg = ModelConfig(frontend=fe, stack=stack, bidirectional=False, pooling=pooling, hidden=16, layer_norm=True)
+    model = build_model(cfg, 16, 4)
+    model.train()
+    model(torch.randn(3, 40, 16), torch.tensor([40, 12, 5]))  # real batch-norm statistics
+    model = _randomise(model)
+    for T in (1, 2, 29, 64):
+        x = torch.randn(T, 16) * 3
+        torch.testing.assert_close(_stream(model, x, chunk).logits(), _offline(model, x), atol=1e-5, rtol=0)
+
+
+def test_frame_head_streams_every_frame():
+    cfg = ModelConfig(bidirectional=False, head="frame", stack=2, hidden=8)
+    model = _randomise(build_model(cfg, 16, 3))
+    x = torch.randn(41, 16)
+    frames, lengths = _offline(model, x)
+    s = _stream(model, x, 5)
+    torch.testing.assert_close(torch.cat(s.frame_outputs), frames[0, : int(lengths[0])], atol=1e-5, rtol=0)
+
+
+def test_running_prediction_is_causal():
+    """A prediction after k frames equals the offline pass over exactly those k frames (no look-ahead)."""
+    model = _randomise(build_model(ModelConfig(bidirectional=False, stack=1, hidden=8, pooling="mean"), 16, 3))
+    x = torch.randn(30, 16)
+    s = StreamingClassifier(model)
+    for k in range(1, 31):
+        s.push_features(x[k - 1 : k])
+        torch.testing.assert_close(s.logits(), _offline(model, x[:k]), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("chunk", [1, 160, 1000, 1601])
+def test_audio_stream_equals_offline_features_and_model(chunk):
+    fcfg = FeatureConfig(top_db=None)
+    ex = FeatureExtractor(fcfg)
+    wave = (np.random.default_rng(0).standard_normal(8123) * 0.1).astype(np.float32)
+    feats, _ = ex(torch.from_numpy(wave)[None], torch.tensor([len(wave)]))
+    stft = StreamingSTFT(ex)
+    frames = [stft.push(wave[i : i + chunk]) for i in range(0, len(wave), chunk)] + [stft.finish()]
+    torch.testing.assert_close(torch.cat(frames), feats[0], atol=1e-4, rtol=1e-5)
+    model = _randomise(build_model(load_config("lstm").model, fcfg.n_features, 5))
+    s = StreamingClassifier(model, ex)
+    for i in range(0, len(wave), chunk):
+        s.push_audio(wave[i : i + chunk])
+    s.finish()
+    torch.testing.assert_close(s.logits(), _offline(model, feats[0]), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("cfg,message", [
+    (ModelConfig(bidirectional=True), "bidirectional"),
+    (ModelConfig(bidirectional=False, normalize="utterance"), "whole clip"),
+    (ModelConfig(bidirectional=False, pooling="dot"), "whole clip"),
+])
+def test_models_that_read_the_future_refuse_to_stream(cfg, message):
+    with pytest.raises(SpecrnnError, match=message):
+        StreamingClassifier(build_model(cfg, 16, 3))
+
+
+def test_predict_stream_cli_prints_running_labels_and_matches_offline(tone_folder, tmp_path):
+    import json
+
+    from .test_cli import cli
+
+    run = tmp_path / "uni"
+    cli("train", tone_folder, "--out", run, "--config", "lstm", "--max-epochs", 3, "--set", "model.hidden=16",
+        "--set", "features.top_db=null")
+    f = sorted(tone_folder.rglob("*.wav"))[0]
+    lines = [json.loads(x) for x in cli("predict", run, f, "--stream", "--chunk-ms", 100, "--json").stdout.splitlines()]
+    assert len(lines) >= 3 and lines[-1]["final"] and all(x["path"] == str(f) for x in lines)
+    offline = json.loads(cli("predict", run, f, "--json").stdout)[0]["top"][0]
+    assert lines[-1]["label"] == offline["label"] and abs(lines[-1]["probability"] - offline["probability"]) < 1e-3
+    text = cli("predict", run, f, "--stream").stdout
+    assert "end" in text
+    r = cli("predict", tmp_path / "nope", f, "--stream", check=False)
+    assert r.returncode == 2
