@@ -36,3 +36,10 @@ def manifest(root, pattern, split_rules=None):
     from .data.manifest import from_pattern
 
     return from_pattern(root, pattern, split_rules)
+
+
+def cv(data, out, config=None, overrides=None, **kwargs) -> dict:
+    """Cross-validation (fold column, K-fold or leave-one-group-out, several seeds); returns cv.json's summary."""
+    from .crossval import cv as _cv
+
+    return _cv(data, out, config, overrides, **kwargs)

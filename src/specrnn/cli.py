@@ -94,6 +94,14 @@ def _models(a) -> int:
     return 0
 
 
+def _cv(a) -> int:
+    from .crossval import cv
+
+    seeds = [int(x) for x in a.seeds.split(",")]
+    cv(a.data, a.out, a.config, a.set, a.fold_column, a.folds, a.leave_one_group_out, a.group_column, seeds, a.jobs)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -135,6 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--split-rule", action="append", help="FIELD OP VALUE=SPLIT, first match wins, e.g. 'take<5=test'; unmatched rows are train")
     m.add_argument("--out", help="CSV to write (default DIR/manifest.csv)")
     m.set_defaults(func=_manifest)
+
+    c = sub.add_parser("cv", help="cross-validation: one training per fold (and seed), mean and std")
+    c.add_argument("data", help="folder or CSV manifest")
+    c.add_argument("--out", required=True, help="CV folder (re-running it resumes at the first unfinished run)")
+    how = c.add_mutually_exclusive_group()
+    how.add_argument("--fold-column", help="column holding the fold of each row (default: 'fold' when present)")
+    how.add_argument("--folds", type=int, help="stratified K-fold (group-aware with a group column)")
+    how.add_argument("--leave-one-group-out", action="store_true", help="each group (e.g. speaker) is a test fold")
+    c.add_argument("--group-column", help="use this column as the group (kept within one split)")
+    c.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    c.add_argument("--jobs", type=int, help="runs in parallel (default: cores / threads per run)")
+    c.add_argument("--config", help="YAML config or preset name")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE")
+    c.set_defaults(func=_cv)
 
     z = sub.add_parser("models", help="list presets, or show one: layers, output shapes, parameters")
     z.add_argument("action", nargs="?", choices=["list", "show", "config"], default="list")

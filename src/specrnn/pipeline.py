@@ -143,9 +143,20 @@ def train(
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         write_json(run_dir / "run.json", {"data": data, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "version": _version()})
 
+    man = load_manifest(data)
+    _set_threads(cfg)
+    prep = prepare_data(man, cfg, run_dir, log)
+    return fit(prep, cfg, run_dir, resume=resume, log=log, t_start=t_start)
+
+
+def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=print, callbacks=(), t_start: float | None = None,
+        evaluate_test: bool = True) -> dict:
+    """Train on prepared data into `run_dir` (model.pt, history, metrics, plots); returns the metrics.
+
+    Shared by `train`, `cv` (one call per fold) and `tune` (one call per trial, with a pruning callback)."""
+    t_start = time.perf_counter() if t_start is None else t_start
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import lightning.pytorch as L
-    import torch
 
     from .models import build_model
     from .models.build import count_parameters
@@ -154,8 +165,6 @@ def train(
 
     _set_threads(cfg)
     L.seed_everything(cfg.seed, verbose=False)
-    man = load_manifest(data)
-    prep = prepare_data(man, cfg, run_dir, log)
     prep.manifest.to_csv(run_dir / SPLIT_FILE)
     sets = prep.sets
     task = ClassificationTask(prep.classes, cfg.train.label_smoothing, cfg.model.multilabel)
@@ -164,7 +173,7 @@ def train(
     train_loader, val_loader = _loader(sets["train"], cfg, True), _loader(sets["val"], cfg, False)
     meta = {"config": cfg.to_dict(), "classes": prep.classes, "specrnn_version": _version()}
     best = BestModel(run_dir, meta, cfg.train.patience, cfg.train.min_epochs)
-    trainer = make_trainer(cfg, run_dir, [best, History(run_dir)])
+    trainer = make_trainer(cfg, run_dir, [best, History(run_dir), *callbacks])
     lit = LitClassifier(model, task, cfg, len(train_loader))
     log(f"training {describe(cfg)} ({count_parameters(model):,} parameters) on {len(sets['train'])} clips, "
         f"validating on {len(sets['val'])}")
@@ -183,7 +192,7 @@ def train(
     metrics: dict = {"best_epoch": predictor.meta["epoch"] + 1, "epochs_run": trainer.current_epoch,
                      "parameters": count_parameters(model), "train_seconds": round(train_seconds, 2),
                      "classes": prep.classes, "model": describe(cfg)}
-    for name in ("val", "test"):
+    for name in ("val", "test") if evaluate_test else ("val",):
         if len(sets[name]):
             metrics[name] = evaluate_features(predictor, sets[name])
     metrics["total_seconds"] = round(time.perf_counter() - t_start, 2)

@@ -1,0 +1,228 @@
+"""Cross-validation: one training per fold and seed, test = the fold, validation carved from the other folds only.
+
+Folds come from a column (ESC-10's official `fold`, or any column such as the speaker), from stratified
+(group-aware) K-fold, or leave-one-group-out. Each run is an ordinary run folder, so an interrupted CV resumes
+at the first unfinished run (finished runs are kept, a half-trained one resumes from its checkpoint).
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .config import load_config
+from .data.manifest import Manifest, load_manifest
+from .errors import SpecrnnError
+from .run import atomic_write_text, write_json
+
+
+def fold_ids(man: Manifest, fold_column: str | None = None, folds: int | None = None, leave_one_group_out: bool = False,
+             seed: int = 0) -> list[str]:
+    """The test fold of every row."""
+    if leave_one_group_out:
+        if man.groups is None:
+            raise SpecrnnError(f"{man.source}: --leave-one-group-out needs a 'group' column (or --group-column)")
+        return list(man.groups)
+    if fold_column is None and folds is None and man.folds is not None:
+        fold_column = "fold"
+    if fold_column is not None:
+        col = _column(man, fold_column)
+        if len(set(col)) < 2:
+            raise SpecrnnError(f"{man.source}: column '{fold_column}' has fewer than 2 distinct folds")
+        return list(col)
+    k = folds or 5
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    idx = np.arange(len(man))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if man.groups is not None:
+            if len(set(man.groups)) < k:
+                raise SpecrnnError(f"{man.source}: {len(set(man.groups))} groups cannot make {k} group-aware folds")
+            splits = StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(idx, man.labels, man.groups)
+        else:
+            splits = StratifiedKFold(k, shuffle=True, random_state=seed).split(idx, man.labels)
+        out = [""] * len(man)
+        for f, (_, test) in enumerate(splits, start=1):
+            for i in test:
+                out[i] = str(f)
+    return out
+
+
+def _column(man: Manifest, name: str) -> list[str]:
+    col = {"fold": man.folds, "group": man.groups, "label": man.labels, "split": man.splits}.get(name, man.extra.get(name))
+    if col is None:
+        raise SpecrnnError(f"{man.source}: no column '{name}' (columns: {', '.join(man.columns())})")
+    return list(col)
+
+
+def fold_manifest(man: Manifest, ids: list[str], fold: str) -> Manifest:
+    """Rows of `fold` become test, all others train (validation is carved from them later); no group may cross."""
+    out = man.select(list(range(len(man))))
+    out.splits = ["test" if f == fold else "train" for f in ids]
+    if out.groups is not None:
+        test_groups = {g for g, s in zip(out.groups, out.splits) if s == "test"}
+        train_groups = {g for g, s in zip(out.groups, out.splits) if s == "train"}
+        shared = sorted(test_groups & train_groups)
+        if shared:
+            raise SpecrnnError(f"fold {fold}: group(s) {', '.join(shared[:5])} would be in both train and test")
+    return out
+
+
+def _auto_jobs(n_runs: int) -> int:
+    import torch
+
+    if torch.cuda.is_available():
+        return 1
+    cores = os.cpu_count() or 2
+    threads = max(1, min(4, cores // 2))  # as pipeline._set_threads
+    return max(1, min(n_runs, cores // threads))
+
+
+def cv(
+    data: str | Path,
+    out: str | Path,
+    config=None,
+    overrides: list[str] | None = None,
+    fold_column: str | None = None,
+    folds: int | None = None,
+    leave_one_group_out: bool = False,
+    group_column: str | None = None,
+    seeds: list[int] = (0,),
+    jobs: int | None = None,
+    log=print,
+) -> dict:
+    """Run the cross-validation into `out` and return (and write) cv.json's summary."""
+    out = Path(out)
+    cfg = load_config(config, overrides)
+    man = load_manifest(data)
+    if group_column:
+        man.groups = _column(man, group_column)
+    ids = fold_ids(man, fold_column, folds, leave_one_group_out, cfg.seed)
+    fold_names = sorted(set(ids), key=lambda f: (len(f), f))
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "config.yaml"
+    if not cfg_path.exists():
+        atomic_write_text(cfg_path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    runs = []
+    for fold in fold_names:
+        fm = fold_manifest(man, ids, fold)
+        csv_path = out / f"fold-{fold}" / "data.csv"
+        if not csv_path.exists():
+            fm.to_csv(csv_path)
+        for seed in seeds:
+            runs.append((fold, seed, csv_path, out / f"fold-{fold}" / f"seed-{seed}"))
+    protocol = ("leave-one-group-out" if leave_one_group_out else f"column '{fold_column or 'fold'}'"
+                if (fold_column or (folds is None and man.folds is not None)) else f"stratified {folds or 5}-fold")
+    log(f"cross-validation: {len(fold_names)} folds ({protocol}) x {len(seeds)} seed(s) = {len(runs)} runs into {out}")
+    todo = [r for r in runs if not (r[3] / "metrics.json").is_file()]
+    if len(todo) < len(runs):
+        log(f"resuming: {len(runs) - len(todo)} run(s) already finished")
+    jobs = jobs or _auto_jobs(len(todo))
+    t0 = time.perf_counter()
+
+    def one(run):
+        fold, seed, csv_path, run_dir = run
+        resume = (run_dir / "config.yaml").is_file() and (run_dir / "run.json").is_file()
+        args = ["train", str(csv_path), "--out", str(run_dir), "--config", str(cfg_path), "--set", f"seed={seed}"]
+        args += ["--resume"] if resume else ["--overwrite"]
+        if jobs == 1:
+            from .pipeline import train
+
+            if resume:
+                train(out=run_dir, resume=True, log=lambda *a: None)
+            else:
+                train(str(csv_path), run_dir, str(cfg_path), [f"seed={seed}"], overwrite=True, log=lambda *a: None)
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with open(run_dir.parent / f"seed-{seed}.log", "w") as logf:
+                r = subprocess.run([sys.executable, "-m", "specrnn", *args], stdout=logf, stderr=subprocess.STDOUT)
+            if r.returncode != 0:
+                raise SpecrnnError(f"fold {fold} seed {seed} failed; see {run_dir.parent / f'seed-{seed}.log'}")
+        m = _read_metrics(run_dir)
+        log(f"  fold {fold} seed {seed}: test accuracy {100 * m['test']['accuracy']:.2f}% "
+            f"({time.perf_counter() - t0:.0f} s elapsed)")
+
+    if jobs == 1:
+        for r in todo:
+            one(r)
+    else:
+        with ThreadPoolExecutor(jobs) as pool:
+            list(pool.map(one, todo))
+    summary = summarize(runs, fold_names, protocol)
+    summary["config"] = cfg.to_dict()
+    summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    write_json(out / "cv.json", summary)
+    _write_tables(out, summary)
+    log(format_summary(summary, out))
+    return summary
+
+
+def _read_metrics(run_dir: Path) -> dict:
+    import json
+
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def summarize(runs, fold_names: list[str], protocol: str) -> dict:
+    """Per-fold means over seeds, mean and std over folds, and the confusion matrix pooled over every run."""
+    per_fold = []
+    classes: list[str] = []
+    for fold in fold_names:
+        for r in runs:
+            if r[0] == fold:
+                classes = sorted(set(classes) | set(_read_metrics(r[3])["classes"]))
+    pooled = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    for fold in fold_names:
+        ms = [_read_metrics(r[3]) for r in runs if r[0] == fold]
+        accs = [m["test"]["accuracy"] for m in ms]
+        f1s = [m["test"]["macro_f1"] for m in ms]
+        for m in ms:
+            idx = [classes.index(c) for c in m["classes"]]
+            cm = np.asarray(m["test"].get("confusion_matrix", []))
+            if cm.size:
+                pooled[np.ix_(idx, idx)] += cm
+        per_fold.append({"fold": fold, "n": ms[0]["test"]["n"], "accuracy": statistics.mean(accs), "macro_f1": statistics.mean(f1s),
+                         "accuracy_per_seed": accs, "train_seconds": statistics.mean(m["train_seconds"] for m in ms),
+                         "epochs": statistics.mean(m["epochs_run"] for m in ms)})
+    accs = [f["accuracy"] for f in per_fold]
+    f1s = [f["macro_f1"] for f in per_fold]
+    all_runs = [a for f in per_fold for a in f["accuracy_per_seed"]]
+    return {
+        "protocol": protocol, "folds": per_fold, "n_runs": len(runs),
+        "accuracy_mean": statistics.mean(accs), "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+        "macro_f1_mean": statistics.mean(f1s), "macro_f1_std": statistics.stdev(f1s) if len(f1s) > 1 else 0.0,
+        "accuracy_std_over_runs": statistics.stdev(all_runs) if len(all_runs) > 1 else 0.0,
+        "classes": classes, "pooled_confusion_matrix": pooled.tolist(),
+        "pooled_accuracy": float(np.trace(pooled) / max(pooled.sum(), 1)),
+    }
+
+
+def _write_tables(out: Path, s: dict) -> None:
+    from . import plots
+
+    lines = ["fold,n,accuracy,macro_f1,train_seconds,epochs"]
+    lines += [f"{f['fold']},{f['n']},{f['accuracy']:.6f},{f['macro_f1']:.6f},{f['train_seconds']:.1f},{f['epochs']:.1f}"
+              for f in s["folds"]]
+    atomic_write_text(out / "folds.csv", "\n".join(lines) + "\n")
+    plots.confusion_matrix(np.asarray(s["pooled_confusion_matrix"]), s["classes"], out / "confusion_matrix.png",
+                           f"pooled confusion matrix ({len(s['folds'])} folds)")
+
+
+def format_summary(s: dict, out: Path) -> str:
+    lines = ["", "=" * 64, f"cross-validation ({s['protocol']}), {len(s['folds'])} folds, {s['n_runs']} runs"]
+    for f in s["folds"]:
+        seeds = ", ".join(f"{100 * a:.1f}" for a in f["accuracy_per_seed"])
+        lines.append(f"  fold {f['fold']:>10}: {100 * f['accuracy']:6.2f}%  (n={f['n']}; seeds: {seeds})")
+    lines += [f"mean accuracy {100 * s['accuracy_mean']:.2f}% ± {100 * s['accuracy_std']:.2f} (std over folds); "
+              f"macro-F1 {100 * s['macro_f1_mean']:.2f}%",
+              f"CV folder: {out}  (cv.json, folds.csv, confusion_matrix.png, fold-*/seed-*/)", "=" * 64]
+    return "\n".join(lines)

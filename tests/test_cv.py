@@ -1,0 +1,86 @@
+"""Cross-validation: folds respect groups and fold ids, test rows never reach training or early stopping,
+and an interrupted CV resumes at the first unfinished run."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import specrnn
+from specrnn.crossval import fold_ids, fold_manifest
+from specrnn.data.manifest import Manifest
+from specrnn.errors import SpecrnnError
+
+from .conftest import tone, write
+
+TINY = ["model.hidden=12", "model.layers=1", "train.batch_size=16", "train.max_epochs=2"]
+
+
+def _table(n=60, groups=6):
+    labels = [("a", "b", "c")[i % 3] for i in range(n)]
+    return Manifest([f"/x/{i}.wav" for i in range(n)], labels, groups=[f"g{i % groups}" for i in range(n)])
+
+
+def test_k_fold_is_group_aware_and_covers_every_row_once():
+    man = _table()
+    ids = fold_ids(man, folds=3)
+    assert sorted(set(ids)) == ["1", "2", "3"] and "" not in ids
+    for f in set(ids):
+        fm = fold_manifest(man, ids, f)
+        test_groups = {g for g, s in zip(fm.groups, fm.splits) if s == "test"}
+        train_groups = {g for g, s in zip(fm.groups, fm.splits) if s == "train"}
+        assert test_groups and not (test_groups & train_groups)
+
+
+def test_leave_one_group_out_and_fold_column():
+    man = _table()
+    assert sorted(set(fold_ids(man, leave_one_group_out=True))) == [f"g{i}" for i in range(6)]
+    man.folds = [str(i % 5 + 1) for i in range(60)]
+    assert fold_ids(man) == man.folds
+    with pytest.raises(SpecrnnError, match="needs a 'group'"):
+        fold_ids(Manifest(["/a.wav"], ["x"]), leave_one_group_out=True)
+
+
+@pytest.fixture
+def grouped_csv(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = [["path", "label", "group"]]
+    for i in range(36):
+        label = ("low", "high")[i % 2]
+        f = rng.uniform(200, 400) if label == "low" else rng.uniform(2000, 4000)
+        write(tmp_path / f"{i}.wav", tone(f, rng.uniform(0.2, 0.5), seed=i))
+        rows.append([f"{i}.wav", label, f"spk{i % 6}"])
+    with open(tmp_path / "m.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    return tmp_path / "m.csv"
+
+
+def test_cv_runs_folds_keeps_test_out_of_validation_and_resumes(grouped_csv, tmp_path):
+    out = tmp_path / "cv"
+    s = specrnn.cv(grouped_csv, out, overrides=TINY, folds=3, jobs=1, log=lambda *a: None)
+    assert len(s["folds"]) == 3 and sum(f["n"] for f in s["folds"]) == 36
+    assert np.asarray(s["pooled_confusion_matrix"]).sum() == 36
+    assert json.loads((out / "cv.json").read_text())["accuracy_mean"] == pytest.approx(s["accuracy_mean"])
+    for fold in ("1", "2", "3"):
+        rows = list(csv.DictReader(open(out / f"fold-{fold}" / "seed-0" / "split.csv")))
+        test = {r["group"] for r in rows if r["split"] == "test"}
+        others = {r["group"] for r in rows if r["split"] != "test"}
+        assert test and not (test & others)  # test speakers never in train or val (early stopping)
+    # interrupt: one run unfinished; the others must not be retrained
+    kept = {f: (out / f"fold-{f}" / "seed-0" / "model.pt").stat().st_mtime_ns for f in ("1", "3")}
+    (out / "fold-2" / "seed-0" / "metrics.json").unlink()
+    logs = []
+    s2 = specrnn.cv(grouped_csv, out, overrides=TINY, folds=3, jobs=1, log=logs.append)
+    assert any("1 run(s) already finished" in x or "2 run(s) already finished" in x for x in logs)
+    assert {f: (out / f"fold-{f}" / "seed-0" / "model.pt").stat().st_mtime_ns for f in ("1", "3")} == kept
+    assert (out / "fold-2" / "seed-0" / "metrics.json").is_file() and len(s2["folds"]) == 3
+
+
+def test_cv_cli_parallel_jobs(grouped_csv, tmp_path):
+    from .test_cli import cli
+
+    args = sum((["--set", t] for t in TINY), [])
+    r = cli("cv", grouped_csv, "--out", tmp_path / "cv", "--leave-one-group-out", "--jobs", "2", *args)
+    assert "mean accuracy" in r.stdout
+    s = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert [f["fold"] for f in s["folds"]] == [f"spk{i}" for i in range(6)]
