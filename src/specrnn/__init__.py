@@ -43,3 +43,17 @@ def cv(data, out, config=None, overrides=None, **kwargs) -> dict:
     from .crossval import cv as _cv
 
     return _cv(data, out, config, overrides, **kwargs)
+
+
+def tune(data, out, trials=20, **kwargs) -> dict:
+    """Optuna search on validation data; writes best.yaml (usable with train --config) and plots."""
+    from .tuning import tune as _tune
+
+    return _tune(data, out, trials, **kwargs)
+
+
+def report(path, out=None):
+    """Self-contained HTML report of a run or CV folder; returns the file's path."""
+    from .reporting import report as _report
+
+    return _report(path, out)

@@ -6,13 +6,14 @@ import torch
 from torch import Tensor, nn
 
 
-def random_masks(lengths: Tensor, size: int, count: int, max_width: int, generator=None) -> Tensor:
-    """(B, size) bool: `count` random spans of width 0..max_width per row, inside each row's `lengths`."""
+def random_masks(lengths: Tensor, size: int, count: int, max_width: int, max_fraction: float = 1.0, generator=None) -> Tensor:
+    """(B, size) bool: `count` random spans per row, each at most `max_width` and `max_fraction` of the row's length."""
     B = lengths.shape[0]
     device = lengths.device
     if count <= 0 or max_width <= 0:
         return torch.zeros(B, size, dtype=torch.bool, device=device)
-    width = (torch.rand(B, count, 1, device=device, generator=generator) * (max_width + 1)).long()
+    cap = torch.minimum(torch.full_like(lengths, max_width), (lengths * max_fraction).long())[:, None, None]
+    width = (torch.rand(B, count, 1, device=device, generator=generator) * (cap + 1)).long()
     room = (lengths[:, None, None] - width).clamp_min(1)
     start = (torch.rand(B, count, 1, device=device, generator=generator) * room).long()
     pos = torch.arange(size, device=device)[None, None, :]
@@ -22,14 +23,89 @@ def random_masks(lengths: Tensor, size: int, count: int, max_width: int, generat
 class SpecAugment(nn.Module):
     """Time and frequency masks (Park et al. 2019) on normalised features; masked values become 0 (the mean)."""
 
-    def __init__(self, time_masks: int = 2, time_width: int = 10, freq_masks: int = 2, freq_width: int = 8):
+    def __init__(self, time_masks: int = 2, time_width: int = 10, freq_masks: int = 2, freq_width: int = 8,
+                 time_fraction: float = 0.2):
         super().__init__()
         self.time_masks, self.time_width, self.freq_masks, self.freq_width = time_masks, time_width, freq_masks, freq_width
+        self.time_fraction = time_fraction  # a short clip is never masked away: each mask <= this share of it
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         if not self.training:
             return x
         B, T, F = x.shape
-        t_mask = random_masks(lengths, T, self.time_masks, self.time_width)
+        t_mask = random_masks(lengths, T, self.time_masks, self.time_width, self.time_fraction)
         f_mask = random_masks(torch.full((B,), F, device=x.device), F, self.freq_masks, self.freq_width)
         return x.masked_fill(t_mask[:, :, None] | f_mask[:, None, :], 0.0)
+
+
+def _db_to_power(x: Tensor) -> Tensor:
+    return torch.pow(10.0, x / 10.0)
+
+
+def _power_to_db(p: Tensor) -> Tensor:
+    return 10.0 * torch.log10(p.clamp_min(1e-10))
+
+
+def roll_within_length(x: Tensor, lengths: Tensor, shifts: Tensor) -> Tensor:
+    """Circularly shift each clip's real frames by `shifts[b]`; padding stays where it is."""
+    B, T = x.shape[:2]
+    t = torch.arange(T, device=x.device)[None, :]
+    L = lengths[:, None].clamp_min(1)
+    idx = torch.where(t < L, (t - shifts[:, None]) % L, t)
+    return x.gather(1, idx[..., None].expand_as(x))
+
+
+class BatchAugment(nn.Module):
+    """Waveform-free augmentation of a training batch of log-power features (dB), all vectorised in torch:
+    random gain, circular time shift, background noise at a random SNR (mixed in the power domain, so
+    noise adds to the sound rather than to its logarithm) and mixup (also in the power domain).
+    Called only from the training step: validation, test and prediction never see it."""
+
+    def __init__(self, cfg, n_classes: int, noise: list[Tensor] | None = None, log_power: bool = True):
+        super().__init__()
+        self.cfg, self.n_classes, self.log_power = cfg, n_classes, log_power
+        self.noise = noise or []
+
+    def forward(self, batch: dict) -> dict:
+        x, lengths, y = batch["features"], batch["lengths"], batch["targets"]
+        B = x.shape[0]
+        c = self.cfg
+        mask = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None])[..., None]
+        if c.gain_db > 0:
+            x = x + (torch.rand(B, 1, 1, device=x.device) * 2 - 1) * c.gain_db
+        if c.time_shift > 0:
+            shifts = (torch.rand(B, device=x.device) * c.time_shift * lengths).long()
+            x = roll_within_length(x, lengths, shifts)
+        if self.noise and self.log_power:
+            x = self._add_noise(x, lengths)
+        if c.mixup > 0 and B > 1:
+            lam = torch.distributions.Beta(c.mixup, c.mixup).sample((B,)).to(x.device)
+            lam = torch.maximum(lam, 1 - lam)  # the first clip dominates: its length and label lead
+            perm = torch.randperm(B, device=x.device)
+            if self.log_power:
+                x = _power_to_db(lam[:, None, None] * _db_to_power(x) + (1 - lam[:, None, None]) * _db_to_power(x[perm]))
+            else:
+                x = lam[:, None, None] * x + (1 - lam[:, None, None]) * x[perm]
+            lengths = torch.maximum(lengths, lengths[perm])
+            onehot = y.float() if y.dim() == 2 else torch.nn.functional.one_hot(y, self.n_classes).float()
+            y = lam[:, None] * onehot + (1 - lam[:, None]) * onehot[perm]
+            mask = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None])[..., None]
+        return {**batch, "features": x.masked_fill(~mask, 0.0), "lengths": lengths, "targets": y}
+
+    def _add_noise(self, x: Tensor, lengths: Tensor) -> Tensor:
+        B, T, F = x.shape
+        lo, hi = self.cfg.noise_snr_db
+        picks = torch.randint(len(self.noise), (B,)).tolist()
+        noise = torch.zeros_like(x)
+        for b, k in enumerate(picks):  # B slices of a cached noise bank: cheap, no decoding
+            n = self.noise[k].to(x.device)
+            start = int(torch.randint(max(1, n.shape[0]), ()).item())
+            reps = -(-(start + T) // n.shape[0])
+            noise[b] = n.repeat(reps, 1)[start : start + T]
+        mask = (torch.arange(T, device=x.device)[None] < lengths[:, None])[..., None].float()
+        p_sig, p_noise = _db_to_power(x), _db_to_power(noise)
+        e_sig = (p_sig * mask).sum((1, 2)) / (mask.sum((1, 2)) * F).clamp_min(1)
+        e_noise = (p_noise * mask).sum((1, 2)) / (mask.sum((1, 2)) * F).clamp_min(1)
+        snr = lo + torch.rand(B, device=x.device) * (hi - lo)
+        gain = e_sig / e_noise.clamp_min(1e-10) * torch.pow(10.0, -snr / 10.0)
+        return _power_to_db(p_sig + gain[:, None, None] * p_noise)

@@ -102,6 +102,20 @@ def _cv(a) -> int:
     return 0
 
 
+def _tune(a) -> int:
+    from .tuning import tune
+
+    tune(a.data, a.out, a.trials, a.timeout, a.storage, a.space, a.config, a.set)
+    return 0
+
+
+def _report(a) -> int:
+    from .reporting import report
+
+    print(f"wrote {report(a.path, a.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -157,6 +171,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", help="YAML config or preset name")
     c.add_argument("--set", action="append", metavar="KEY=VALUE")
     c.set_defaults(func=_cv)
+
+    u = sub.add_parser("tune", help="hyperparameter search (Optuna) on validation data; writes best.yaml")
+    u.add_argument("data", help="folder or CSV manifest (test rows are never used)")
+    u.add_argument("--out", required=True, help="study folder (re-running it resumes the study)")
+    u.add_argument("--trials", type=int, default=20, help="total finished trials wanted (complete + pruned)")
+    u.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
+    u.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/study.db)")
+    u.add_argument("--space", help="search-space YAML (default: the built-in one; `specrnn models config search_space`)")
+    u.add_argument("--config", help="base YAML config or preset name")
+    u.add_argument("--set", action="append", metavar="KEY=VALUE")
+    u.set_defaults(func=_tune)
+
+    h = sub.add_parser("report", help="a self-contained HTML report of a run or a CV folder")
+    h.add_argument("path", help="run folder or CV folder")
+    h.add_argument("--out", help="HTML file to write (default PATH/report.html)")
+    h.set_defaults(func=_report)
 
     z = sub.add_parser("models", help="list presets, or show one: layers, output shapes, parameters")
     z.add_argument("action", nargs="?", choices=["list", "show", "config"], default="list")

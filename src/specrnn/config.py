@@ -73,12 +73,13 @@ class AugmentConfig:
     """Training-only augmentation, applied batched on features; never on validation or test."""
 
     time_masks: int = 2
-    time_mask_width: int = 10
+    time_mask_width: int = 10  # frames (10 ms each)
+    time_mask_fraction: float = 0.2  # and at most this share of the clip
     freq_masks: int = 2
     freq_mask_width: int = 8
-    gain_db: float = 0.0
-    time_shift: float = 0.0
-    mixup: float = 0.0
+    gain_db: float = 0.0  # random gain in +-gain_db
+    time_shift: float = 0.0  # circular shift by up to this share of the clip
+    mixup: float = 0.0  # Beta(mixup, mixup) mixing weight; 0 = off
     noise_dir: str | None = None
     noise_snr_db: list[float] = field(default_factory=lambda: [5.0, 30.0])
 

@@ -11,7 +11,7 @@ from .data.cache import default_cache_dir
 
 CLASSES = ["tone", "chirp_up", "chirp_down", "noise_burst", "click_train", "harmonic", "am_tone", "fm_tone"]
 SAMPLE_RATE = 16000
-VERSION = 3
+VERSION = 4
 
 
 def synth(kind: str, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -41,7 +41,7 @@ def synth(kind: str, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndar
         f0 = rng.uniform(100, 400)
         x = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 9) if k * f0 < sr / 2)
     elif kind == "am_tone":
-        x = np.sin(2 * np.pi * f0 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(5, 12) * t))
+        x = np.sin(2 * np.pi * f0 * t) * np.abs(np.sin(np.pi * rng.uniform(4, 10) * t)) ** 3  # pulsing: deep valleys
     elif kind == "fm_tone":  # vibrato of 10-30 % of the carrier: clearly not a steady tone
         rate = rng.uniform(5, 12)
         x = np.sin(2 * np.pi * f0 * t + rng.uniform(0.1, 0.3) * f0 / rate * np.sin(2 * np.pi * rate * t))

@@ -51,7 +51,7 @@ def _set_threads(cfg: Config) -> None:
 
 def prepare_data(man: Manifest, cfg: Config, run_dir: Path | None = None, log=print) -> Prepared:
     """Assign splits, compute (cached) features for every row, handle unusable files per `data.on_error`."""
-    man = assign_splits(man, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
+    man = assign_splits(man, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed, warn=log)
     t0 = time.perf_counter()
     feats, errors = compute_features(man.paths, cfg.features, cfg.data.cache_dir, _device())
     if errors:
@@ -174,7 +174,7 @@ def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=pr
     meta = {"config": cfg.to_dict(), "classes": prep.classes, "specrnn_version": _version()}
     best = BestModel(run_dir, meta, cfg.train.patience, cfg.train.min_epochs)
     trainer = make_trainer(cfg, run_dir, [best, History(run_dir), *callbacks])
-    lit = LitClassifier(model, task, cfg, len(train_loader))
+    lit = LitClassifier(model, task, cfg, len(train_loader), batch_augment(cfg, task.n_outputs, log))
     log(f"training {describe(cfg)} ({count_parameters(model):,} parameters) on {len(sets['train'])} clips, "
         f"validating on {len(sets['val'])}")
     ckpt = run_dir / "checkpoints" / "last.ckpt"
@@ -190,6 +190,7 @@ def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=pr
 
     predictor = Predictor.load(run_dir, device=_device())
     metrics: dict = {"best_epoch": predictor.meta["epoch"] + 1, "epochs_run": trainer.current_epoch,
+                     "best_val_loss": predictor.meta.get("val_loss"),
                      "parameters": count_parameters(model), "train_seconds": round(train_seconds, 2),
                      "classes": prep.classes, "model": describe(cfg)}
     for name in ("val", "test") if evaluate_test else ("val",):
@@ -200,6 +201,31 @@ def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=pr
     _plots(run_dir, metrics, prep.classes)
     log(summary(run_dir, metrics))
     return metrics
+
+
+def batch_augment(cfg: Config, n_classes: int, log=print):
+    """The training-batch augmentation the config asks for (None when it asks for none); noise clips are
+    turned into features once (cached) and mixed in the power domain during training."""
+    from .augment import BatchAugment
+
+    a = cfg.augment
+    if not (a.gain_db > 0 or a.time_shift > 0 or a.mixup > 0 or a.noise_dir):
+        return None
+    noise = []
+    if a.noise_dir:
+        import torch
+
+        from .data.manifest import walk_audio
+
+        if cfg.features.kind == "mfcc":
+            raise SpecrnnError("augment.noise_dir mixes noise in the power domain; it needs features.kind logmel or logpower")
+        paths = [str(p) for p in walk_audio(Path(a.noise_dir))]
+        if not paths:
+            raise SpecrnnError(f"augment.noise_dir {a.noise_dir}: no audio files")
+        feats, errors = compute_features(paths, cfg.features, cfg.data.cache_dir, desc="noise")
+        noise = [torch.from_numpy(f) for f in feats if f is not None]
+        log(f"background noise: {len(noise)} clip(s) from {a.noise_dir}" + (f" ({len(errors)} unusable)" if errors else ""))
+    return BatchAugment(a, n_classes, noise, log_power=cfg.features.kind != "mfcc")
 
 
 def _version() -> str:

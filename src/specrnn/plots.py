@@ -16,14 +16,18 @@ def _plt():
     return plt
 
 
-def _save(fig, path: str | Path) -> None:
+def _save(fig, path) -> None:
+    """PNG to a path (atomically) or to a binary file object."""
     import io
 
     from .run import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    atomic_write_bytes(path, buf.getvalue())
+    if hasattr(path, "write"):
+        path.write(buf.getvalue())
+    else:
+        atomic_write_bytes(path, buf.getvalue())
     _plt().close(fig)
 
 
@@ -64,7 +68,7 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], out: str | Path, ti
     _save(fig, out)
 
 
-def spectrogram(features: np.ndarray, out: str | Path, title: str = "", attention: np.ndarray | None = None) -> None:
+def spectrogram(features: np.ndarray, out, title: str = "", attention: np.ndarray | None = None) -> None:
     """(T, F) features as an image; attention weights (T',) drawn under it when given."""
     plt = _plt()
     rows = 2 if attention is not None else 1

@@ -21,7 +21,7 @@ class SpecRNN(nn.Module):
         self.cfg = cfg
         self.normalizer = Normalizer(cfg.normalize, n_features)
         a = augment or AugmentConfig(time_masks=0, freq_masks=0)
-        self.specaugment = SpecAugment(a.time_masks, a.time_mask_width, a.freq_masks, a.freq_mask_width)
+        self.specaugment = SpecAugment(a.time_masks, a.time_mask_width, a.freq_masks, a.freq_mask_width, a.time_mask_fraction)
         fe = cfg.frontend
         n_features = n_features * cfg.stack
         self.frontend = (

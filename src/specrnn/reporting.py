@@ -1,0 +1,132 @@
+"""`specrnn report`: one self-contained HTML file (images embedded) that explains a run or a cross-validation:
+metrics, learning curves, confusion matrix, per-class figures, the most confident mistakes with their
+spectrograms (and attention), and the config."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SpecrnnError
+from .run import atomic_write_text
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto}
+.grid{display:flex;flex-wrap:wrap;gap:1em}.card{border:1px solid #ddd;padding:.5em;width:340px;font-size:.9em}.bad{color:#b00}"""
+
+
+def _img(path_or_fig) -> str:
+    if isinstance(path_or_fig, (str, Path)):
+        p = Path(path_or_fig)
+        if not p.is_file():
+            return "<p><i>(plot not available)</i></p>"
+        data = p.read_bytes()
+    else:
+        data = path_or_fig
+    return f'<img src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def _pct(x) -> str:
+    return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.2f}%"
+
+
+def _per_class_table(m: dict) -> str:
+    rows = "".join(f"<tr><td>{html.escape(c)}</td><td>{_pct(v['precision'])}</td><td>{_pct(v['recall'])}</td>"
+                   f"<td>{_pct(v['f1'])}</td><td>{v['support']}</td></tr>" for c, v in m["per_class"].items())
+    return f"<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>"
+
+
+def _spectrogram_png(features: np.ndarray, title: str, attention: np.ndarray | None) -> bytes:
+    from . import plots
+
+    buf = io.BytesIO()
+    plots.spectrogram(features, buf, title, attention)
+    return buf.getvalue()
+
+
+def _mistakes(run_dir: Path, split: str, limit: int = 8) -> str:
+    """The most confident wrong predictions on `split`, each with its spectrogram (and attention weights)."""
+    import torch
+
+    from .data.dataset import build_feature_set
+    from .data.manifest import load_manifest
+    from .inference import Predictor
+
+    p = Predictor.load(run_dir, device="cpu")
+    if p.cfg.model.multilabel:
+        return "<p>(multi-label run: see the per-class table)</p>"
+    man = load_manifest(run_dir / "split.csv").where_split(split)
+    fs = build_feature_set(man, p.cfg.features, p.classes, p.cfg.data.cache_dir, desc="report")
+    probs = p.probabilities(p.logits_from_features(fs.features))
+    pred = probs.argmax(1)
+    wrong = np.flatnonzero(pred != fs.targets)
+    if not len(wrong):
+        return f"<p>No mistakes on the {split} split ({len(fs)} clips).</p>"
+    wrong = wrong[np.argsort(-probs[wrong, pred[wrong]])][:limit]
+    cards = []
+    for i in wrong:
+        f = fs.features[i]
+        att = p.model.attention(torch.from_numpy(f)[None], torch.tensor([len(f)]))
+        weights = None if att is None else att[0][0, : int(att[1][0]), 0].numpy()
+        true, guess = p.classes[fs.targets[i]], p.classes[pred[i]]
+        png = _spectrogram_png(f, f"{Path(fs.paths[i]).name}: {true} -> {guess}", weights)
+        cards.append(f'<div class="card">{_img(png)}<br><b>{html.escape(Path(fs.paths[i]).name)}</b><br>'
+                     f'true <b>{html.escape(true)}</b>, predicted <b class="bad">{html.escape(guess)}</b> '
+                     f"({100 * probs[i, pred[i]]:.1f}%; true class {100 * probs[i, fs.targets[i]]:.1f}%)</div>")
+    return f'<p>{len(np.flatnonzero(pred != fs.targets))} of {len(fs)} {split} clips are wrong; the {len(wrong)} most confident:</p>' \
+           f'<div class="grid">{"".join(cards)}</div>'
+
+
+def run_report(run_dir: Path) -> str:
+    m = json.loads((run_dir / "metrics.json").read_text())
+    split = "test" if "test" in m else "val"
+    summary = "".join(f"<tr><td>{s}</td><td>{m[s]['n']}</td><td>{_pct(m[s]['accuracy'])}</td><td>{_pct(m[s]['macro_f1'])}</td></tr>"
+                      for s in ("val", "test") if s in m)
+    config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
+    return f"""<h1>specrnn run: {html.escape(run_dir.name)}</h1>
+<p>Model: <b>{html.escape(m['model'])}</b>, {m['parameters']:,} parameters, {len(m['classes'])} classes.
+Best epoch {m['best_epoch']} of {m['epochs_run']}; training took {m['train_seconds']:.0f} s.
+Validation chose the model; the test split was used only for the figures below.</p>
+<h2>Metrics</h2><table><tr><th>split</th><th>n</th><th>accuracy</th><th>macro-F1</th></tr>{summary}</table>
+<h2>Learning curves</h2>{_img(run_dir / 'learning_curves.png')}
+<h2>Confusion matrix ({split})</h2>{_img(run_dir / 'confusion_matrix.png')}
+<h2>Per class ({split})</h2>{_per_class_table(m[split])}
+<h2>Most confident mistakes ({split})</h2>{_mistakes(run_dir, split)}
+<h2>Config</h2><pre>{html.escape(config)}</pre>"""
+
+
+def cv_report(cv_dir: Path) -> str:
+    s = json.loads((cv_dir / "cv.json").read_text())
+    rows = "".join(f"<tr><td>{html.escape(str(f['fold']))}</td><td>{f['n']}</td><td>{_pct(f['accuracy'])}</td>"
+                   f"<td>{_pct(f['macro_f1'])}</td><td>{', '.join(f'{100 * a:.1f}' for a in f['accuracy_per_seed'])}</td>"
+                   f"<td>{f['train_seconds']:.0f}</td></tr>" for f in s["folds"])
+    import yaml
+
+    return f"""<h1>specrnn cross-validation: {html.escape(cv_dir.name)}</h1>
+<p>Protocol: {html.escape(s['protocol'])}; {len(s['folds'])} folds, {s['n_runs']} runs. Each fold's test clips were
+never used for training, early stopping or normalisation.</p>
+<p><b>Mean accuracy {_pct(s['accuracy_mean'])} ± {100 * s['accuracy_std']:.2f}</b> (std over folds);
+macro-F1 {_pct(s['macro_f1_mean'])}; pooled accuracy {_pct(s['pooled_accuracy'])}.</p>
+<h2>Per fold</h2><table><tr><th>fold</th><th>n</th><th>accuracy</th><th>macro-F1</th><th>per seed (%)</th><th>train s</th></tr>{rows}</table>
+<h2>Pooled confusion matrix</h2>{_img(cv_dir / 'confusion_matrix.png')}
+<h2>Config</h2><pre>{html.escape(yaml.safe_dump(s.get('config', {}), sort_keys=False))}</pre>"""
+
+
+def report(path: str | Path, out: str | Path | None = None) -> Path:
+    """Write report.html for a run folder or a CV folder; returns its path."""
+    path = Path(path)
+    if (path / "cv.json").is_file():
+        body = cv_report(path)
+    elif (path / "metrics.json").is_file():
+        body = run_report(path)
+    else:
+        raise SpecrnnError(f"{path}: neither a finished run folder (metrics.json) nor a CV folder (cv.json)")
+    out = Path(out) if out else path / "report.html"
+    atomic_write_text(out, f"<!doctype html><html><head><meta charset='utf-8'><title>specrnn report: {html.escape(path.name)}</title>"
+                      f"<style>{STYLE}</style></head><body>{body}</body></html>\n")
+    return out

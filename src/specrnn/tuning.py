@@ -1,0 +1,184 @@
+"""Hyperparameter search with Optuna: a YAML search space, pruning from validation curves, the objective on
+validation data only (test rows are dropped before anything is computed), resumable from SQLite storage."""
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+
+import yaml
+
+from .config import config_from_dict, load_config, parse_set, preset_path
+from .errors import SpecrnnError
+from .run import atomic_write_text, write_json
+
+STUDY = "specrnn"
+
+
+def read_space(path: str | Path | None) -> dict:
+    path = Path(path) if path else preset_path("search_space")
+    if not path.is_file():
+        raise SpecrnnError(f"search space file not found: {path}")
+    space = yaml.safe_load(path.read_text()) or {}
+    for key, spec in space.items():
+        if not isinstance(spec, dict) or not ({"choices", "int", "float"} & set(spec)):
+            raise SpecrnnError(f"{path}: '{key}' needs choices, int: [low, high] or float: [low, high]")
+    return space
+
+
+def sample(trial, space: dict) -> dict:
+    """Draw one point of the space: {config key: value}."""
+    params = {}
+    for key, spec in space.items():
+        if "choices" in spec:
+            params[key] = trial.suggest_categorical(key, spec["choices"])
+        elif "int" in spec:
+            params[key] = trial.suggest_int(key, *spec["int"], log=bool(spec.get("log")))
+        else:
+            params[key] = trial.suggest_float(key, *spec["float"], log=bool(spec.get("log")))
+    return params
+
+
+def apply(base: dict, params: dict) -> dict:
+    """Config dict with the sampled values set (and the derived rules of the space applied)."""
+    params = dict(params)
+    sets = []
+    strength = params.pop("augment.strength", None)
+    if strength is not None:
+        sets += [f"augment.time_mask_width={round(10 * strength)}", f"augment.freq_mask_width={round(8 * strength)}"]
+    if params.get("model.frontend.type") == "cnn":
+        sets += ["model.stack=1", "model.frontend.time_strides=[2, 1]"]
+    sets += [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}" for k, v in params.items()]
+    return load_config(base, sets).to_dict()
+
+
+class Pruning:
+    """A Lightning callback that reports validation accuracy to Optuna each epoch and stops a poor trial."""
+
+    def __new__(cls, trial):
+        from lightning.pytorch.callbacks import Callback
+
+        class _Pruning(Callback):
+            def __init__(self, trial):
+                self.trial, self.pruned = trial, False
+
+            def on_validation_end(self, trainer, pl_module):
+                if trainer.sanity_checking or "val_acc" not in trainer.callback_metrics:
+                    return
+                self.trial.report(float(trainer.callback_metrics["val_acc"]), trainer.current_epoch)
+                if self.trial.should_prune():
+                    self.pruned = trainer.should_stop = True
+
+        return _Pruning(trial)
+
+
+def tune(data, out, trials: int = 20, timeout: float | None = None, storage: str | None = None, space: str | None = None,
+         config=None, overrides=None, log=print) -> dict:
+    """Run (or resume) the study in `out`; write best.yaml, trials.csv and plots; return the best trial."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from .data.manifest import load_manifest
+    from .data.splits import assign_splits
+    from .pipeline import fit, prepare_data
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    space_d = read_space(space)
+    base = load_config(config, overrides)
+    base_d = base.to_dict()
+    storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize", load_if_exists=True,
+                                sampler=optuna.samplers.TPESampler(seed=base.seed),
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=4))
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left RUNNING by a killed process
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        study.enqueue_trial(t.params, skip_if_exists=False)
+        log(f"trial {t.number} was interrupted: queued again")
+    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    if done:
+        log(f"resuming study in {storage}: {done} trial(s) finished")
+
+    # validation data only: the test rows are dropped before features are computed
+    man = assign_splits(load_manifest(data), base.data.val_fraction, base.data.test_fraction, base.seed)
+    man = man.select([i for i, s in enumerate(man.splits) if s != "test"])
+    prep = prepare_data(man, base, None, log)
+    assert not len(prep.sets["test"])
+
+    def objective(trial):
+        cfg = config_from_dict(apply(base_d, sample(trial, space_d)))
+        run_dir = out / "trials" / f"trial-{trial.number:03d}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        pruning = Pruning(trial)
+        t0 = time.perf_counter()
+        m = fit(prep, cfg, run_dir, log=lambda *a: None, callbacks=[pruning], evaluate_test=False)
+        value = m["val"]["accuracy"] - 0.01 * m["best_val_loss"]  # accuracy first; the loss breaks ties
+        trial.set_user_attr("val_accuracy", m["val"]["accuracy"])
+        trial.set_user_attr("seconds", round(time.perf_counter() - t0, 1))
+        log(f"trial {trial.number}: val accuracy {100 * m['val']['accuracy']:.2f}% "
+            f"({'pruned' if pruning.pruned else 'complete'}, {time.perf_counter() - t0:.0f} s)")
+        if pruning.pruned:
+            raise optuna.TrialPruned()
+        return value
+
+    remaining = trials - done
+    if remaining > 0:
+        study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(RuntimeError,))
+    return _report(study, base_d, out, log)
+
+
+def _report(study, base_d: dict, out: Path, log) -> dict:
+    from optuna.trial import TrialState
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise SpecrnnError("no trial completed; nothing to report")
+    best = study.best_trial
+    best_cfg = apply(base_d, best.params)
+    atomic_write_text(out / "best.yaml", f"# specrnn tune: best of {len(complete)} complete trials, validation accuracy "
+                      f"{100 * best.user_attrs.get('val_accuracy', float('nan')):.2f}% (trial {best.number})\n"
+                      + yaml.safe_dump(best_cfg, sort_keys=False))
+    keys = sorted({k for t in study.trials for k in t.params})
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["number", "state", "value", "val_accuracy", "seconds", *keys])
+    for t in study.trials:
+        w.writerow([t.number, t.state.name, t.value, t.user_attrs.get("val_accuracy"), t.user_attrs.get("seconds"),
+                    *[t.params.get(k) for k in keys]])
+    atomic_write_text(out / "trials.csv", buf.getvalue())
+    _plots(study, out)
+    result = {"best_trial": best.number, "best_value": best.value, "best_val_accuracy": best.user_attrs.get("val_accuracy"),
+              "best_params": best.params, "n_complete": len(complete),
+              "n_pruned": len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))), "best_config": str(out / "best.yaml")}
+    write_json(out / "tune.json", result)
+    log(f"best trial {best.number}: val accuracy {100 * result['best_val_accuracy']:.2f}%; "
+        f"{result['n_complete']} complete, {result['n_pruned']} pruned\n"
+        f"best config: {out / 'best.yaml'}  (specrnn train DATA --config {out / 'best.yaml'})")
+    return result
+
+
+def _plots(study, out: Path) -> None:
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    for name, fn in (("optimization_history.png", ovm.plot_optimization_history), ("param_importances.png", ovm.plot_param_importances)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ax = fn(study)
+            fig = ax.figure if hasattr(ax, "figure") else plt.gcf()
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+            from .run import atomic_write_bytes
+
+            atomic_write_bytes(out / name, buf.getvalue())
+            plt.close("all")
+        except Exception as e:  # importance needs several complete trials that differ
+            atomic_write_text(out / (name + ".txt"), f"not drawn: {type(e).__name__}: {e}\n")

@@ -1,0 +1,71 @@
+"""Augmentation: batched, correct, and never applied outside training."""
+import pytest
+import torch
+
+from specrnn.augment import BatchAugment, SpecAugment, roll_within_length
+from specrnn.config import AugmentConfig, Config, ModelConfig
+from specrnn.data.batching import pad_batch
+from specrnn.models import build_model
+from specrnn.tasks import ClassificationTask
+
+
+def _batch(B=6, F=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x, lengths = pad_batch([torch.randn(t, F, generator=g) * 10 - 40 for t in (30, 7, 18, 25, 3, 30)[:B]])
+    return {"features": x, "lengths": lengths, "targets": torch.arange(B) % 3}
+
+
+def test_roll_keeps_each_clips_frames_and_padding():
+    b = _batch()
+    shifts = torch.tensor([3, 1, 17, 0, 2, 29])
+    r = roll_within_length(b["features"], b["lengths"], shifts)
+    for i, n in enumerate(b["lengths"].tolist()):
+        torch.testing.assert_close(r[i, :n], torch.roll(b["features"][i, :n], shifts[i].item() % n, 0))
+        torch.testing.assert_close(r[i, n:], b["features"][i, n:])
+
+
+def test_gain_mixup_and_noise():
+    torch.manual_seed(0)
+    b = _batch()
+    out = BatchAugment(AugmentConfig(gain_db=6), 3)(b)
+    delta = (out["features"] - b["features"])[0, :30]
+    assert delta.abs().max() <= 6 + 1e-4 and delta.std() < 1e-4  # one gain per clip
+    mixed = BatchAugment(AugmentConfig(mixup=0.4), 3)(b)
+    torch.testing.assert_close(mixed["targets"].sum(1), torch.ones(6))
+    assert (mixed["targets"].max(1).values >= 0.5).all() and (mixed["lengths"] >= b["lengths"]).all()
+    # noise at a fixed SNR: the added power is that SNR below the clip's mean power
+    noise = [torch.full((50, 8), -30.0)]
+    cfg = AugmentConfig(noise_snr_db=[10.0, 10.0])
+    noisy = BatchAugment(cfg, 3, noise)(b)["features"]
+    p = lambda t: torch.pow(10.0, t / 10)  # noqa: E731
+    for i, n in enumerate(b["lengths"].tolist()):
+        added = (p(noisy[i, :n]) - p(b["features"][i, :n])).mean()
+        ratio = p(b["features"][i, :n]).mean() / added
+        assert 10 * torch.log10(ratio) == pytest.approx(10.0, abs=1e-3)
+
+
+def test_specaugment_only_in_training_mode_and_never_masks_a_short_clip_away():
+    sa = SpecAugment(time_masks=2, time_width=50, freq_masks=0, time_fraction=0.2)
+    x = torch.ones(1, 10, 4)
+    sa.eval()
+    assert torch.equal(sa(x, torch.tensor([10])), x)
+    sa.train()
+    for _ in range(50):
+        assert (sa(x, torch.tensor([10]))[0, :, 0] == 1).sum() >= 6  # two masks of at most 2 frames each
+
+
+def test_validation_step_ignores_augmentation():
+    from specrnn.training import LitClassifier
+
+    torch.manual_seed(0)
+    cfg = Config(model=ModelConfig(hidden=8, layers=1), augment=AugmentConfig(gain_db=20, mixup=1.0, time_shift=0.5))
+    model = build_model(cfg.model, 8, 3, cfg.augment)
+    task = ClassificationTask(["a", "b", "c"])
+    lit = LitClassifier(model, task, cfg, 1, BatchAugment(cfg.augment, 3))
+    lit.eval()
+    b = _batch()
+    lit.validation_step(b, 0)
+    loss, correct, n = lit._val[-1]
+    with torch.no_grad():
+        expected = task.loss(model(b["features"], b["lengths"]), b["targets"], reduction="sum", smoothing=False)
+    torch.testing.assert_close(loss, expected)

@@ -1,0 +1,94 @@
+"""specrnn tune: validation-only objective (test rows are never read), best.yaml usable by train, and a study
+killed mid-way resumes from its SQLite storage."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from .conftest import tone, write
+
+SPACE = """
+model.cell: {choices: [lstm, gru]}
+model.hidden: {choices: [8, 16]}
+train.lr: {float: [0.002, 0.01], log: true}
+augment.strength: {float: [0.0, 1.0]}
+"""
+BASE = ["model.layers=1", "train.max_epochs=2", "train.batch_size=16", "model.bidirectional=false"]
+
+
+@pytest.fixture
+def study_data(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = [["path", "label", "split"]]
+    for i in range(40):
+        label = ("low", "high")[i % 2]
+        write(tmp_path / f"{i}.wav", tone(rng.uniform(200, 400) if label == "low" else rng.uniform(2000, 4000), 0.3, seed=i))
+        rows.append([f"{i}.wav", label, "train"])
+    for i in range(6):  # test rows point at garbage: reading them would stop the study with a bad-file error
+        (tmp_path / f"test{i}.wav").write_bytes(b"not audio at all")
+        rows.append([f"test{i}.wav", ("low", "high")[i % 2], "test"])
+    with open(tmp_path / "m.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    (tmp_path / "space.yaml").write_text(SPACE)
+    return tmp_path
+
+
+def _args(d, trials):
+    args = ["tune", d / "m.csv", "--out", d / "study", "--trials", trials, "--space", d / "space.yaml"]
+    for s in BASE:
+        args += ["--set", s]
+    return [str(a) for a in args]
+
+
+def test_tune_uses_validation_only_and_writes_a_usable_best_config(study_data):
+    import specrnn
+    from specrnn.config import load_config
+
+    r = specrnn.tune(study_data / "m.csv", study_data / "study", trials=3, space=str(study_data / "space.yaml"), overrides=BASE,
+                     log=lambda *a: None)
+    assert r["n_complete"] + r["n_pruned"] == 3
+    cfg = load_config(study_data / "study" / "best.yaml")
+    assert cfg.model.hidden in (8, 16) and cfg.model.layers == 1
+    rows = list(csv.DictReader(open(study_data / "study" / "trials.csv")))
+    assert len(rows) == 3 and (study_data / "study" / "optimization_history.png").is_file()
+    for trial_dir in (study_data / "study" / "trials").iterdir():
+        splits = {r["split"] for r in csv.DictReader(open(trial_dir / "split.csv"))}
+        assert splits == {"train", "val"}
+
+
+def test_killed_study_resumes(study_data):
+    import optuna
+
+    from .test_cli import cli
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    p = subprocess.Popen([sys.executable, "-m", "specrnn", *_args(study_data, 4)], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = f"sqlite:///{study_data / 'study' / 'study.db'}"
+    deadline = time.time() + 300
+    finished = 0
+    while time.time() < deadline and p.poll() is None:
+        time.sleep(1)
+        try:
+            study = optuna.load_study(study_name="specrnn", storage=db)
+            finished = len([t for t in study.trials if t.state.is_finished()])
+        except Exception:
+            continue
+        if finished >= 1:
+            break
+    assert p.poll() is None and finished >= 1, "the study ended before it could be killed"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    before = {t.number: t.value for t in optuna.load_study(study_name="specrnn", storage=db).trials if t.state.is_finished()}
+    r = cli(*_args(study_data, 4)[0:])
+    assert "resuming study" in r.stdout
+    study = optuna.load_study(study_name="specrnn", storage=db)
+    done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(done) >= 4
+    assert all(study.trials[n].value == v for n, v in before.items())  # finished trials were kept, not redone
+    assert not [t for t in study.trials if t.state.name == "RUNNING"]
