@@ -5,6 +5,7 @@ Every way a file can be unusable becomes an `AudioError` naming the path and the
 from __future__ import annotations
 
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from .errors import AudioError
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64"}
 MIN_SECONDS = 0.01  # shorter clips (a 1-sample file) are refused: no frame of sound to learn from
+RATE_RANGE = (1000, 1_000_000)  # Hz; outside it a header is corrupt (or the file is not sound we can use)
+MAX_PEAK = 1e6  # float audio is nominally within +-1 (some tools write +-32768); far beyond that the file is corrupt
 
 
 def load_audio(path: str | Path, sample_rate: int, max_seconds: float | None = None, crop: str = "start") -> np.ndarray:
@@ -22,14 +25,20 @@ def load_audio(path: str | Path, sample_rate: int, max_seconds: float | None = N
 
     path = Path(path)
     if not path.exists():
-        raise AudioError(path, "file not found")
+        raise AudioError(path, "file not found" + (" (a broken symbolic link)" if path.is_symlink() else ""))
     if path.is_dir():
         raise AudioError(path, "is a folder, not an audio file")
+    if not path.is_file():  # a FIFO or device would block or never end
+        raise AudioError(path, "not a regular file (a pipe, socket or device)")
+    if not os.access(path, os.R_OK):
+        raise AudioError(path, "permission denied (the file is not readable)")
     try:
         if path.stat().st_size == 0:
             raise AudioError(path, "empty file (0 bytes)")
         with sf.SoundFile(str(path)) as f:
             sr, frames = f.samplerate, f.frames
+            if not RATE_RANGE[0] <= sr <= RATE_RANGE[1]:
+                raise AudioError(path, f"unsupported sample rate {sr} Hz (corrupt header?)")
             keep = frames
             if max_seconds is not None and 0 < frames and frames > max_seconds * sr:
                 keep = int(math.ceil(max_seconds * sr))
@@ -43,8 +52,10 @@ def load_audio(path: str | Path, sample_rate: int, max_seconds: float | None = N
     except MemoryError:
         raise AudioError(path, "too large to decode (use features.max_seconds to crop)") from None
     except Exception as e:  # libsndfile reports every format problem as a RuntimeError subclass
-        reason = str(e).split(": ", 1)[-1] if str(e) else type(e).__name__
-        raise AudioError(path, f"cannot decode as audio ({reason.strip()})") from None
+        reason = str(e).split(": ", 1)[-1].strip() if str(e) else type(e).__name__
+        if "does not exist" in reason or "not a regular file" in reason:  # libsndfile's words for "no decoder took it"
+            reason = "format not recognised, or the file is corrupt"
+        raise AudioError(path, f"cannot decode as audio ({reason})") from None
     if data.shape[0] == 0:
         raise AudioError(path, "no audio samples (decodes to 0 frames)")
     wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
@@ -52,9 +63,17 @@ def load_audio(path: str | Path, sample_rate: int, max_seconds: float | None = N
         raise AudioError(path, "contains NaN or infinite samples")
     if not np.any(wave):
         raise AudioError(path, "digital silence (every sample is zero)")
+    peak = float(np.abs(wave).max())
+    if peak > MAX_PEAK:
+        raise AudioError(path, f"sample values out of range (peak {peak:.3g}; float audio should be within +-1)")
     if wave.shape[0] < MIN_SECONDS * sr:
         raise AudioError(path, f"too short: {wave.shape[0]} sample(s) at {sr} Hz (minimum {MIN_SECONDS * 1000:.0f} ms)")
-    return resample(np.ascontiguousarray(wave, dtype=np.float32), sr, sample_rate)
+    try:
+        return resample(np.ascontiguousarray(wave, dtype=np.float32), sr, sample_rate)
+    except MemoryError:
+        raise AudioError(path, "too large to resample (use features.max_seconds to crop)") from None
+    except Exception as e:
+        raise AudioError(path, f"cannot resample from {sr} Hz to {sample_rate} Hz ({type(e).__name__}: {e})") from None
 
 
 def resample(wave: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:

@@ -2,7 +2,6 @@
 data -> splits -> cached features -> model -> Lightning training -> run folder -> evaluation."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -146,6 +145,12 @@ def train(
     man = load_manifest(data)
     _set_threads(cfg)
     prep = prepare_data(man, cfg, run_dir, log)
+    if resume and (run_dir / SPLIT_FILE).is_file():  # resuming on other data would silently train something else
+        from .data.manifest import split_difference
+
+        changed = split_difference(run_dir / SPLIT_FILE, prep.manifest)
+        if changed:
+            raise SpecrnnError(f"{data}: the data changed since {run_dir} started: {changed}; start a new run instead")
     return fit(prep, cfg, run_dir, resume=resume, log=log, t_start=t_start)
 
 

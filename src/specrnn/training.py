@@ -12,19 +12,20 @@ from pathlib import Path
 
 import lightning.pytorch as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .config import Config
 from .models import SpecRNN
-from .run import MODEL_FILE, atomic_write_bytes, atomic_write_text, save_model
+from .run import MODEL_FILE, atomic_write_bytes, atomic_write_text, checkpoint_bytes, load_checkpoint_file, save_model
 from .tasks import ClassificationTask
 
 
 class LitClassifier(L.LightningModule):
-    def __init__(self, model: SpecRNN, task: ClassificationTask, cfg: Config, steps_per_epoch: int):
+    def __init__(self, model: SpecRNN, task: ClassificationTask, cfg: Config, steps_per_epoch: int, augment=None):
         super().__init__()
         self.model, self.task, self.cfg, self.steps_per_epoch = model, task, cfg, steps_per_epoch
+        self.augment = augment  # BatchAugment or None: training batches only
         self._val: list[tuple[float, int, int]] = []
         self._train: list[tuple[float, int]] = []
 
@@ -32,6 +33,8 @@ class LitClassifier(L.LightningModule):
         return self.model(features, lengths)
 
     def training_step(self, batch, batch_idx):
+        if self.augment is not None:
+            batch = self.augment(batch)
         logits = self.model(batch["features"], batch["lengths"])
         loss = self.task.loss(logits, batch["targets"])
         self._train.append((loss.detach(), batch["targets"].shape[0]))
@@ -42,10 +45,10 @@ class LitClassifier(L.LightningModule):
         self._epoch_start = time.perf_counter()
 
     def validation_step(self, batch, batch_idx):
-        logits = self.model(batch["features"], batch["lengths"]).float()
+        out = self.model(batch["features"], batch["lengths"])
         y = batch["targets"]
-        loss = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
-        self._val.append((loss.detach(), self.task.correct(logits, y).detach(), y.shape[0]))
+        loss = self.task.loss(out, y, reduction="sum", smoothing=False)
+        self._val.append((loss.detach(), self.task.correct(out, y).detach(), y.shape[0]))
 
     def on_validation_epoch_start(self):
         self._val = []
@@ -84,19 +87,6 @@ class LitClassifier(L.LightningModule):
             return opt
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    # exact resume: the RNG that drives dropout and augmentation travels with the checkpoint
-    def on_save_checkpoint(self, checkpoint):
-        checkpoint["torch_rng"] = torch.get_rng_state()
-
-    def on_load_checkpoint(self, checkpoint):
-        if "torch_rng" in checkpoint:
-            self._pending_rng = checkpoint["torch_rng"]
-
-    def on_train_start(self):
-        if getattr(self, "_pending_rng", None) is not None:
-            torch.set_rng_state(self._pending_rng)
-            self._pending_rng = None
-
 
 class BestModel(Callback):
     """Keep the model with the best validation accuracy (ties: lower loss) as model.pt; stop after
@@ -107,6 +97,7 @@ class BestModel(Callback):
         self.best: tuple[float, float] | None = None
         self.best_epoch = -1
         self.bad_epochs = 0
+        self.stopped = False
 
     def on_validation_end(self, trainer, pl_module):
         if trainer.sanity_checking or "val_acc" not in trainer.callback_metrics:
@@ -120,14 +111,20 @@ class BestModel(Callback):
         else:
             self.bad_epochs += 1
             if self.bad_epochs >= self.patience and trainer.current_epoch + 1 >= self.min_epochs:
-                trainer.should_stop = True
+                trainer.should_stop = self.stopped = True
+
+    def on_train_start(self, trainer, pl_module):
+        if self.stopped:  # resumed after early stopping had ended the run: do not train on
+            trainer.should_stop = True
 
     def state_dict(self):
-        return {"best": list(self.best) if self.best else None, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+        return {"best": list(self.best) if self.best else None, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+                "stopped": self.stopped}
 
     def load_state_dict(self, state):
         self.best = tuple(state["best"]) if state["best"] else None
         self.best_epoch, self.bad_epochs = state["best_epoch"], state["bad_epochs"]
+        self.stopped = bool(state.get("stopped", False))
 
 
 class History(Callback):
@@ -163,16 +160,64 @@ class History(Callback):
         self.rows = list(state["rows"])
 
 
+class ExactResume(Callback):
+    """What makes a resumed run end with the same weights as an uninterrupted one, beyond Lightning's own state:
+    - the bucket sampler's epoch (Lightning calls set_epoch only on `batch_sampler.sampler`, which ours lacks);
+    - the RNG behind dropout and augmentation, reseeded before every step from (seed, rank, step), so it does not
+      depend on where a run was interrupted or on how many random numbers Lightning drew in between."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def _set_epoch(self, trainer) -> None:
+        sampler = getattr(trainer.train_dataloader, "batch_sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(trainer.current_epoch)
+
+    def on_train_start(self, trainer, pl_module):
+        self._set_epoch(trainer)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._set_epoch(trainer)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        seed_step(self.seed, trainer.global_rank, trainer.global_step)
+
+
+def seed_step(seed: int, rank: int, step: int) -> None:
+    """Seed torch, numpy and random from (seed, rank, step): independent streams per step and per rank."""
+    import random
+
+    import numpy as np
+
+    state = np.random.SeedSequence([seed % 2**64, rank, step]).generate_state(2)
+    torch.manual_seed(int(state[0]) << 32 | int(state[1]))
+    np.random.seed(int(state[0]))
+    random.seed(int(state[1]))
+
+
+class LastCheckpoint(Checkpoint):
+    """checkpoints/last.ckpt after every validation, for `--resume`. Lightning runs Checkpoint callbacks last, so
+    the saved state includes this epoch's History and BestModel updates. (ModelCheckpoint(save_top_k=0,
+    save_last=True) only writes when training ends in Lightning 2.6, which leaves nothing to resume.)"""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            trainer.save_checkpoint(self.path)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoints written to a temp file and renamed; loaded without running code."""
+    """Lightning checkpoints with a checksum, written to a temp file and renamed; loaded without running code,
+    verified, and refused with a SpecrnnError naming the file when corrupt, truncated or unsafe."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
-        buf = io.BytesIO()
-        torch.save(checkpoint, buf)
-        atomic_write_bytes(path, buf.getvalue())
+        atomic_write_bytes(path, checkpoint_bytes(checkpoint))
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
-        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        return load_checkpoint_file(path)
 
 
 def precision_for(cfg: Config) -> str:
@@ -198,7 +243,7 @@ def quiet_lightning() -> None:
 def make_trainer(cfg: Config, run_dir: Path, callbacks: list[Callback]) -> L.Trainer:
     quiet_lightning()
     t = cfg.train
-    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1)
+    ckpt = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt")
     return L.Trainer(
         max_epochs=t.max_epochs,
         min_epochs=t.min_epochs,
@@ -208,7 +253,7 @@ def make_trainer(cfg: Config, run_dir: Path, callbacks: list[Callback]) -> L.Tra
         strategy=t.strategy,
         precision=precision_for(cfg),
         gradient_clip_val=t.grad_clip or None,
-        callbacks=[*callbacks, ckpt],
+        callbacks=[*callbacks, ExactResume(cfg.seed), ckpt],
         plugins=[AtomicCheckpointIO()],
         logger=False,
         enable_model_summary=False,

@@ -77,7 +77,9 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         return batches
 
     def __iter__(self):
-        return iter(self.batches())
+        # lazy: the epoch's batches are drawn at the first next(), so a set_epoch() after iter() (Lightning creates
+        # the iterator before on_train_epoch_start when resuming) still applies
+        yield from self.batches()
 
     def __len__(self) -> int:
         return len(self.batches())

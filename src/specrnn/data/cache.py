@@ -9,6 +9,7 @@ import io
 import json
 import os
 import struct
+import sys
 import zlib
 from dataclasses import asdict
 from pathlib import Path
@@ -58,13 +59,14 @@ class FeatureCache:
             return None
         try:
             if blob[:8] != MAGIC:
-                raise ValueError("bad magic")
+                raise ValueError("not a feature-cache entry")
             (crc,) = struct.unpack("<I", blob[8:12])
             if zlib.crc32(blob[12:]) != crc:
                 raise ValueError("checksum mismatch")
             return np.load(io.BytesIO(blob[12:]), allow_pickle=False)
-        except Exception:
+        except Exception as e:  # truncated, altered or foreign: report, drop, and let the caller recompute it
             self.corrupt.append(str(f))
+            print(f"specrnn: warning: {f}: corrupt feature-cache entry for {path} ({e}); rebuilding it", file=sys.stderr)
             f.unlink(missing_ok=True)
             return None
 

@@ -85,7 +85,11 @@ def walk_audio(root: Path) -> list[Path]:
     """Audio files below `root`, sorted; follows symlinked folders once (a symlink loop is not followed twice)."""
     found: list[Path] = []
     seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+
+    def unreadable(e: OSError) -> None:
+        raise SpecrnnError(f"{e.filename}: cannot list this folder ({e.strerror or e})")
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=unreadable):
         real = os.path.realpath(dirpath)
         if real in seen:
             dirnames[:] = []
@@ -103,14 +107,28 @@ def from_folder(root: str | Path) -> Manifest:
     if not classes:
         raise SpecrnnError(f"{root}: no class sub-folders (expected DATA/<label>/*.wav) and not a CSV manifest")
     paths, labels, empty = [], [], []
+    owner: dict[str, str] = {}
+    clash: list[str] = []
     for d in classes:
         files = walk_audio(d)
         if not files:
             empty.append(d.name)
-        paths += [str(f.resolve()) for f in files]
-        labels += [d.name] * len(files)
+        for f in files:
+            target = f.resolve()
+            real = str(target if target.exists() else f.absolute())  # a broken link keeps its own name (reported)
+            if real in owner:  # reached twice through a symbolic link
+                if owner[real] != d.name:
+                    clash.append(f"{real} (in '{owner[real]}' and '{d.name}')")
+                continue
+            owner[real] = d.name
+            paths.append(real)
+            labels.append(d.name)
     if empty:
-        raise SpecrnnError(f"{root}: class folder(s) with no audio files: {', '.join(empty)}")
+        raise SpecrnnError(f"{root}: class folder(s) with no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}): "
+                           f"{', '.join(empty)}; remove them or add audio")
+    if clash:
+        raise SpecrnnError(f"{root}: {len(clash)} file(s) reachable from two class folders (symbolic links?), so their "
+                           f"label is ambiguous: {'; '.join(clash[:5])}")
     return Manifest(paths, labels, source=str(root))
 
 
@@ -174,6 +192,19 @@ def load_manifest(data: str | Path) -> Manifest:
             raise SpecrnnError(f"{data}: DATA must be a folder with one sub-folder per class, or a .csv manifest")
         return from_csv(data)
     return from_folder(data)
+
+
+def split_difference(split_csv: str | Path, man: Manifest) -> str | None:
+    """How `man` (rows with splits) differs from a run's split.csv, or None when both hold the same rows."""
+    old = from_csv(split_csv)
+    a = list(zip(old.paths, old.labels, old.splits or [""] * len(old)))
+    b = list(zip(man.paths, man.labels, man.splits or [""] * len(man)))
+    if a == b:
+        return None
+    added, removed = sorted(set(b) - set(a)), sorted(set(a) - set(b))
+    first = (removed or added)[0]
+    return (f"{len(added)} row(s) new or changed, {len(removed)} gone or changed since the run started, e.g. "
+            f"{first[0]} ({first[1]}, {first[2]})") if added or removed else "the rows are in another order"
 
 
 # ---------------------------------------------------------------- file-name patterns

@@ -5,6 +5,7 @@ Test rows are never re-labelled as val: validation is carved from training rows 
 from __future__ import annotations
 
 import warnings
+from typing import Callable
 
 import numpy as np
 
@@ -38,7 +39,18 @@ def _grouped(labels: list[str], groups: list[str], idx: np.ndarray, frac: float,
         warnings.simplefilter("ignore")
         folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(idx, np.asarray(labels)[idx], g)
         rest, held = next(iter(folds))
-    return np.sort(idx[rest]), np.sort(idx[held])
+    return _keep_classes(labels, groups, np.sort(idx[rest]), np.sort(idx[held]))
+
+
+def _keep_classes(labels: list[str], groups: list[str], rest: np.ndarray, held: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Move back to `rest` the groups holding a class that would otherwise have no row left in `rest`
+    (a class found in one group only must be learnt, not only tested)."""
+    lab, grp = np.asarray(labels), np.asarray(groups)
+    missing = set(lab[held]) - set(lab[rest])
+    if not missing:
+        return rest, held
+    back = np.isin(grp[held], grp[held][np.isin(lab[held], list(missing))])
+    return np.sort(np.concatenate([rest, held[back]])), held[~back]
 
 
 def _hold_out(man: Manifest, idx: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -49,12 +61,14 @@ def _hold_out(man: Manifest, idx: np.ndarray, frac: float, seed: int) -> tuple[n
     return _stratified(man.labels, idx, frac, np.random.default_rng(seed))
 
 
-def assign_splits(man: Manifest, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0) -> Manifest:
+def assign_splits(man: Manifest, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
+                  warn: Callable[[str], None] | None = None) -> Manifest:
     """Return a copy with every row in train, val or test.
 
     - no split column: stratified (group-aware) test_fraction test, val_fraction val, rest train;
     - train (+test) but no val: val carved from train only;
     - all three present: kept as given.
+    A class too small to place in every split stays in train; `warn` (e.g. print) is told which.
     """
     n = len(man)
     splits = list(man.splits) if man.splits is not None else None
@@ -76,7 +90,29 @@ def assign_splits(man: Manifest, val_fraction: float = 0.1, test_fraction: float
     out = man.select(list(range(n)))
     out.splits = splits
     check_no_leak(out)
+    notes = small_class_notes(out) if warn is not None else []
+    for note in notes[:5]:
+        warn(f"warning: {note}")  # type: ignore[misc]
+    if len(notes) > 5:
+        warn(f"warning: ... and {len(notes) - 5} more class(es) missing from val or test")  # type: ignore[misc]
     return out
+
+
+def small_class_notes(man: Manifest) -> list[str]:
+    """One line per class that has training rows but no validation or no test row."""
+    assert man.splits is not None
+    where: dict[str, dict[str, int]] = {}
+    for lab, s in zip(man.labels, man.splits):
+        where.setdefault(lab, {}).setdefault(s, 0)
+        where[lab][s] += 1
+    notes = []
+    for lab in sorted(where):
+        counts = where[lab]
+        absent = [s for s in ("val", "test") if s not in counts]
+        if "train" in counts and absent:
+            notes.append(f"class '{lab}' has {sum(counts.values())} example(s): none in {' or '.join(absent)}, "
+                         f"so its {' and '.join(absent)} figures are missing")
+    return notes
 
 
 def check_no_leak(man: Manifest) -> None:

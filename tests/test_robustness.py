@@ -1,0 +1,385 @@
+"""Interrupted runs, determinism, corrupt and untrusted files, atomic writes: a training killed with SIGKILL at
+any point resumes to the same final weights; same seed -> same metrics; corrupt or crafted model files and
+checkpoints are refused with a clear error and never run code."""
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from specrnn.errors import SpecrnnError
+from specrnn.run import atomic_write_bytes, load_checkpoint_file, load_model_file, save_model
+
+from .conftest import ROOT, tone, write
+from .test_bad_inputs import TINY, main_cli, run_cli
+
+EPOCHS = 6
+RANDOM = ["--set", "augment.gain_db=3", "--set", "augment.time_shift=0.1", "--set", "augment.mixup=0.2"]  # more RNG
+TIMING = {"train_seconds", "total_seconds"}
+
+# The real CLI, SIGKILLing itself at a chosen point of training: batch:EPOCH:BATCH (after that training batch) or
+# val:EPOCH (after that epoch's model.pt and history.csv are written, before its checkpoint is).
+KILLER = """
+import os, signal, sys
+import lightning.pytorch as L
+import specrnn.training as T
+
+spec = os.environ["KILL_AT"]
+
+class KillAt(L.Callback):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if spec == f"batch:{trainer.current_epoch}:{batch_idx}":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_validation_end(self, trainer, pl_module):
+        if spec == f"val:{trainer.current_epoch}":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+make = T.make_trainer
+T.make_trainer = lambda cfg, run_dir, callbacks: make(cfg, run_dir, [*callbacks, KillAt()])
+from specrnn.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def killed_at(point: str, *args) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-c", KILLER, *map(str, args)], capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, KILL_AT=point))
+    assert r.returncode == -signal.SIGKILL, f"not killed at {point}: rc {r.returncode}\n{r.stdout}\n{r.stderr}"
+    return r
+
+
+def ckpt_epoch(run: Path) -> int:
+    return int(load_checkpoint_file(run / "checkpoints" / "last.ckpt")["epoch"])
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("data") / "tones"
+    for label, lo, hi in (("low", 200, 400), ("high", 2000, 4000)):
+        for i in range(24):
+            write(root / label / f"{label}_{i}.wav", tone(rng.uniform(lo, hi), rng.uniform(0.2, 0.8), seed=i))
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory) -> Path:
+    """An uninterrupted run (dropout, SpecAugment, gain, shift and mixup on, so the RNG matters)."""
+    run = tmp_path_factory.mktemp("runs") / "reference"
+    r = run_cli("train", data, "--out", run, "--max-epochs", EPOCHS, *TINY, *RANDOM)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return run
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Bit-identical best and final weights, optimiser state, history and metrics (timings aside)."""
+    for name in ("model.pt", "checkpoints/last.ckpt"):
+        x = torch.load(a / name, weights_only=True)
+        y = torch.load(b / name, weights_only=True)
+        assert x["state_dict"].keys() == y["state_dict"].keys()
+        for k in x["state_dict"]:
+            assert torch.equal(x["state_dict"][k], y["state_dict"][k]), (name, k)
+    opt_a = torch.load(a / "checkpoints/last.ckpt", weights_only=True)["optimizer_states"][0]["state"]
+    opt_b = torch.load(b / "checkpoints/last.ckpt", weights_only=True)["optimizer_states"][0]["state"]
+    assert all(torch.equal(opt_a[i]["exp_avg_sq"], opt_b[i]["exp_avg_sq"]) for i in opt_a)
+
+    def history(run: Path) -> list[dict]:
+        with open(run / "history.csv") as f:
+            return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(f)]
+
+    assert history(a) == history(b) and len(history(a)) == EPOCHS
+
+    def metrics(run: Path) -> dict:
+        return {k: v for k, v in json.loads((run / "metrics.json").read_text()).items() if k not in TIMING}
+
+    assert metrics(a) == metrics(b)
+
+
+def test_same_seed_same_data_same_config_gives_identical_runs(data, reference, tmp_path):
+    run = tmp_path / "again"
+    r = run_cli("train", data, "--out", run, "--max-epochs", EPOCHS, *TINY, *RANDOM)
+    assert r.returncode == 0, r.stderr
+    assert_same_run(reference, run)
+
+
+def test_sigkill_at_any_point_then_resume_gives_the_same_final_weights(data, reference, tmp_path):
+    run = tmp_path / "killed"
+    # 1. killed during the first epoch: no checkpoint yet
+    killed_at("batch:0:1", "train", data, "--out", run, "--max-epochs", EPOCHS, *TINY, *RANDOM)
+    assert (run / "config.yaml").is_file() and not (run / "checkpoints" / "last.ckpt").exists()
+    # 2. resumed from the start, killed after epoch 2's model.pt and history.csv, before its checkpoint
+    r = killed_at("val:2", "train", "--resume", "--out", run)
+    assert "no checkpoint (interrupted during its first epoch): training it from the start" in r.stdout
+    assert ckpt_epoch(run) == 1 and len((run / "history.csv").read_text().splitlines()) == 1 + 3
+    # 3. resumed after two epochs (epoch 2's half-saved work is redone), killed in the middle of epoch 3
+    r = killed_at("batch:3:1", "train", "--resume", "--out", run)
+    assert "after epoch 2" in r.stdout and ckpt_epoch(run) == 2
+    # 4. killed from outside, right after the next checkpoint lands (wherever the run is by then)
+    before = (run / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    proc = subprocess.Popen([sys.executable, "-m", "specrnn", "train", "--resume", "--out", str(run)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while proc.poll() is None and (run / "checkpoints" / "last.ckpt").stat().st_mtime_ns == before:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    # 5. resumed to the end
+    r = run_cli("train", "--resume", "--out", run)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert_same_run(reference, run)
+
+
+def test_resume_after_early_stopping_does_not_train_on():
+    from types import SimpleNamespace
+
+    from specrnn.training import BestModel
+
+    best = BestModel(Path("unused"), {}, patience=1)
+    best.load_state_dict({"best": [1.0, -0.1], "best_epoch": 2, "bad_epochs": 1, "stopped": True})
+    trainer = SimpleNamespace(should_stop=False)
+    best.on_train_start(trainer, None)
+    assert trainer.should_stop
+    assert BestModel(Path("unused"), {}, patience=1).state_dict()["stopped"] is False
+
+
+def test_resume_of_a_folder_that_is_not_a_started_run_says_why(tmp_path, capsys):
+    rc, _, err = main_cli(capsys, "train", "--resume", "--out", tmp_path / "nothing")
+    assert rc == 2 and "nothing to resume (no config.yaml)" in err
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.yaml").write_text("seed: 0\n")  # killed between config.yaml and run.json
+    rc, _, err = main_cli(capsys, "train", "--resume", "--out", tmp_path / "half")
+    assert rc == 2 and "interrupted before it was set up" in err and "--overwrite" in err
+
+
+def test_resume_refuses_data_that_changed_since_the_run_started(reference, tmp_path, capsys):
+    run = shutil.copytree(reference, tmp_path / "run")
+    with open(run / "split.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    header, first = rows[0], rows[1]
+    first[header.index("split")] = "val" if first[header.index("split")] != "val" else "train"
+    with open(run / "split.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    rc, _, err = main_cli(capsys, "train", "--resume", "--out", run)
+    assert rc == 2 and "the data changed since" in err and Path(first[0]).name in err, err
+
+
+# ---------------------------------------------------------------- corrupt files
+def _copy(run: Path, to: Path) -> Path:
+    shutil.copytree(run, to)
+    return to
+
+
+def _flip_tensor_byte(path: Path) -> None:
+    """Flip one byte in the middle of the largest tensor inside a torch zip file (its structure stays valid)."""
+    import struct
+    import zipfile
+
+    blob = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        entry = max(z.infolist(), key=lambda i: i.file_size)
+    name_len, extra_len = struct.unpack("<HH", blob[entry.header_offset + 26 : entry.header_offset + 30])
+    blob[entry.header_offset + 30 + name_len + extra_len + entry.file_size // 2] ^= 0x10
+    path.write_bytes(bytes(blob))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+def test_corrupt_checkpoint_is_reported_and_nothing_is_lost(reference, tmp_path, capsys, damage):
+    run = _copy(reference, tmp_path / "run")
+    ckpt = run / "checkpoints" / "last.ckpt"
+    if damage == "truncated":
+        ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    else:
+        _flip_tensor_byte(ckpt)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    rc, _, err = main_cli(capsys, "train", "--resume", "--out", run)
+    expected = "corrupt checkpoint (checksum mismatch)" if damage == "flipped" else "corrupt or truncated checkpoint"
+    assert rc == 2 and f"{ckpt}: {expected}" in err and "delete it to restart" in err, err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_corrupt_model_file_is_reported(reference, tmp_path):
+    run = _copy(reference, tmp_path / "run")
+    model = run / "model.pt"
+    _flip_tensor_byte(model)  # torch's zip reader does not notice a flipped tensor byte; the checksum does
+    with pytest.raises(SpecrnnError, match="checksum mismatch"):
+        load_model_file(model)
+    model.write_bytes(model.read_bytes()[:1000])
+    clip = write(tmp_path / "a.wav", tone(300))
+    r = run_cli("predict", run, clip)
+    assert r.returncode == 2 and f"{model}: corrupt or truncated model file" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+def test_corrupt_cache_entry_is_reported_and_rebuilt(tmp_path, capsys, damage):
+    from specrnn.config import FeatureConfig
+    from specrnn.data.cache import FeatureCache
+    from specrnn.data.dataset import compute_features
+
+    paths = [str(write(tmp_path / f"{i}.wav", tone(300 + 50 * i, 0.3))) for i in range(2)]
+    first, _ = compute_features(paths, FeatureConfig(), str(tmp_path / "cache"))
+    entry = FeatureCache(str(tmp_path / "cache"), FeatureConfig())
+    entry = entry._file(entry.key(paths[1]))
+    blob = entry.read_bytes()
+    entry.write_bytes(blob[: len(blob) // 2] if damage == "truncated" else blob[:-9] + bytes([blob[-9] ^ 1]) + blob[-8:])
+    capsys.readouterr()
+    again, errors = compute_features(paths, FeatureConfig(), str(tmp_path / "cache"))
+    err = capsys.readouterr().err
+    assert not errors and f"{entry}: corrupt feature-cache entry for {paths[1]} (checksum mismatch); rebuilding it" in err
+    np.testing.assert_array_equal(again[1], first[1])
+    assert entry.read_bytes() == blob  # rebuilt, byte for byte
+
+
+def test_checksum_detects_changed_weights_and_meta(tmp_path):
+    path = tmp_path / "m.pt"
+    save_model(path, {"w": torch.arange(6.0)}, {"classes": ["a", "b"]})
+    state, meta = load_model_file(path)
+    assert torch.equal(state["w"], torch.arange(6.0)) and meta == {"classes": ["a", "b"]}
+    blob = torch.load(path, weights_only=True)
+    blob["state_dict"]["w"][3] = 7.0
+    torch.save(blob, path)
+    with pytest.raises(SpecrnnError, match="checksum mismatch"):
+        load_model_file(path)
+
+
+# ---------------------------------------------------------------- untrusted files
+EVIL = """
+import os, sys, torch
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("touch " + sys.argv[2],))
+
+kind, out = sys.argv[1], sys.argv[3]
+if kind == "model":
+    torch.save({"format": "specrnn-model", "version": 1, "state_dict": {}, "meta": "{}", "x": Evil()}, out)
+else:
+    torch.save({"state_dict": {}, "epoch": 3, "callbacks": {"x": Evil()}}, out)
+"""
+
+
+def craft(kind: str, out: Path, marker: Path) -> None:
+    """Write a model file or checkpoint whose unpickling runs `touch MARKER`; check the payload is live."""
+    subprocess.run([sys.executable, "-c", EVIL, kind, str(marker), str(out)], check=True)
+    live = marker.with_name(marker.name + ".live")
+    probe = subprocess.run([sys.executable, "-c", "import sys, torch; torch.load(sys.argv[1], weights_only=False)",
+                            str(out)], capture_output=True)
+    assert probe.returncode == 0 and marker.exists(), "the crafted file does not run code even when loaded unsafely"
+    marker.rename(live)
+
+
+def test_crafted_model_file_is_refused_without_running_code(reference, tmp_path):
+    run = _copy(reference, tmp_path / "run")
+    marker = tmp_path / "PWNED"
+    craft("model", run / "model.pt", marker)
+    r = run_cli("predict", run, write(tmp_path / "a.wav", tone(300)))
+    assert r.returncode == 2 and "refused to load" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    with pytest.raises(SpecrnnError, match="refused to load"):
+        load_model_file(run)
+    assert not marker.exists()
+
+
+def test_crafted_checkpoint_is_refused_on_resume_without_running_code(reference, tmp_path):
+    run = _copy(reference, tmp_path / "run")
+    marker = tmp_path / "PWNED"
+    craft("checkpoint", run / "checkpoints" / "last.ckpt", marker)
+    r = run_cli("train", "--resume", "--out", run)
+    assert r.returncode == 2 and "refused to load" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------- atomic writes
+WRITER = """
+import sys
+from specrnn.run import atomic_write_bytes
+path, n = sys.argv[1], int(sys.argv[2])
+i = 0
+while True:
+    atomic_write_bytes(path, bytes([65 + i % 2]) * n)
+    i += 1
+"""
+
+
+def test_a_file_killed_while_being_rewritten_is_old_or_new_never_half(tmp_path):
+    path, n = tmp_path / "metrics.json", 4_000_000
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(n)])
+    try:
+        seen = set()
+        while len(seen) < 4 and proc.poll() is None:  # several complete rewrites
+            if path.exists():
+                seen.add(path.stat().st_mtime_ns)
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    blob = path.read_bytes()
+    assert len(blob) == n and blob in (b"A" * n, b"B" * n)
+
+
+def test_atomic_write_failure_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    path = tmp_path / "history.csv"
+    atomic_write_bytes(path, b"old\n")
+    old_umask = os.umask(0o022)
+    os.umask(old_umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~old_umask  # like open(), not mkstemp's 0600
+
+    def broken(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", broken)
+    with pytest.raises(OSError):
+        atomic_write_bytes(path, b"new\n" * 1000)
+    assert path.read_bytes() == b"old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["history.csv"]
+
+
+def _plain_writes(source: str) -> list[tuple[int, str]]:
+    """(line, code) of calls that write a file in place: open(..., 'w'), Path.write_text/bytes, and
+    savefig/np.save/torch.save/sf.write straight to a path (into an in-memory buffer or a temp file is fine)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        if name not in ("open", "write_text", "write_bytes", "savefig", "save", "save_model", "write"):
+            continue
+        code = ast.get_source_segment(source, node) or ""
+        args = [*node.args, *(k.value for k in node.keywords)]
+        into_buffer = any(isinstance(a, ast.Name) and ("buf" in a.id or "tmp" in a.id) for a in args)
+        if name == "open":
+            mode = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
+            if isinstance(mode, ast.Constant) and isinstance(mode.value, str) and set(mode.value) & set("wax"):
+                found.append((node.lineno, code))
+        elif name in ("write_text", "write_bytes"):
+            found.append((node.lineno, code))
+        elif name in ("savefig", "save", "save_model", "write") and not into_buffer and code.split("(")[0] in (
+                "fig.savefig", "plt.savefig", "np.save", "numpy.save", "torch.save", "sf.write", "soundfile.write",
+                "onnx.save", "onnx.save_model"):
+            found.append((node.lineno, code))
+    return found
+
+
+def test_the_package_writes_files_only_atomically():
+    """Every writer goes through run.atomic_write_* (streamed .log files and the demo's done-marker aside)."""
+    offenders = []
+    for path in sorted((ROOT / "src" / "specrnn").rglob("*.py")):
+        for line, code in _plain_writes(path.read_text(encoding="utf-8")):
+            if ".log" not in code and not code.startswith("done.write_text"):
+                offenders.append(f"{path.relative_to(ROOT)}:{line}: {code}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_atomic_write_check_finds_plain_writes():
+    code = ("open(p, 'w')\nPath(p).write_text('x')\ntorch.save(obj, path)\ntorch.save(obj, buf)\nfig.savefig(buf)\n"
+            "onnx.save(proto, str(path))\nopen(p)\n")
+    assert [line for line, _ in _plain_writes(code)] == [1, 2, 3, 6]
