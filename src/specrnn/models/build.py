@@ -9,7 +9,7 @@ from ..config import AugmentConfig, ModelConfig
 from ..features import Normalizer
 from .encoders import RNNEncoder
 from .frontends import CNNFrontend, stack_frames
-from .heads import ClipHead, FrameHead
+from .heads import Head
 from .pooling import Pooling
 
 
@@ -34,10 +34,10 @@ class SpecRNN(nn.Module):
         size = self.encoder.output_size
         if cfg.head == "frame":
             self.pooling = None
-            self.head: nn.Module = FrameHead(size, n_outputs, cfg.dropout, cfg.head_hidden)
+            self.head: nn.Module = Head(size, n_outputs, cfg.dropout, cfg.head_hidden)
         else:
             self.pooling = Pooling(cfg.pooling, size, cfg.bidirectional, cfg.attention_heads)
-            self.head = ClipHead(self.pooling.output_size, n_outputs, cfg.dropout, cfg.head_hidden)
+            self.head = Head(self.pooling.output_size, n_outputs, cfg.dropout, cfg.head_hidden)
 
     def encode(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Features (B, T, F) -> encoder frames (B, T', D) and their lengths."""

@@ -1,4 +1,5 @@
-"""Output heads: one prediction per clip, or one per frame (sound-event detection, CTC)."""
+"""Output head: an MLP over the last axis, so the same head scores a pooled clip (B, D) or every frame (B, T, D)
+(sound-event detection, CTC)."""
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -13,19 +14,10 @@ def mlp(size: int, hidden: list[int], n_out: int, dropout: float) -> nn.Sequenti
     return nn.Sequential(*layers, nn.Linear(size, n_out))
 
 
-class ClipHead(nn.Module):
+class Head(nn.Module):
     def __init__(self, size: int, n_out: int, dropout: float = 0.0, hidden: list[int] | None = None):
         super().__init__()
         self.net = mlp(size, hidden or [], n_out, dropout)
 
-    def forward(self, pooled: Tensor) -> Tensor:
-        return self.net(pooled)
-
-
-class FrameHead(nn.Module):
-    def __init__(self, size: int, n_out: int, dropout: float = 0.0, hidden: list[int] | None = None):
-        super().__init__()
-        self.net = mlp(size, hidden or [], n_out, dropout)
-
-    def forward(self, frames: Tensor) -> Tensor:
-        return self.net(frames)
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
