@@ -2,6 +2,7 @@
 data -> splits -> cached features -> model -> Lightning training -> run folder -> evaluation."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -20,6 +21,12 @@ from .run import MODEL_FILE, atomic_write_text, write_json
 from .tasks.classification import encode_labels, label_names
 
 SPLIT_FILE = "split.csv"
+RUN_DIR_ENV = "SPECRNN_RUN_DIR"
+
+
+def _ddp_worker() -> bool:
+    """True in the extra processes of a multi-process (DDP) run: local rank > 0 or another node."""
+    return RUN_DIR_ENV in os.environ and (int(os.environ.get("LOCAL_RANK", 0)) > 0 or int(os.environ.get("NODE_RANK", 0)) > 0)
 
 
 @dataclass
@@ -115,7 +122,11 @@ def train(
     """Train a model and write its run folder; returns the metrics dict (also in metrics.json)."""
     t_start = time.perf_counter()
     run_dir = Path(out) if out else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
-    if resume:
+    if _ddp_worker():  # a process Lightning's DDP launcher started: join the run folder rank 0 has set up
+        run_dir = Path(os.environ[RUN_DIR_ENV])
+        cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+        data = json.loads((run_dir / "run.json").read_text())["data"]
+    elif resume:
         from .run import CHECKPOINT_FILE, load_checkpoint_file, read_run_info
 
         cfg_dict, info = read_run_info(run_dir)
@@ -142,6 +153,7 @@ def train(
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         write_json(run_dir / "run.json", {"data": data, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "version": _version()})
 
+    os.environ[RUN_DIR_ENV] = str(run_dir.resolve())  # DDP workers re-run this command; they read it
     man = load_manifest(data)
     _set_threads(cfg)
     prep = prepare_data(man, cfg, run_dir, log)

@@ -65,8 +65,8 @@ class LitClassifier(L.LightningModule):
         self.log("val_acc", float(stats[1] / stats[2]), prog_bar=True)
         if self._train:  # validation closes each training epoch: record the epoch's training figures here
             n = sum(b for _, b in self._train)
-            self.log("train_loss", float(sum(float(loss) * b for loss, b in self._train) / n), prog_bar=True)
-        self.log("epoch_seconds", time.perf_counter() - getattr(self, "_epoch_start", time.perf_counter()))
+            self.log("train_loss", float(sum(float(loss) * b for loss, b in self._train) / n), prog_bar=True, sync_dist=True)
+        self.log("epoch_seconds", time.perf_counter() - getattr(self, "_epoch_start", time.perf_counter()), sync_dist=True)
 
     def configure_optimizers(self):
         t = self.cfg.train

@@ -71,9 +71,13 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         """This rank's batches for the current epoch."""
         batches = self._all_batches()
         rank, world = _dist()
-        if world > 1:
+        if world > 1 and self.shuffle:  # training: equal batch counts on every rank (a few batches repeat)
             per_rank = math.ceil(len(batches) / world)
             batches = (batches * 2)[: per_rank * world][rank::world]
+        elif world > 1:  # evaluation: every clip exactly once over all ranks, so summed metrics stay exact
+            order = np.argsort(self.lengths, kind="stable")
+            mine = order[rank::world] if len(order) >= world else order[:1]  # fewer clips than ranks: one repeats
+            batches = [mine[i : i + self.batch_size].tolist() for i in range(0, len(mine), self.batch_size)]
         return batches
 
     def __iter__(self):
