@@ -2,7 +2,6 @@
 data -> splits -> cached features -> model -> Lightning training -> run folder -> evaluation."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -122,13 +121,13 @@ def train(
     """Train a model and write its run folder; returns the metrics dict (also in metrics.json)."""
     t_start = time.perf_counter()
     run_dir = Path(out) if out else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+    from .run import CHECKPOINT_FILE, load_checkpoint_file, read_run_info
+
     if _ddp_worker():  # a process Lightning's DDP launcher started: join the run folder rank 0 has set up
         run_dir = Path(os.environ[RUN_DIR_ENV])
-        cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-        data = json.loads((run_dir / "run.json").read_text())["data"]
+        cfg_dict, info = read_run_info(run_dir)
+        cfg, data = config_from_dict(cfg_dict), info["data"]
     elif resume:
-        from .run import CHECKPOINT_FILE, load_checkpoint_file, read_run_info
-
         cfg_dict, info = read_run_info(run_dir)
         cfg = config_from_dict(cfg_dict)
         data = info["data"]
