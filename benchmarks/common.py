@@ -48,3 +48,159 @@ def median(xs):
 
 def mean_std(xs) -> tuple[float, float]:
     return (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0) if xs else (float("nan"), float("nan"))
+
+
+# ---------------------------------------------------------------- added for `python -m benchmarks`
+QUICK_OUT = OUT / "quick"
+ESC10 = SHARED / "esc10"
+
+
+def out_dir(quick: bool) -> Path:
+    """Where a suite writes: full runs to benchmarks/out, quick runs to benchmarks/out/quick (never mixed)."""
+    path = QUICK_OUT if quick else OUT
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def load_now() -> dict:
+    """Load averages and other processes' CPU use: the noise every speed figure carries on a shared machine."""
+    one, five, fifteen = os.getloadavg()
+    return {"loadavg_1m": round(one, 2), "loadavg_5m": round(five, 2), "loadavg_15m": round(fifteen, 2),
+            "time": time.strftime("%H:%M:%S")}
+
+
+def load_str() -> str:
+    """The load now, for a note: '1-minute load average 2.43 (5-minute 2.72) at 18:59:01'."""
+    d = load_now()
+    return f"1-minute load average {d['loadavg_1m']} (5-minute {d['loadavg_5m']}) at {d['time']}"
+
+
+def start(suite: str, quick: bool) -> dict:
+    """The JSON skeleton every suite fills: machine, mode, load at the start."""
+    return {"suite": suite, "quick": quick, "machine": machine(), "load_start": load_now(), "figures": [], "tables": [],
+            "notes": []}
+
+
+def finish(res: dict, quick: bool) -> Path:
+    """Record the load at the end and write out/<suite>.json (or out/quick/<suite>.json)."""
+    from specrnn.run import write_json as _w
+
+    res["load_end"] = load_now()
+    path = out_dir(quick) / f"{res['suite']}.json"
+    _w(path, res)
+    return path
+
+
+def figure(name: str, value: float, unit: str, baseline: str | None = None, baseline_value: float | None = None,
+           better: str = "higher", target: str | None = None, met: bool | None = None, note: str = "", **extra) -> dict:
+    """One measured figure with its baseline (same run, same machine) and the ratio in the 'better' direction."""
+    ratio = None
+    if baseline_value not in (None, 0) and value not in (None, 0):
+        ratio = value / baseline_value if better == "higher" else baseline_value / value
+    return {"name": name, "value": value, "unit": unit, "baseline": baseline, "baseline_value": baseline_value,
+            "ratio": ratio, "better": better, "target": target, "met": met, "note": note, **extra}
+
+
+def table(title: str, header: list[str], rows: list[list], note: str = "") -> dict:
+    return {"title": title, "header": header, "rows": rows, "note": note}
+
+
+def timed(fn, repeats: int, warmup: int = 1) -> list[float]:
+    """Wall seconds of `fn()` for each of `repeats` calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def threads(n: int) -> None:
+    """Set torch's intra-op threads (every figure records the count it ran with)."""
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def fsdd_groups_manifest() -> Path:
+    """FSDD for leave-one-speaker-out: group = speaker, no split column (cv assigns test = the left-out speaker)."""
+    from specrnn.data.manifest import from_pattern
+
+    man = from_pattern(SHARED / "fsdd" / "recordings", "{label}_{group}_{take}.wav")
+    man.extra.pop("_unmatched", None)
+    out = OUT / "fsdd_loso.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    man.to_csv(out)
+    return out
+
+
+def one_second_clips(n: int, folder: Path | None = None) -> list[Path]:
+    """n real one-second clips (FSDD recordings joined end to end, 8 kHz WAV) in a temp folder outside the repo."""
+    import tempfile
+
+    import numpy as np
+    import soundfile as sf
+
+    folder = Path(folder or Path(tempfile.gettempdir()) / "specrnn-bench-clips")
+    folder.mkdir(parents=True, exist_ok=True)
+    files = sorted((SHARED / "fsdd" / "recordings").glob("*.wav"))
+    paths, k = [], 0
+    for i in range(n):
+        path = folder / f"clip{i:04d}.wav"
+        paths.append(path)
+        if path.exists():
+            continue
+        wave = []
+        while sum(len(w) for w in wave) < 8000:
+            wave.append(sf.read(str(files[k % len(files)]), dtype="float32")[0])
+            k += 7
+        sf.write(str(path), np.concatenate(wave)[:8000], 8000)
+    return paths
+
+
+def random_run(preset: str | None, folder: Path, n_features: int = 64, classes: int = 10) -> Path:
+    """A run folder holding an untrained model of a preset (for timing only: speed does not depend on weight values)."""
+    import torch
+
+    from specrnn.config import load_config
+    from specrnn.models import build_model
+    from specrnn.run import save_model
+
+    cfg = load_config(preset)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, n_features, classes)
+    model.normalizer.mean.fill_(-45.0)  # about FSDD's log-mel statistics
+    model.normalizer.std.fill_(15.0)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(folder / "model.pt", model.state_dict(),
+               {"config": cfg.to_dict(), "classes": [str(i) for i in range(classes)], "epoch": 0})
+    return folder
+
+
+def fsdd_prepared(overrides: list[str] | None = None, cache_dir: Path | None = None):
+    """(Prepared, Config) for FSDD digits, standard split, default config: specrnn's own splits and cached features."""
+    from specrnn.config import load_config
+    from specrnn.data.manifest import load_manifest
+    from specrnn.pipeline import prepare_data
+
+    cfg = load_config(None, [f"data.cache_dir={cache_dir or OUT / 'cache'}", *(overrides or [])])
+    prep = prepare_data(load_manifest(fsdd_manifest("digit")), cfg, None, log=lambda *a: None)
+    return prep, cfg
+
+
+def specrnn_batches(prep, cfg, split: str = "train", bucket: bool = True, epoch: int = 0):
+    """The batches specrnn's training loader yields for one epoch: (features, lengths, targets) tensors."""
+    from specrnn.data.batching import BucketBatchSampler, pad_batch
+
+    import torch
+
+    fs = prep.sets[split]
+    sampler = BucketBatchSampler(fs.lengths, cfg.train.batch_size, shuffle=True, bucket=bucket, seed=cfg.seed)
+    sampler.set_epoch(epoch)
+    out = []
+    for idx in sampler:
+        x, lengths = pad_batch([torch.from_numpy(fs.features[i]) for i in idx])
+        out.append((x, lengths, torch.as_tensor(fs.targets[idx])))
+    return out

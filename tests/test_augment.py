@@ -24,6 +24,17 @@ def test_roll_keeps_each_clips_frames_and_padding():
         torch.testing.assert_close(r[i, n:], b["features"][i, n:])
 
 
+def test_frequency_warp():
+    from specrnn.augment import warp_frequency
+
+    x = torch.arange(8.0).repeat(2, 3, 1)  # bin index as value
+    same = warp_frequency(x, torch.tensor([1.0, 1.0]))
+    torch.testing.assert_close(same, x)
+    up = warp_frequency(x, torch.tensor([2.0, 0.5]))
+    torch.testing.assert_close(up[0, 0], torch.tensor([0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5]))  # content moves up
+    torch.testing.assert_close(up[1, 0], torch.tensor([0.0, 2, 4, 6, 7, 7, 7, 7]))  # moves down, edge clamped
+
+
 def test_gain_mixup_and_noise():
     torch.manual_seed(0)
     b = _batch()

@@ -106,6 +106,10 @@ def test_bad_files_stop_training_before_it_starts(tmp_path):
     assert "broken.wav" in r.stderr and "quiet.wav" in r.stderr and "silence" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "run" / "model.pt").exists()
+    # the advice in the message works as given: the same --out, now skipping the bad files
+    cli("train", root, "--out", tmp_path / "run", *TINY, "--max-epochs", 1, "--on-error", "skip")
+    r = cli("train", root, "--out", tmp_path / "run", *TINY, check=False)  # but a trained run is never overwritten
+    assert r.returncode == 2 and "already holds a trained run" in r.stderr
 
 
 def test_on_error_skip_trains_and_lists_the_bad_files(tmp_path):
@@ -134,7 +138,9 @@ def test_predict_reports_a_bad_file_and_still_scores_the_rest(tiny_run, tmp_path
 
 def test_user_errors_have_no_traceback(tmp_path):
     for args in (["train", tmp_path / "nowhere"], ["evaluate", tmp_path], ["predict", tmp_path, "x.wav"],
-                 ["train", "--set", "model.cell=transformer", "--out", tmp_path / "r"], ["train", "--set", "bogus.key=1"]):
+                 ["train", "--set", "model.cell=transformer", "--out", tmp_path / "r"], ["train", "--set", "bogus.key=1"],
+                 ["train", "--set", "train.max_epochs=0"], ["train", "--set", "model.dropout=1.5"],
+                 ["models", "show", "nosuch"]):
         r = cli(*args, check=False)
         assert r.returncode == 2 and r.stderr.startswith("specrnn: error:") and "Traceback" not in r.stderr, (args, r.stderr)
 

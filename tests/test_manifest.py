@@ -114,3 +114,12 @@ def test_a_class_with_one_example_stays_in_train():
     t.labels.append("solo")
     m = assign_splits(t, 0.1, 0.1, seed=0)
     assert m.splits[-1] == "train"
+
+
+def test_group_aware_validation_with_too_few_rows_per_class_to_stratify():
+    from specrnn.data.manifest import Manifest
+
+    labels = [c for c in "abcdefghij" for _ in range(2)]
+    m = Manifest([f"/x/{i}" for i in range(20)], labels, splits=["train"] * 20, groups=[f"g{i}" for i in range(20)])
+    out = assign_splits(m, 0.1, 0.1, 0)
+    assert out.splits.count("val") >= 1 and out.splits.count("train") >= 10

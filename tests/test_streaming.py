@@ -120,3 +120,21 @@ def test_predict_stream_cli_prints_running_labels_and_matches_offline(tone_folde
     assert "end" in text
     r = cli("predict", tmp_path / "nope", f, "--stream", check=False)
     assert r.returncode == 2
+
+
+def test_audio_at_another_rate_is_resampled_on_the_fly():
+    import soxr
+
+    fcfg = FeatureConfig(top_db=None)
+    ex = FeatureExtractor(fcfg)
+    model = _randomise(build_model(load_config("lstm").model, fcfg.n_features, 5))
+    wave8k = (np.random.default_rng(1).standard_normal(8000) * 0.1).astype(np.float32)
+    wave16k = soxr.resample(wave8k, 8000, 16000, quality="HQ").astype(np.float32)
+    feats, _ = ex(torch.from_numpy(wave16k)[None], torch.tensor([len(wave16k)]))
+    s = StreamingClassifier(model, ex)
+    for i in range(0, len(wave8k), 800):
+        s.push_audio(wave8k[i : i + 800], sample_rate=8000)
+    s.finish()
+    torch.testing.assert_close(s.logits(), _offline(model, feats[0]), atol=1e-3, rtol=0)
+    with pytest.raises(SpecrnnError, match="rate changed"):
+        s.push_audio(wave8k[:10], sample_rate=22050)

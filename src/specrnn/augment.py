@@ -55,6 +55,18 @@ def roll_within_length(x: Tensor, lengths: Tensor, shifts: Tensor) -> Tensor:
     return x.gather(1, idx[..., None].expand_as(x))
 
 
+def warp_frequency(x: Tensor, factors: Tensor) -> Tensor:
+    """Stretch each clip's frequency axis by `factors[b]` (linear interpolation between bins, edges clamped): a
+    vocal-tract-length-style perturbation on (mel) spectra, so a model does not learn one speaker's formants."""
+    B, T, F = x.shape
+    pos = (torch.arange(F, device=x.device, dtype=x.dtype)[None, :] / factors[:, None]).clamp(0, F - 1)  # (B, F)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp_max(F - 1)
+    w = (pos - lo)[:, None, :]
+    gather = lambda i: x.gather(2, i[:, None, :].expand(B, T, F))  # noqa: E731
+    return gather(lo) * (1 - w) + gather(hi) * w
+
+
 class BatchAugment(nn.Module):
     """Waveform-free augmentation of a training batch of log-power features (dB), all vectorised in torch:
     random gain, circular time shift, background noise at a random SNR (mixed in the power domain, so
@@ -73,6 +85,8 @@ class BatchAugment(nn.Module):
         mask = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None])[..., None]
         if c.gain_db > 0:
             x = x + (torch.rand(B, 1, 1, device=x.device) * 2 - 1) * c.gain_db
+        if c.freq_warp > 0:
+            x = warp_frequency(x, 1 + (torch.rand(B, device=x.device) * 2 - 1) * c.freq_warp)
         if c.time_shift > 0:
             shifts = (torch.rand(B, device=x.device) * c.time_shift * lengths).long()
             x = roll_within_length(x, lengths, shifts)

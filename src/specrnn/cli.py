@@ -77,14 +77,21 @@ def _manifest(a) -> int:
 
 def _models(a) -> int:
     from .config import load_config, preset_path
+    from .errors import SpecrnnError
     from .models import build_model, summarize
 
+    folder = preset_path("x").parent
+    names = sorted(p.stem for p in folder.glob("*.yaml") if p.stem != "search_space")
     if a.action == "list" or not a.name:
-        folder = preset_path("x").parent
-        for p in sorted(folder.glob("*.yaml")):
+        for p in (folder / f"{n}.yaml" for n in names):
             first = p.read_text().splitlines()[0].lstrip("# ").strip()
             print(f"{p.stem:12s} {first.split(': ', 1)[-1]}")
         return 0
+    if a.action == "config" and a.name == "search_space":
+        print(preset_path("search_space").read_text())
+        return 0
+    if a.name not in names and not os.path.isfile(a.name):
+        raise SpecrnnError(f"no preset or config file '{a.name}' (presets: {', '.join(names)})")
     cfg = load_config(a.name, a.set)
     if a.action == "config":
         print(open(preset_path(a.name)).read() if preset_path(a.name).is_file() else open(a.name).read())
@@ -116,6 +123,15 @@ def _report(a) -> int:
     return 0
 
 
+def _export(a) -> int:
+    from .export import export_run
+
+    r = export_run(a.run_dir, a.out, streaming=a.streaming)
+    check = f"max |onnxruntime - PyTorch| {r['max_abs_diff']:.2e}" if "max_abs_diff" in r else r.get("check", "")
+    print(f"wrote {r['path']} ({r['kind']}, {r['bytes'] / 1e6:.2f} MB); {check}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -143,12 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_evaluate)
 
     r = sub.add_parser("predict", help="labels and probabilities for audio files")
-    r.add_argument("run_dir")
-    r.add_argument("files", nargs="+")
-    r.add_argument("--top-k", type=int, default=3)
-    r.add_argument("--json", action="store_true")
+    r.add_argument("run_dir", help="run folder made by `specrnn train` (or its model.pt)")
+    r.add_argument("files", nargs="+", help="audio files (WAV, FLAC, OGG, MP3; any rate and channel count)")
+    r.add_argument("--top-k", type=int, default=3, help="how many labels to show per file (default 3)")
+    r.add_argument("--json", action="store_true", help="print JSON (one list; with --stream one object per line)")
     r.add_argument("--stream", action="store_true", help="feed each file in chunks and print the running top label")
-    r.add_argument("--chunk-ms", type=float, default=100.0)
+    r.add_argument("--chunk-ms", type=float, default=100.0, help="chunk length for --stream (default 100 ms)")
     r.set_defaults(func=_predict)
 
     m = sub.add_parser("manifest", help="CSV manifest from file names, e.g. FSDD's {label}_{speaker}_{take}.wav")
@@ -187,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("path", help="run folder or CV folder")
     h.add_argument("--out", help="HTML file to write (default PATH/report.html)")
     h.set_defaults(func=_report)
+
+    x = sub.add_parser("export", help="ONNX model of a run (offline, or a streaming step model), checked against PyTorch")
+    x.add_argument("run_dir")
+    x.add_argument("--out", required=True, help="ONNX file to write")
+    x.add_argument("--streaming", action="store_true", help="a step model carrying RNN and pooling state (unidirectional)")
+    x.set_defaults(func=_export)
 
     z = sub.add_parser("models", help="list presets, or show one: layers, output shapes, parameters")
     z.add_argument("action", nargs="?", choices=["list", "show", "config"], default="list")

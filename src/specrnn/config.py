@@ -79,6 +79,7 @@ class AugmentConfig:
     freq_mask_width: int = 8
     gain_db: float = 0.0  # random gain in +-gain_db
     time_shift: float = 0.0  # circular shift by up to this share of the clip
+    freq_warp: float = 0.0  # stretch the frequency axis by a random factor in 1 +- freq_warp (speaker variation)
     mixup: float = 0.0  # Beta(mixup, mixup) mixing weight; 0 = off
     noise_dir: str | None = None
     noise_snr_db: list[float] = field(default_factory=lambda: [5.0, 30.0])
@@ -138,6 +139,55 @@ CHOICES = {
     "train.schedule": {"onecycle", "cosine", "constant"},
     "data.on_error": {"stop", "skip"},
 }
+
+
+# (low, high, low inclusive, high inclusive); None = unbounded. Checked for every config, so a bad value is one
+# clear line before any work rather than a traceback deep inside training.
+RANGES = {
+    "features.sample_rate": (1000, None, True, True), "features.n_fft": (16, None, True, True),
+    "features.win_length": (1, None, True, True), "features.hop_length": (1, None, True, True),
+    "features.n_mels": (1, None, True, True), "features.n_mfcc": (1, None, True, True),
+    "features.f_min": (0, None, True, True), "features.top_db": (0, None, False, True),
+    "features.max_seconds": (0, None, False, True),
+    "model.stack": (1, None, True, True), "model.hidden": (1, None, True, True), "model.layers": (1, None, True, True),
+    "model.dropout": (0, 1, True, False), "model.attention_heads": (1, None, True, True), "model.projection": (1, None, True, True),
+    "model.frontend.dropout": (0, 1, True, False),
+    "augment.time_masks": (0, None, True, True), "augment.time_mask_width": (0, None, True, True),
+    "augment.time_mask_fraction": (0, 1, True, True), "augment.freq_masks": (0, None, True, True),
+    "augment.freq_mask_width": (0, None, True, True), "augment.gain_db": (0, None, True, True),
+    "augment.time_shift": (0, 1, True, True), "augment.freq_warp": (0, 0.5, True, True), "augment.mixup": (0, None, True, True),
+    "train.batch_size": (1, None, True, True), "train.max_epochs": (1, None, True, True), "train.min_epochs": (0, None, True, True),
+    "train.patience": (1, None, True, True), "train.lr": (0, None, False, True), "train.weight_decay": (0, None, True, True),
+    "train.warmup_fraction": (0, 1, True, False), "train.grad_clip": (0, None, True, True),
+    "train.label_smoothing": (0, 1, True, False), "train.threads": (1, None, True, True), "train.num_nodes": (1, None, True, True),
+    "data.val_fraction": (0, 1, True, False), "data.test_fraction": (0, 1, True, False),
+}
+
+
+def _check_ranges(cfg: "Config") -> None:
+    d = cfg.to_dict()
+    for key, (lo, hi, lo_in, hi_in) in RANGES.items():
+        node = d
+        for part in key.split("."):
+            node = node[part]
+        if node is None:
+            continue
+        bad = (lo is not None and (node < lo if lo_in else node <= lo)) or (hi is not None and (node > hi if hi_in else node >= hi))
+        if bad:
+            lo_s = "" if lo is None else f"{'>=' if lo_in else '>'} {lo}"
+            hi_s = "" if hi is None else f"{'<=' if hi_in else '<'} {hi}"
+            raise SpecrnnError(f"config '{key}' must be {' and '.join(x for x in (lo_s, hi_s) if x)}, got {node!r}")
+    f = cfg.features
+    if f.win_length > f.n_fft:
+        raise SpecrnnError(f"config 'features.win_length' ({f.win_length}) must not exceed features.n_fft ({f.n_fft})")
+    if f.kind == "mfcc" and f.n_mfcc > f.n_mels:
+        raise SpecrnnError(f"config 'features.n_mfcc' ({f.n_mfcc}) must not exceed features.n_mels ({f.n_mels})")
+    if f.f_max is not None and not f.f_min < f.f_max <= f.sample_rate / 2:
+        raise SpecrnnError(f"config 'features.f_max' must lie in (f_min, sample_rate/2] = ({f.f_min}, {f.sample_rate / 2}]")
+    if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
+        raise SpecrnnError("config 'data.val_fraction' + 'data.test_fraction' must be below 1")
+    if len(cfg.augment.noise_snr_db) != 2 or cfg.augment.noise_snr_db[0] > cfg.augment.noise_snr_db[1]:
+        raise SpecrnnError(f"config 'augment.noise_snr_db' must be [low, high], got {cfg.augment.noise_snr_db}")
 
 
 def _build(cls, values: dict, prefix: str):
@@ -245,8 +295,10 @@ def load_config(config: str | Path | dict | Config | None = None, overrides: lis
     else:
         base = read_yaml(config)
     extra = overrides if isinstance(overrides, dict) else parse_set(overrides or [])
-    return _build(Config, _merge(base, extra), "")
+    return config_from_dict(_merge(base, extra))
 
 
 def config_from_dict(data: dict) -> Config:
-    return _build(Config, data, "")
+    cfg = _build(Config, data, "")
+    _check_ranges(cfg)
+    return cfg

@@ -51,9 +51,12 @@ def fold_ids(man: Manifest, fold_column: str | None = None, folds: int | None = 
         else:
             splits = StratifiedKFold(k, shuffle=True, random_state=seed).split(idx, man.labels)
         out = [""] * len(man)
-        for f, (_, test) in enumerate(splits, start=1):
-            for i in test:
-                out[i] = str(f)
+        try:
+            for f, (_, test) in enumerate(splits, start=1):
+                for i in test:
+                    out[i] = str(f)
+        except ValueError as e:
+            raise SpecrnnError(f"{man.source}: cannot make {k} stratified folds: {e}") from None
     return out
 
 

@@ -45,10 +45,13 @@ def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]
 def format_metrics(m: dict, title: str = "") -> str:
     """A one-screen text report."""
     lines = [title] if title else []
-    lines.append(f"n={m['n']}  accuracy={100 * m['accuracy']:.2f}%  macro-F1={100 * m['macro_f1']:.2f}%")
+    lines.append(f"n={m['n']}  accuracy={100 * m['accuracy']:.2f}%  macro-F1={100 * m['macro_f1']:.2f}% (over the classes present)")
     width = max(len(c) for c in m["classes"])
-    lines.append(f"  {'class':<{width}}  precision  recall     f1  support")
+    lines.append(f"  {'class':<{width}}  {'precision':>9}  {'recall':>6}  {'f1':>6}  {'support':>7}")
     for c, v in m["per_class"].items():
+        if not v["support"] and not v["precision"]:  # a class absent from this data: nothing to measure
+            lines.append(f"  {c:<{width}}  {'–':>9}  {'–':>6}  {'–':>6}  {0:7d}")
+            continue
         lines.append(f"  {c:<{width}}  {100 * v['precision']:8.1f}%  {100 * v['recall']:5.1f}%  {100 * v['f1']:5.1f}%  {v['support']:7d}")
     cm = np.asarray(m.get("confusion_matrix", []))
     if cm.size and len(m["classes"]) <= 12:

@@ -145,9 +145,10 @@ def train(
         data = str(Path(data).resolve())
         load_manifest(data)  # fail on bad DATA before anything is written
         if run_dir.exists() and any(run_dir.iterdir()):
-            if not overwrite:
-                raise SpecrnnError(f"{run_dir} already exists and is not empty: choose another --out, --resume it, or --overwrite")
-            shutil.rmtree(run_dir)
+            trained = (run_dir / MODEL_FILE).exists() or (run_dir / CHECKPOINT_FILE).exists()
+            if trained and not overwrite:
+                raise SpecrnnError(f"{run_dir} already holds a trained run: choose another --out, --resume it, or --overwrite")
+            shutil.rmtree(run_dir)  # a folder of a run that stopped before training (e.g. on bad files) is reused
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         write_json(run_dir / "run.json", {"data": data, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "version": _version()})
@@ -225,7 +226,7 @@ def batch_augment(cfg: Config, n_classes: int, log=print):
     from .augment import BatchAugment
 
     a = cfg.augment
-    if not (a.gain_db > 0 or a.time_shift > 0 or a.mixup > 0 or a.noise_dir):
+    if not (a.gain_db > 0 or a.time_shift > 0 or a.mixup > 0 or a.freq_warp > 0 or a.noise_dir):
         return None
     noise = []
     if a.noise_dir:

@@ -37,7 +37,7 @@ def learning_curves(history_csv: str | Path, out: str | Path) -> None:
     if not rows:
         return
     plt = _plt()
-    ep = [int(r["epoch"]) + 1 for r in rows]
+    ep = [int(r["epoch"]) for r in rows]
     col = lambda k: [float(r[k]) if r.get(k) not in (None, "") else np.nan for r in rows]  # noqa: E731
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     a.plot(ep, col("train_loss"), label="train loss")
@@ -45,6 +45,10 @@ def learning_curves(history_csv: str | Path, out: str | Path) -> None:
     a.set_xlabel("epoch"), a.set_ylabel("loss"), a.legend(), a.grid(alpha=0.3)
     b.plot(ep, [100 * v for v in col("val_acc")], label="val accuracy", color="C2")
     b.set_xlabel("epoch"), b.set_ylabel("accuracy (%)"), b.legend(), b.grid(alpha=0.3)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (a, b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle("learning curves")
     _save(fig, out)
 

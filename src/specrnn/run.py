@@ -30,8 +30,10 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's 0600 would hide run folders from other users
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: a reader never sees half a file."""
+def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: a reader never sees half a file.
+    `durable=False` skips the fsyncs (still atomic) for files that can be rebuilt, like feature-cache entries:
+    6,000 fsyncs took 8-19 s of a 25 s FSDD feature pass."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -40,12 +42,14 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             os.fchmod(f.fileno(), _FILE_MODE)
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def _fsync_dir(folder: Path) -> None:

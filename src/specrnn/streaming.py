@@ -47,7 +47,8 @@ class StreamingSTFT:
             return torch.zeros(0, self.cfg.n_features)
         seg = self.buf[: (n - 1) * c.hop_length + c.n_fft]
         spec = torch.stft(seg[None], c.n_fft, c.hop_length, c.win_length, self.ex.window, center=False, return_complex=True)
-        power = torch.view_as_real(spec).pow(2).sum(-1).transpose(1, 2)[0]
+        spec = torch.view_as_real(spec)
+        power = (spec[..., 0].square() + spec[..., 1].square()).transpose(1, 2)[0]
         if c.kind != "logpower":
             power = power @ self.ex.mel
         db = 10.0 * torch.log10(power.clamp_min(AMIN))
@@ -182,6 +183,7 @@ class StreamingClassifier:
 
     def reset(self) -> None:
         self.stft = StreamingSTFT(self.extractor) if self.extractor is not None else None
+        self.resampler, self.resampler_rate = None, None
         self.pending = None  # frames waiting to complete a stacked group
         self.blocks = [_ConvBlockStream(b) for b in self.model.frontend.blocks] if self.model.frontend is not None else []
         self.state = None
@@ -201,14 +203,31 @@ class StreamingClassifier:
         return self.probabilities()
 
     @torch.no_grad()
-    def push_audio(self, samples: np.ndarray) -> np.ndarray | None:
+    def push_audio(self, samples: np.ndarray, sample_rate: int | None = None) -> np.ndarray | None:
+        """Mono samples; at `sample_rate` if given (resampled on the fly with soxr's streaming resampler),
+        else at the model's rate."""
         if self.stft is None:
             raise SpecrnnError("no feature extractor: use push_features, or build the stream from a Predictor")
+        samples = np.asarray(samples, dtype=np.float32)
+        if samples.ndim != 1:
+            raise SpecrnnError(f"push_audio takes mono samples (1-D), got shape {samples.shape}")
+        rate = self.stft.cfg.sample_rate
+        if sample_rate is not None and sample_rate != rate:
+            if self.resampler is None:
+                import soxr
+
+                self.resampler = soxr.ResampleStream(sample_rate, rate, 1, dtype="float32", quality="HQ")
+                self.resampler_rate = sample_rate
+            elif sample_rate != self.resampler_rate:
+                raise SpecrnnError(f"the stream's sample rate changed from {self.resampler_rate} to {sample_rate} Hz")
+            samples = self.resampler.resample_chunk(samples)
         return self.push_features(self.stft.push(samples))
 
     @torch.no_grad()
     def finish(self) -> np.ndarray | None:
         """End of stream: flush the STFT, an incomplete stacked group and the CNN's right context."""
+        if self.resampler is not None:  # the resampler's delayed tail
+            self.push_features(self.stft.push(self.resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)))
         if self.stft is not None:
             tail = self.stft.finish()
             if tail.shape[0]:

@@ -140,7 +140,7 @@ class History(Callback):
         if trainer.sanity_checking:
             return
         m = trainer.callback_metrics
-        row = {"epoch": trainer.current_epoch}
+        row = {"epoch": trainer.current_epoch + 1}  # 1-based, as in the summary ("best epoch 3 of 20")
         for k in self.FIELDS[1:]:
             if k in m:
                 row[k] = round(float(m[k]), 6)

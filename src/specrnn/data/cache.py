@@ -80,6 +80,6 @@ class FeatureCache:
         from ..run import atomic_write_bytes
 
         try:
-            atomic_write_bytes(self._file(key), MAGIC + struct.pack("<I", zlib.crc32(payload)) + payload)
+            atomic_write_bytes(self._file(key), MAGIC + struct.pack("<I", zlib.crc32(payload)) + payload, durable=False)
         except OSError:
             pass  # a read-only or full cache only costs speed

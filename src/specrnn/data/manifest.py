@@ -237,7 +237,7 @@ def from_pattern(root: str | Path, pattern: str, split_rules: list[str] | None =
     """Label (and group, fold, split, any field) from file names; `split_rules` like 'take<5=test', first match wins."""
     root = Path(root)
     if not root.is_dir():
-        raise SpecrnnError(f"{root}: not a folder")
+        raise SpecrnnError(f"{root}: {'not a folder' if root.exists() else 'no such folder'}")
     rx = pattern_regex(pattern)
     if "label" not in rx.groupindex:
         raise SpecrnnError(f"pattern '{pattern}' has no {{label}} field")

@@ -37,8 +37,13 @@ def _grouped(labels: list[str], groups: list[str], idx: np.ndarray, frac: float,
     k = min(max(2, int(round(1 / frac))), n_groups)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(idx, np.asarray(labels)[idx], g)
-        rest, held = next(iter(folds))
+        try:
+            folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(idx, np.asarray(labels)[idx], g)
+            rest, held = next(iter(folds))
+        except ValueError:  # too few rows per class to stratify: hold out whole groups, unstratified
+            from sklearn.model_selection import GroupShuffleSplit
+
+            rest, held = next(GroupShuffleSplit(n_splits=1, test_size=frac, random_state=seed).split(idx, groups=g))
     return _keep_classes(labels, groups, np.sort(idx[rest]), np.sort(idx[held]))
 
 

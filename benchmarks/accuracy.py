@@ -1,0 +1,139 @@
+"""Accuracy on real data: FSDD digits (standard split, 3 seeds), FSDD speaker-independent (leave one speaker out),
+FSDD speaker identification, ESC-10 (official 5-fold CV). Every row: accuracy, macro-F1, training time, epochs,
+parameters, config. --quick is a smoke test (1 seed, 1-2 epochs, subsets), not a result.
+python -m benchmarks.accuracy [--quick] [--tasks digits,loso,speaker,esc10]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+from .common import ESC10, OUT, ROOT, figure, finish, fsdd_groups_manifest, fsdd_manifest, load_str, mean_std, start, table
+
+TASKS = ["digits", "loso", "speaker", "esc10"]
+ESC10_REFERENCES = "published on this protocol: MFCC random forest 72.7%, Piczak's 2015 CNN 80.3%, human listeners 95.7%"
+
+
+def _subset(csv: Path, keep, name: str) -> Path:
+    """A CSV with the rows of `csv` for which keep(row) is true (quick mode)."""
+    import csv as _csv
+
+    with open(csv) as f:
+        rows = list(_csv.DictReader(f))
+    out = OUT / "quick" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        w = _csv.DictWriter(f, rows[0].keys())
+        w.writeheader()
+        w.writerows(r for r in rows if keep(r))
+    return out
+
+
+def _row(task: str, runs: list[dict], config: str, protocol: str) -> list:
+    acc, acc_sd = mean_std([100 * m["test"]["accuracy"] for m in runs])
+    f1, f1_sd = mean_std([100 * m["test"]["macro_f1"] for m in runs])
+    t, _ = mean_std([m["train_seconds"] for m in runs])
+    ep, _ = mean_std([m["epochs_run"] for m in runs])
+    return [task, protocol, f"{acc:.2f}% ± {acc_sd:.2f}", f"{f1:.2f}% ± {f1_sd:.2f}", f"{t:.0f}", f"{ep:.0f}",
+            f"{runs[0]['parameters']:,}", config]
+
+
+def _train(csv: Path, name: str, seeds: list[int], sets: list[str]) -> list[dict]:
+    import specrnn
+
+    out = []
+    for seed in seeds:
+        run = OUT / "runs" / f"acc-{name}-s{seed}"
+        shutil.rmtree(run, ignore_errors=True)
+        m = specrnn.train(csv, out=run, overrides=[f"seed={seed}", *sets], log=lambda *a: None)
+        out.append(m)
+        print(f"{name} seed {seed}: test accuracy {100 * m['test']['accuracy']:.2f}%", flush=True)
+    return out
+
+
+def _cv(csv: Path, name: str, sets: list[str], config=None, **kw) -> tuple[dict, list[dict]]:
+    import specrnn
+
+    out = OUT / "runs" / f"acc-{name}"
+    shutil.rmtree(out, ignore_errors=True)  # a CV folder resumes: start clean so no stale run is reused
+    s = specrnn.cv(csv, out, config=config, overrides=sets, log=lambda *a: None, **kw)
+    runs = [json.loads(p.read_text()) for p in sorted(out.glob("fold-*/seed-*/metrics.json"))]
+    return s, runs
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    a = ap.parse_args(argv)
+    q, tasks = a.quick, a.tasks.split(",")
+    res = start("accuracy", q)
+    quick_sets = ["train.max_epochs=2"] if q else []
+    rows, fold_rows = [], []
+    if "digits" in tasks:
+        seeds = [0] if q else [0, 1, 2]
+        runs = _train(fsdd_manifest("digit"), "fsdd-digits", seeds, quick_sets)
+        rows.append(_row("FSDD digits", runs, "default", f"standard split (takes 0-4 test), seeds {seeds}"))
+        accs = [m["test"]["accuracy"] for m in runs]
+        res["figures"].append(figure("FSDD digits, standard split: test accuracy (mean of seeds)", statistics.mean(accs), "fraction",
+                                     note=f"std {mean_std(accs)[1]:.4f} over seeds {seeds}"))
+    if "loso" in tasks:
+        csv = fsdd_groups_manifest()
+        if q:  # three speakers (validation needs two in training), takes 0-19: three small folds
+            csv = _subset(csv, lambda r: r["group"] in ("george", "jackson", "lucas") and int(r["take"]) < 20,
+                          "fsdd_loso_3speakers.csv")
+        s, runs = _cv(csv, "fsdd-loso", quick_sets, leave_one_group_out=True)
+        rows.append(_row("FSDD digits, unseen speaker", runs, "default", f"leave one speaker out, {len(s['folds'])} folds"))
+        fold_rows += [["FSDD leave-one-speaker-out", f["fold"], f["n"], f"{100 * f['accuracy']:.2f}%", f"{100 * f['macro_f1']:.2f}%"]
+                      for f in s["folds"]]
+        res["figures"].append(figure("FSDD digits, unseen speaker: mean accuracy over folds", s["accuracy_mean"], "fraction",
+                                     note=f"std over folds {s['accuracy_std']:.4f}"))
+    if "speaker" in tasks:
+        runs = _train(fsdd_manifest("speaker"), "fsdd-speaker", [0], quick_sets)
+        rows.append(_row("FSDD speaker identification", runs, "default", "standard split, seed 0"))
+    if "esc10" in tasks:
+        labels = ESC10 / "labels.csv"
+        cfg_file = ROOT / "configs" / "esc10.yaml"
+        config = str(cfg_file) if cfg_file.is_file() else None
+        if q:  # folds 1-3 only (validation carving needs 10 training clips per class): a 3-fold smoke test
+            labels = _subset(labels, lambda r: r["fold"] in ("1", "2", "3"), "esc10_folds123.csv")
+            labels = _absolute(labels, ESC10)
+        s, runs = _cv(labels, "esc10", ["train.max_epochs=1"] if q else [], config=config, fold_column="fold",
+                      group_column="freesound_id")
+        name = "configs/esc10.yaml" if config else "default"
+        rows.append(_row("ESC-10", runs, name, f"official folds ({len(s['folds'])}), train on the others"))
+        fold_rows += [["ESC-10", f["fold"], f["n"], f"{100 * f['accuracy']:.2f}%", f"{100 * f['macro_f1']:.2f}%"] for f in s["folds"]]
+        res["figures"].append(figure("ESC-10, official folds: mean accuracy", s["accuracy_mean"], "fraction",
+                                     note=f"std over folds {s['accuracy_std']:.4f}; {ESC10_REFERENCES}"))
+    res["tables"].append(table("Accuracy on real data (test sets never used for training, early stopping or statistics)",
+                               ["task", "protocol", "accuracy", "macro-F1", "training s per run", "epochs", "parameters", "config"],
+                               rows, note=("QUICK SMOKE TEST (1-2 epochs, subsets): not a result. " if q else "") +
+                               f"ESC-10 {ESC10_REFERENCES}."))
+    if fold_rows:
+        res["tables"].append(table("Per fold (test speaker or official fold)", ["protocol", "fold", "clips", "accuracy", "macro-F1"],
+                                   fold_rows))
+    res["notes"].append(f"specrnn.cv runs folds in parallel processes (its default for this machine). Load: {load_str()}.")
+    print(finish(res, q))
+    return res
+
+
+def _absolute(csv: Path, root: Path) -> Path:
+    """Rewrite relative paths of a subset CSV against the data folder (the subset lives elsewhere)."""
+    import csv as _csv
+
+    with open(csv) as f:
+        rows = list(_csv.DictReader(f))
+    for r in rows:
+        r["path"] = str((root / r["path"]).resolve())
+    with open(csv, "w", newline="") as f:
+        w = _csv.DictWriter(f, rows[0].keys())
+        w.writeheader()
+        w.writerows(rows)
+    return csv
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""ONNX export: the offline model and the streaming step model give PyTorch's logits under onnxruntime
+(padded batches of random lengths, streams in chunks of any size). Small models: each export takes seconds."""
+import numpy as np
+import pytest
+import torch
+
+from specrnn.config import load_config
+from specrnn.errors import SpecrnnError
+from specrnn.models import build_model
+from specrnn.run import save_model
+
+pytest.importorskip("onnx", reason="ONNX export needs onnx (pip install 'specrnn[export]')")
+pytest.importorskip("onnxscript", reason="ONNX export needs onnxscript (pip install 'specrnn[export]')")
+pytest.importorskip("onnxruntime", reason="checking an exported model needs onnxruntime (pip install 'specrnn[export]')")
+
+from specrnn import export  # noqa: E402
+
+TOL = 1e-4
+N_FEATURES = 16
+CLASSES = [f"c{i}" for i in range(5)]
+
+
+def _model(preset, *sets):
+    """A small model of a preset with non-trivial normaliser statistics and batch-norm statistics."""
+    cfg = load_config(preset, ["model.hidden=16", f"features.n_mels={N_FEATURES}", *sets])
+    torch.manual_seed(0)
+    model = build_model(cfg.model, N_FEATURES, len(CLASSES))
+    if model.frontend is not None:
+        model.train()
+        with torch.no_grad():
+            model(torch.randn(4, 30, N_FEATURES), torch.tensor([30, 21, 9, 4]))
+    model.normalizer.mean.normal_()
+    model.normalizer.std.uniform_(0.5, 2.0)
+    return cfg, model.eval()
+
+
+def _run_folder(tmp_path, cfg, model):
+    """A run folder as training writes it (model.pt with config and classes)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    save_model(run / "model.pt", model.state_dict(), {"config": cfg.to_dict(), "classes": CLASSES, "epoch": 0})
+    return run
+
+
+def test_offline_export_matches_pytorch_on_padded_batches(tmp_path, capsys):
+    from specrnn.cli import main
+
+    cfg, model = _model("bilstm")  # bidirectional: the backward direction reverses each clip within its length
+    run = _run_folder(tmp_path, cfg, model)
+    assert main(["export", str(run), "--out", str(tmp_path / "m.onnx")]) == 0
+    assert "max |onnxruntime - PyTorch|" in capsys.readouterr().out
+    path = tmp_path / "m.onnx"
+    for seed, batch, max_len in [(0, 8, 300), (1, 1, 7), (2, 5, 40)]:  # other batch sizes and lengths than traced
+        assert export.check_offline(model, path, batch, max_len, seed) < TOL
+    sess = export.session(path)
+    assert export.metadata(sess)["specrnn_kind"] == "offline"
+    assert int(export.metadata(sess)["time_multiple"]) == cfg.model.stack
+    with pytest.raises(SpecrnnError, match="not a specrnn streaming model"):
+        export.OnnxStreamingClassifier(path)
+
+
+def test_offline_export_of_gru_with_cnn_frontend(tmp_path):
+    cfg, model = _model("crnn", "model.frontend.channels=[4,4]")
+    path = export.export_offline(model, tmp_path / "crnn.onnx", cfg, CLASSES)
+    assert export.time_multiple(model) == 2  # the CNN's time stride
+    assert export.check_offline(model, path, batch=6, max_len=123) < TOL
+
+
+def test_streaming_export_matches_streaming_classifier_and_offline(tmp_path):
+    from specrnn.export import OnnxStreamingClassifier, export_run
+
+    cfg, model = _model("lstm")
+    run = _run_folder(tmp_path, cfg, model)
+    report = export_run(run, tmp_path / "s.onnx", streaming=True)
+    assert report["max_abs_diff"] < TOL
+    path = tmp_path / "s.onnx"
+    for chunk in (1, 3, 10, 64):
+        assert export.check_streaming(model, path, frames=41, chunk=chunk) < TOL
+    x = np.random.default_rng(0).standard_normal((41, N_FEATURES)).astype(np.float32) * 3
+    s = OnnxStreamingClassifier(path)
+    for i in range(0, 41, 7):
+        s.push_features(x[i : i + 7])
+    p = s.finish()
+    with torch.no_grad():
+        offline = model(torch.from_numpy(x)[None], torch.tensor([41]))
+    np.testing.assert_allclose(s.logits(), offline.numpy(), atol=TOL, rtol=0)
+    np.testing.assert_allclose(p.sum(), 1.0, rtol=1e-5)
+
+
+def test_streaming_export_refuses_what_cannot_stream():
+    _, bi = _model("bilstm")
+    with pytest.raises(SpecrnnError, match="bidirectional"):
+        export.StreamingStep(bi)
+    _, cnn = _model("crnn", "model.bidirectional=false")
+    with pytest.raises(SpecrnnError, match="CNN front-end"):
+        export.StreamingStep(cnn)
