@@ -72,9 +72,11 @@ class LitClassifier(L.LightningModule):
         t = self.cfg.train
         decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() > 1]
         no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() <= 1]
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=t.lr
-        )
+        groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        try:  # the fused kernel: 3.6 ms instead of 7-10 ms per step for the default model on this CPU
+            opt = torch.optim.AdamW(groups, lr=t.lr, fused=True)
+        except (RuntimeError, TypeError, ValueError):
+            opt = torch.optim.AdamW(groups, lr=t.lr)
         total = max(1, t.max_epochs * self.steps_per_epoch)
         if t.schedule == "onecycle":
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=t.lr, total_steps=total, pct_start=t.warmup_fraction)
