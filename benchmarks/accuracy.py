@@ -1,7 +1,8 @@
 """Accuracy on real data: FSDD digits (standard split, 3 seeds), FSDD speaker-independent (leave one speaker out),
 FSDD speaker identification, ESC-10 (official 5-fold CV). Every row: accuracy, macro-F1, training time, epochs,
 parameters, config. --quick is a smoke test (1 seed, 1-2 epochs, subsets), not a result.
-python -m benchmarks.accuracy [--quick] [--tasks digits,loso,speaker,esc10]
+python -m benchmarks.accuracy [--quick] [--tasks digits,loso,speaker,esc10] [--resume]
+--resume keeps finished runs in benchmarks/out/runs/acc-* (a CV folder resumes at its first unfinished run).
 """
 from __future__ import annotations
 
@@ -41,12 +42,19 @@ def _row(task: str, runs: list[dict], config: str, protocol: str) -> list:
             f"{runs[0]['parameters']:,}", config]
 
 
+RESUME = False
+
+
 def _train(csv: Path, name: str, seeds: list[int], sets: list[str]) -> list[dict]:
     import specrnn
 
     out = []
     for seed in seeds:
         run = OUT / "runs" / f"acc-{name}-s{seed}"
+        if RESUME and (run / "metrics.json").is_file():
+            out.append(json.loads((run / "metrics.json").read_text()))
+            print(f"{name} seed {seed}: finished run kept ({run})", flush=True)
+            continue
         shutil.rmtree(run, ignore_errors=True)
         m = specrnn.train(csv, out=run, overrides=[f"seed={seed}", *sets], log=lambda *a: None)
         out.append(m)
@@ -58,7 +66,8 @@ def _cv(csv: Path, name: str, sets: list[str], config=None, **kw) -> tuple[dict,
     import specrnn
 
     out = OUT / "runs" / f"acc-{name}"
-    shutil.rmtree(out, ignore_errors=True)  # a CV folder resumes: start clean so no stale run is reused
+    if not RESUME:
+        shutil.rmtree(out, ignore_errors=True)  # a CV folder resumes: start clean so no stale run is reused
     s = specrnn.cv(csv, out, config=config, overrides=sets, log=lambda *a: None, **kw)
     runs = [json.loads(p.read_text()) for p in sorted(out.glob("fold-*/seed-*/metrics.json"))]
     return s, runs
@@ -68,7 +77,10 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--resume", action="store_true", help="keep finished runs instead of training them again")
     a = ap.parse_args(argv)
+    global RESUME
+    RESUME = a.resume
     q, tasks = a.quick, a.tasks.split(",")
     res = start("accuracy", q)
     quick_sets = ["train.max_epochs=2"] if q else []
@@ -85,8 +97,11 @@ def main(argv=None) -> dict:
         if q:  # three speakers (validation needs two in training), takes 0-19: three small folds
             csv = _subset(csv, lambda r: r["group"] in ("george", "jackson", "lucas") and int(r["take"]) < 20,
                           "fsdd_loso_3speakers.csv")
-        s, runs = _cv(csv, "fsdd-loso", quick_sets, leave_one_group_out=True)
-        rows.append(_row("FSDD digits, unseen speaker", runs, "default", f"leave one speaker out, {len(s['folds'])} folds"))
+        si = ROOT / "configs" / "fsdd-speaker-independent.yaml"
+        si_config = str(si) if si.is_file() else None
+        s, runs = _cv(csv, "fsdd-loso", quick_sets, config=si_config, leave_one_group_out=True)
+        rows.append(_row("FSDD digits, unseen speaker", runs, "configs/fsdd-speaker-independent.yaml" if si_config else "default",
+                         f"leave one speaker out, {len(s['folds'])} folds"))
         fold_rows += [["FSDD leave-one-speaker-out", f["fold"], f["n"], f"{100 * f['accuracy']:.2f}%", f"{100 * f['macro_f1']:.2f}%"]
                       for f in s["folds"]]
         res["figures"].append(figure("FSDD digits, unseen speaker: mean accuracy over folds", s["accuracy_mean"], "fraction",

@@ -111,9 +111,10 @@ def small_class_notes(man: Manifest) -> list[str]:
         where.setdefault(lab, {}).setdefault(s, 0)
         where[lab][s] += 1
     notes = []
+    used = set(man.splits)  # a split nobody has (e.g. no test rows in `tune`) is not missing for any class
     for lab in sorted(where):
         counts = where[lab]
-        absent = [s for s in ("val", "test") if s not in counts]
+        absent = [s for s in ("val", "test") if s not in counts and s in used]
         if "train" in counts and absent:
             notes.append(f"class '{lab}' has {sum(counts.values())} example(s): none in {' or '.join(absent)}, "
                          f"so its {' and '.join(absent)} figures are missing")
