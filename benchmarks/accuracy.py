@@ -45,7 +45,7 @@ def _row(task: str, runs: list[dict], config: str, protocol: str) -> list:
 RESUME = False
 
 
-def _train(csv: Path, name: str, seeds: list[int], sets: list[str]) -> list[dict]:
+def _train(csv: Path, name: str, seeds: list[int], sets: list[str], config: str | None = None) -> list[dict]:
     import specrnn
 
     out = []
@@ -56,7 +56,7 @@ def _train(csv: Path, name: str, seeds: list[int], sets: list[str]) -> list[dict
             print(f"{name} seed {seed}: finished run kept ({run})", flush=True)
             continue
         shutil.rmtree(run, ignore_errors=True)
-        m = specrnn.train(csv, out=run, overrides=[f"seed={seed}", *sets], log=lambda *a: None)
+        m = specrnn.train(csv, out=run, config=config, overrides=[f"seed={seed}", *sets], log=lambda *a: None)
         out.append(m)
         print(f"{name} seed {seed}: test accuracy {100 * m['test']['accuracy']:.2f}%", flush=True)
     return out
@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
     if "digits" in tasks:
         seeds = [0] if q else [0, 1, 2]
         runs = _train(fsdd_manifest("digit"), "fsdd-digits", seeds, quick_sets)
-        rows.append(_row("FSDD digits", runs, "default", f"standard split (takes 0-4 test), seeds {seeds}"))
+        rows.append(_row("FSDD digits", runs, "default (preset gru)", f"standard split (takes 0-4 test), seeds {seeds}"))
         accs = [m["test"]["accuracy"] for m in runs]
         res["figures"].append(figure("FSDD digits, standard split: test accuracy (mean of seeds)", statistics.mean(accs), "fraction",
                                      note=f"std {mean_std(accs)[1]:.4f} over seeds {seeds}"))
@@ -107,8 +107,8 @@ def main(argv=None) -> dict:
         res["figures"].append(figure("FSDD digits, unseen speaker: mean accuracy over folds", s["accuracy_mean"], "fraction",
                                      note=f"std over folds {s['accuracy_std']:.4f}"))
     if "speaker" in tasks:
-        runs = _train(fsdd_manifest("speaker"), "fsdd-speaker", [0], quick_sets)
-        rows.append(_row("FSDD speaker identification", runs, "default", "standard split, seed 0"))
+        runs = _train(fsdd_manifest("speaker"), "fsdd-speaker", [0], quick_sets, config="bilstm")
+        rows.append(_row("FSDD speaker identification", runs, "preset bilstm", "standard split, seed 0"))
     if "esc10" in tasks:
         labels = ESC10 / "labels.csv"
         cfg_file = ROOT / "configs" / "esc10.yaml"
