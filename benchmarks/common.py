@@ -1,7 +1,6 @@
 """Shared helpers for the benchmark scripts: data locations, machine info, JSON output, timing."""
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics

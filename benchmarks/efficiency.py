@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from .common import figure, finish, fsdd_prepared, load_str, specrnn_batches, start, table, threads
+from .common import figure, finish, fsdd_prepared, load_str, specrnn_batches, start, table, threads, timed
 from .training_speed import specrnn_model
 
 TARGET = 0.5
@@ -57,13 +57,7 @@ def encoder_seconds(model, batches, repeats: int) -> float:
         for x, L in inputs:
             model.encoder(x, L).sum().backward()
 
-    run()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(timed(run, repeats))
 
 
 def step_phases(model, batches, cfg, prep) -> dict[str, float]:

@@ -9,22 +9,15 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from .common import OUT, figure, finish, load_str, one_second_clips, random_run, start, table
+from .common import OUT, figure, finish, load_str, one_second_clips, random_run, start, table, timed
 
 
 def wall(cmd: list[str], repeats: int) -> list[float]:
     """Seconds of each run of cmd (one untimed run first, so the files are in the page cache)."""
     env = dict(os.environ)
-    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=True)
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=True)
-        out.append(time.perf_counter() - t0)
-    return out
+    return timed(lambda: subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=True), repeats)
 
 
 def main(argv=None) -> dict:

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from .common import ESC10, OUT, figure, finish, fsdd_prepared, load_str, specrnn_batches, start, table, threads
+from .common import ESC10, OUT, figure, finish, fsdd_prepared, load_str, specrnn_batches, start, table, threads, timed
 
 TARGET = 5.0
 THREADS = 1  # what specrnn's training uses on this 2-core machine (pipeline._set_threads: half the cores)
@@ -133,19 +133,9 @@ def rnn_pass_seconds(model, batches, impl: str, repeats: int) -> float:
         for x, L in inputs:
             enc(x, L).sum().backward()
 
-    out = statistics.median(_timed(run, repeats))
+    out = statistics.median(timed(run, repeats))
     enc.impl = old
     return out
-
-
-def _timed(fn, repeats: int) -> list[float]:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
 
 
 def main(argv=None) -> dict:

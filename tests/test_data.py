@@ -1,6 +1,5 @@
 """Length-bucketed batching and the on-disk feature cache."""
 import numpy as np
-import pytest
 
 from specrnn.config import FeatureConfig
 from specrnn.data.batching import BucketBatchSampler, padding_fraction

@@ -1,7 +1,6 @@
 """Manifests (folder, CSV, file-name pattern) and split rules: stratified, group-aware, no test leakage."""
 import csv
 
-import numpy as np
 import pytest
 
 from specrnn.data.manifest import from_csv, from_folder, from_pattern, load_manifest

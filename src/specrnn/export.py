@@ -214,14 +214,12 @@ def _meta(model: SpecRNN, cfg, classes: list[str], kind: str, extra: dict | None
 
 
 def _save(program, path: Path, meta: dict[str, str]) -> None:
-    import onnx
+    """The ONNX model with our metadata, written atomically."""
+    from .run import atomic_write_bytes
 
     proto = program.model_proto
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=v)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from .run import atomic_write_bytes
-
     atomic_write_bytes(path, proto.SerializeToString())
 
 

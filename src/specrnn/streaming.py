@@ -37,7 +37,6 @@ class StreamingSTFT:
 
     def _frames(self, limit: int, count: int | None = None) -> Tensor:
         c = self.cfg
-        half = c.n_fft // 2
         # frame t covers padded samples [t*hop, t*hop + n_fft); the buffer starts at padded index next_frame*hop
         last = (limit - c.n_fft) // c.hop_length
         if count is not None:

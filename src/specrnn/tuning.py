@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import config_from_dict, load_config, parse_set, preset_path
+from .config import config_from_dict, load_config, preset_path
 from .errors import SpecrnnError
 from .run import atomic_write_text, write_json
 
