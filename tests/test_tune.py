@@ -39,7 +39,7 @@ def study_data(tmp_path):
 
 
 def _args(d, trials):
-    args = ["tune", d / "m.csv", "--out", d / "study", "--trials", trials, "--space", d / "space.yaml"]
+    args = ["tune", d / "m.csv", "--out", d / "study", "--trials", trials, "--space", d / "space.yaml", "--jobs", 1]
     for s in BASE:
         args += ["--set", s]
     return [str(a) for a in args]
@@ -49,13 +49,14 @@ def test_tune_uses_validation_only_and_writes_a_usable_best_config(study_data):
     import specrnn
     from specrnn.config import load_config
 
-    r = specrnn.tune(study_data / "m.csv", study_data / "study", trials=3, space=str(study_data / "space.yaml"), overrides=BASE,
-                     log=lambda *a: None)
-    assert r["n_complete"] + r["n_pruned"] == 3
+    r = specrnn.tune(study_data / "m.csv", study_data / "study", trials=4, space=str(study_data / "space.yaml"), overrides=BASE,
+                     jobs=2, log=lambda *a: None)  # two processes on one SQLite study
+    assert 4 <= r["n_complete"] + r["n_pruned"] <= 5  # a trial already running when the 4th ends may finish too
+    assert (study_data / "study" / "worker-1.log").is_file()
     cfg = load_config(study_data / "study" / "best.yaml")
     assert cfg.model.hidden in (8, 16) and cfg.model.layers == 1
     rows = list(csv.DictReader(open(study_data / "study" / "trials.csv")))
-    assert len(rows) == 3 and (study_data / "study" / "optimization_history.png").is_file()
+    assert len(rows) == r["n_complete"] + r["n_pruned"] and (study_data / "study" / "optimization_history.png").is_file()
     for trial_dir in (study_data / "study" / "trials").iterdir():
         splits = {r["split"] for r in csv.DictReader(open(trial_dir / "split.csv"))}
         assert splits == {"train", "val"}

@@ -112,7 +112,7 @@ def _cv(a) -> int:
 def _tune(a) -> int:
     from .tuning import tune
 
-    tune(a.data, a.out, a.trials, a.timeout, a.storage, a.space, a.config, a.set)
+    tune(a.data, a.out, a.trials, a.timeout, a.storage, a.space, a.config, a.set, a.jobs)
     return 0
 
 
@@ -195,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
     u.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/study.db)")
     u.add_argument("--space", help="search-space YAML (default: the built-in one; `specrnn models config search_space`)")
+    u.add_argument("--jobs", type=int, help="processes running trials at once (default: cores / threads per run)")
     u.add_argument("--config", help="base YAML config or preset name")
     u.add_argument("--set", action="append", metavar="KEY=VALUE")
     u.set_defaults(func=_tune)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from .errors import SpecrnnError
 from .run import atomic_write_text, write_json
 
 STUDY = "specrnn"
+WORKER_ENV = "SPECRNN_TUNE_WORKER"  # set in the extra processes of `tune --jobs N`: they only run trials
 
 
 def read_space(path: str | Path | None) -> dict:
@@ -74,8 +78,11 @@ class Pruning:
 
 
 def tune(data, out, trials: int = 20, timeout: float | None = None, storage: str | None = None, space: str | None = None,
-         config=None, overrides=None, log=print) -> dict:
-    """Run (or resume) the study in `out`; write best.yaml, trials.csv and plots; return the best trial."""
+         config=None, overrides=None, jobs: int | None = None, log=print) -> dict:
+    """Run (or resume) the study in `out`; write best.yaml, trials.csv and plots; return the best trial.
+
+    With `jobs` > 1 (default on CPU: one per core's worth of threads, as `cv`), extra processes run trials of
+    the same study through its SQLite storage; together they stop once `trials` trials have finished."""
     import optuna
     from optuna.trial import TrialState
 
@@ -90,10 +97,11 @@ def tune(data, out, trials: int = 20, timeout: float | None = None, storage: str
     base_d = base.to_dict()
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    worker = int(os.environ.get(WORKER_ENV, 0))
     study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize", load_if_exists=True,
-                                sampler=optuna.samplers.TPESampler(seed=base.seed),
+                                sampler=optuna.samplers.TPESampler(seed=base.seed + worker),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=4))
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left RUNNING by a killed process
+    for t in [] if worker else study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # a killed run's
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         study.enqueue_trial(t.params, skip_if_exists=False)
         log(f"trial {t.number} was interrupted: queued again")
@@ -123,10 +131,34 @@ def tune(data, out, trials: int = 20, timeout: float | None = None, storage: str
             raise optuna.TrialPruned()
         return value
 
-    remaining = trials - done
-    if remaining > 0:
-        study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(RuntimeError,))
-    return _report(study, base_d, out, log)
+    if done >= trials:
+        return _report(study, base_d, out, log)
+    from .crossval import _auto_jobs
+
+    jobs = 1 if worker else (jobs or _auto_jobs(trials - done))
+    procs = [_start_worker(k, data, out, trials, timeout, storage, space, base_d) for k in range(1, jobs)]
+    if procs:
+        log(f"{jobs} processes run trials of the study (logs: {out / 'worker-*.log'})")
+    stop = optuna.study.MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    try:
+        study.optimize(objective, n_trials=trials - done, timeout=timeout, catch=(RuntimeError,), callbacks=[stop])
+    finally:
+        for p in procs:
+            p.wait()
+    return {} if worker else _report(study, base_d, out, log)
+
+
+def _start_worker(k: int, data, out: Path, trials: int, timeout, storage: str, space, base_d: dict) -> subprocess.Popen:
+    """Another process on the same study: the same data, space and (resolved) base config."""
+    import yaml as _yaml
+
+    base_file = out / "base_config.yaml"
+    atomic_write_text(base_file, _yaml.safe_dump(base_d, sort_keys=False))
+    cmd = [sys.executable, "-m", "specrnn", "tune", str(data), "--out", str(out), "--trials", str(trials), "--storage", storage,
+           "--config", str(base_file), "--jobs", "1"] + (["--space", str(space)] if space else []) + \
+          (["--timeout", str(timeout)] if timeout else [])
+    logf = open(out / f"worker-{k}.log", "w")
+    return subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=dict(os.environ, **{WORKER_ENV: str(k)}))
 
 
 def _report(study, base_d: dict, out: Path, log) -> dict:
