@@ -35,6 +35,17 @@ def test_frequency_warp():
     torch.testing.assert_close(up[1, 0], torch.tensor([0.0, 2, 4, 6, 7, 7, 7, 7]))  # moves down, edge clamped
 
 
+def test_speed_perturbation_stretches_each_clip_within_its_length():
+    from specrnn.augment import stretch_time
+
+    x = torch.arange(10.0)[None, :, None].repeat(2, 1, 2)  # frame index as value
+    lengths = torch.tensor([10, 6])
+    y, new = stretch_time(x, lengths, torch.tensor([2.0, 0.5]))
+    assert new.tolist() == [5, 12] and y.shape[1] == 12
+    torch.testing.assert_close(y[0, :5, 0], torch.tensor([0.0, 2, 4, 6, 8]))  # twice as fast: every other frame
+    torch.testing.assert_close(y[1, :12, 0], torch.tensor([0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5, 5]))  # never past frame 5
+
+
 def test_gain_mixup_and_noise():
     torch.manual_seed(0)
     b = _batch()

@@ -67,6 +67,21 @@ def warp_frequency(x: Tensor, factors: Tensor) -> Tensor:
     return gather(lo) * (1 - w) + gather(hi) * w
 
 
+def stretch_time(x: Tensor, lengths: Tensor, rates: Tensor) -> tuple[Tensor, Tensor]:
+    """Play each clip `rates[b]` times faster (speed perturbation on features): frame t' of the output is the
+    linear interpolation of input frames at t' * rate, inside the clip's own length."""
+    B, T, F = x.shape
+    new_len = torch.ceil(lengths / rates).long().clamp_min(1)
+    T2 = int(new_len.max())
+    pos = torch.arange(T2, device=x.device, dtype=x.dtype)[None, :] * rates[:, None]
+    pos = torch.minimum(pos, (lengths - 1).clamp_min(0)[:, None].to(x.dtype))
+    lo = pos.floor().long()
+    hi = torch.minimum(lo + 1, (lengths - 1).clamp_min(0)[:, None])
+    w = (pos - lo)[..., None]
+    gather = lambda i: x.gather(1, i[..., None].expand(B, T2, F))  # noqa: E731
+    return gather(lo) * (1 - w) + gather(hi) * w, new_len
+
+
 class BatchAugment(nn.Module):
     """Waveform-free augmentation of a training batch of log-power features (dB), all vectorised in torch:
     random gain, circular time shift, background noise at a random SNR (mixed in the power domain, so
@@ -87,6 +102,9 @@ class BatchAugment(nn.Module):
             x = x + (torch.rand(B, 1, 1, device=x.device) * 2 - 1) * c.gain_db
         if c.freq_warp > 0:
             x = warp_frequency(x, 1 + (torch.rand(B, device=x.device) * 2 - 1) * c.freq_warp)
+        if c.speed > 0:
+            x, lengths = stretch_time(x, lengths, 1 + (torch.rand(B, device=x.device) * 2 - 1) * c.speed)
+            mask = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None])[..., None]
         if c.time_shift > 0:
             shifts = (torch.rand(B, device=x.device) * c.time_shift * lengths).long()
             x = roll_within_length(x, lengths, shifts)

@@ -80,6 +80,7 @@ class AugmentConfig:
     gain_db: float = 0.0  # random gain in +-gain_db
     time_shift: float = 0.0  # circular shift by up to this share of the clip
     freq_warp: float = 0.0  # stretch the frequency axis by a random factor in 1 +- freq_warp (speaker variation)
+    speed: float = 0.0  # speed perturbation: play clips 1 +- speed times as fast (speaking rate)
     mixup: float = 0.0  # Beta(mixup, mixup) mixing weight; 0 = off
     noise_dir: str | None = None
     noise_snr_db: list[float] = field(default_factory=lambda: [5.0, 30.0])
@@ -155,7 +156,7 @@ RANGES = {
     "augment.time_masks": (0, None, True, True), "augment.time_mask_width": (0, None, True, True),
     "augment.time_mask_fraction": (0, 1, True, True), "augment.freq_masks": (0, None, True, True),
     "augment.freq_mask_width": (0, None, True, True), "augment.gain_db": (0, None, True, True),
-    "augment.time_shift": (0, 1, True, True), "augment.freq_warp": (0, 0.5, True, True), "augment.mixup": (0, None, True, True),
+    "augment.time_shift": (0, 1, True, True), "augment.freq_warp": (0, 0.5, True, True), "augment.speed": (0, 0.5, True, True), "augment.mixup": (0, None, True, True),
     "train.batch_size": (1, None, True, True), "train.max_epochs": (1, None, True, True), "train.min_epochs": (0, None, True, True),
     "train.patience": (1, None, True, True), "train.lr": (0, None, False, True), "train.weight_decay": (0, None, True, True),
     "train.warmup_fraction": (0, 1, True, False), "train.grad_clip": (0, None, True, True),

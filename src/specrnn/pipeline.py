@@ -226,7 +226,7 @@ def batch_augment(cfg: Config, n_classes: int, log=print):
     from .augment import BatchAugment
 
     a = cfg.augment
-    if not (a.gain_db > 0 or a.time_shift > 0 or a.mixup > 0 or a.freq_warp > 0 or a.noise_dir):
+    if not (a.gain_db > 0 or a.time_shift > 0 or a.mixup > 0 or a.freq_warp > 0 or a.speed > 0 or a.noise_dir):
         return None
     noise = []
     if a.noise_dir:
