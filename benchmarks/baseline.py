@@ -1,8 +1,9 @@
 """The plain baseline the speed figures compare against: the common recipe, written the common way.
 
 A Dataset that decodes and computes a librosa log-mel for every item (so every epoch re-extracts features), a
-DataLoader with random batches padded to the longest clip, and a 2 x 128 bidirectional nn.LSTM reading
-`out[:, -1]` of the padded batch, Adam, cross-entropy. librosa is a benchmark-only dependency (extra `bench`).
+DataLoader with random batches padded to the longest clip, and an nn.LSTM or nn.GRU of the same size as the
+specrnn model it is compared with (the default: 2 x 128 unidirectional GRU) reading `out[:, -1]` of the padded
+batch, Adam, cross-entropy. librosa is a benchmark-only dependency (extra `bench`).
 """
 from __future__ import annotations
 
@@ -51,13 +52,22 @@ def pad_collate(items):
     return nn.utils.rnn.pad_sequence(list(xs), batch_first=True), torch.tensor([x.shape[0] for x in xs]), torch.tensor(ys)
 
 
-class PlainBiLSTM(nn.Module):
-    """nn.LSTM(bidirectional) on a zero-padded batch, logits from out[:, -1]: the common recipe."""
+class PlainRNN(nn.Module):
+    """nn.LSTM / nn.GRU on a zero-padded batch, logits from out[:, -1]: the common recipe."""
 
-    def __init__(self, n_in: int = N_MELS, hidden: int = 128, layers: int = 2, n_out: int = 10):
+    def __init__(self, cell: str = "gru", hidden: int = 128, layers: int = 2, bidirectional: bool = False,
+                 n_in: int = N_MELS, n_out: int = 10):
         super().__init__()
-        self.rnn = nn.LSTM(n_in, hidden, layers, batch_first=True, bidirectional=True, dropout=0.15)
-        self.head = nn.Linear(2 * hidden, n_out)
+        rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
+        self.rnn = rnn(n_in, hidden, layers, batch_first=True, bidirectional=bidirectional, dropout=0.15)
+        self.head = nn.Linear(hidden * (2 if bidirectional else 1), n_out)
+        self.desc = f"nn.{rnn.__name__} {layers}x{hidden}{' bi' if bidirectional else ''}"
+
+    @classmethod
+    def like(cls, model_cfg, n_out: int) -> "PlainRNN":
+        """The plain twin of a specrnn model config: same cell, width, depth and directions."""
+        m = model_cfg
+        return cls(m.cell, m.hidden, m.layers, m.bidirectional, n_out=n_out)
 
     def forward(self, x):
         out, _ = self.rnn(x)

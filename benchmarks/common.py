@@ -74,6 +74,15 @@ def load_str() -> str:
     return f"1-minute load average {d['loadavg_1m']} (5-minute {d['loadavg_5m']}) at {d['time']}"
 
 
+def quick_flag(argv=None) -> bool:
+    """Parse a suite's only option, --quick (fewer repeats, epochs and files)."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="a subset: fewer repeats, epochs and files")
+    return ap.parse_args(argv).quick
+
+
 def start(suite: str, quick: bool) -> dict:
     """The JSON skeleton every suite fills: machine, mode, load at the start."""
     return {"suite": suite, "quick": quick, "machine": machine(), "load_start": load_now(), "figures": [], "tables": [],

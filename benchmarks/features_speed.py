@@ -5,13 +5,12 @@ table shows where the time goes. python -m benchmarks.features_speed [--quick]
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import numpy as np
 
-from .common import ESC10, SHARED, figure, finish, load_str, start, table, threads
+from .common import ESC10, SHARED, figure, finish, load_str, quick_flag, start, table, threads
 
 TARGET = 10.0
 
@@ -77,14 +76,12 @@ def profile_extract(waves: list, top: int = 8) -> list[list]:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    a = ap.parse_args(argv)
-    repeats = 2 if a.quick else 3
-    res = start("features_speed", a.quick)
+    quick = quick_flag(argv)
+    repeats = 2 if quick else 3
+    res = start("features_speed", quick)
     threads(1)
     rows = []
-    for name, paths in _datasets(a.quick).items():
+    for name, paths in _datasets(quick).items():
         _librosa(paths[:5]), _specrnn(paths[:40], 2)  # warm-up: imports, librosa's first-call set-up, allocator
         runs: dict[str, list[dict]] = {"specrnn": [], "specrnn_1dec": [], "librosa": []}
         for _ in range(repeats):  # interleaved, so load changes hit both sides alike
@@ -99,15 +96,15 @@ def main(argv=None) -> dict:
         res["figures"].append(figure(
             f"{name}: decode + log-mel, files/s", fps["specrnn"]["total"], "files/s", "librosa per-file loop",
             fps["librosa"]["total"], target=f">= {TARGET:.0f}x", met=total_ratio >= TARGET, files=n,
-            note="specrnn decodes on 2 threads (its default), features on 1 torch thread; librosa loop single-threaded"))
+            note="specrnn decodes with its default (2 threads when files average over 64 KB, else 1), features on 1 torch thread; librosa loop single-threaded"))
         res["figures"].append(figure(
             f"{name}: log-mel only (decoded waves), files/s", fps["specrnn"]["features"], "files/s",
             "librosa.feature.melspectrogram per file", fps["librosa"]["features"], target=f">= {TARGET:.0f}x",
             met=fps["specrnn"]["features"] / fps["librosa"]["features"] >= TARGET, files=n))
         res["figures"].append(figure(
             f"{name}: decode + resample only, files/s", fps["specrnn"]["decode"], "files/s", "librosa.load per file",
-            fps["librosa"]["decode"], files=n, note="specrnn: soundfile + soxr on 2 threads"))
-        for k, label in (("specrnn", "specrnn (decode on 2 threads)"), ("specrnn_1dec", "specrnn (decode on 1 thread)"),
+            fps["librosa"]["decode"], files=n, note="specrnn: soundfile + soxr, default threading"))
+        for k, label in (("specrnn", "specrnn (default decode threads)"), ("specrnn_1dec", "specrnn (decode forced to 1 thread)"),
                          ("librosa", "librosa per-file loop")):
             m = med[k]
             rows.append([name, label, n, f"{m['decode']:.2f}", f"{m['features']:.2f}", f"{m['total']:.2f}",
@@ -115,11 +112,11 @@ def main(argv=None) -> dict:
         res["notes"].append(f"{name}: max |specrnn - librosa| log-mel difference {diff:.2e} dB (same features).")
         res["tables"].append(table(f"{name}: torch.profiler of specrnn's log-mel (FeatureExtractor.extract, 1 thread)",
                                    ["op", "calls", "self ms", "share"], profile_extract(runs["specrnn"][0]["waves"]),
-                                   note="aten::sum + aten::pow are the power spectrum, view_as_real(spec).pow(2).sum(-1)"))
+                                   note="_fft_r2c: the STFT; pow + add: the power spectrum re^2 + im^2; mm: the mel filterbank"))
     res["tables"].insert(0, table("Where the time goes (median seconds per pass over the files)",
                                ["data", "path", "files", "decode s", "log-mel s", "total s", "files/s", "decode share"], rows))
     res["notes"].append(f"Medians of {repeats} interleaved passes; torch threads 1. Load during the run: {load_str()}.")
-    print(finish(res, a.quick))
+    print(finish(res, quick))
     return res
 
 

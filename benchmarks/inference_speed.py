@@ -6,14 +6,13 @@ Models are untrained (speed does not depend on weight values): the default model
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import numpy as np
 import torch
 
-from .common import OUT, figure, finish, load_str, one_second_clips, random_run, start, table, threads
+from .common import OUT, figure, finish, load_str, one_second_clips, quick_flag, random_run, start, table, threads
 
 CHUNK_TARGET_MS = 0.2
 
@@ -89,7 +88,7 @@ def onnx_offline_figures(res: dict, q: bool) -> None:
 
     pt = _ms(_each(eager, [0] * n))
     res["figures"].append(figure("model only, one 1-second clip (101 frames), onnxruntime", ort, "ms", "eager PyTorch", pt,
-                                 better="lower", threads=1, note="default bidirectional model, features in, logits out"))
+                                 better="lower", threads=1, note="default model (2 x 128 GRU), features in, logits out"))
     res["parity"] = {"offline_max_abs_diff": diff, "offline_export_seconds": round(t_export, 1)}
 
 
@@ -160,16 +159,14 @@ def streaming_figures(res: dict, q: bool) -> None:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    a = ap.parse_args(argv)
-    res = start("inference_speed", a.quick)
+    quick = quick_flag(argv)
+    res = start("inference_speed", quick)
     threads(1)
-    predict_figures(res, a.quick)
-    onnx_offline_figures(res, a.quick)
-    streaming_figures(res, a.quick)
+    predict_figures(res, quick)
+    onnx_offline_figures(res, quick)
+    streaming_figures(res, quick)
     res["notes"].append(f"torch threads 1, onnxruntime intra-op threads 1 unless stated. Load: {load_str()}.")
-    print(finish(res, a.quick))
+    print(finish(res, quick))
     return res
 
 

@@ -88,7 +88,7 @@ def render(folder: Path, quick: bool) -> str:
         if r.get("parity"):
             p = r["parity"]
             lines += ["**ONNX export parity (onnxruntime vs PyTorch, max abs difference of logits)**", "",
-                      f"- offline model (default bidirectional LSTM, padded batch of 8 random lengths up to 300 frames): "
+                      f"- offline model (default 2 x 128 GRU, padded batch of 8 random lengths up to 300 frames): "
                       f"{p.get('offline_max_abs_diff', float('nan')):.1e} (export took {p.get('offline_export_seconds', '?')} s)",
                       f"- streaming step model (preset lstm, chunks of 1, 10 and 33 frames, running logits after every chunk): "
                       f"{p.get('streaming_max_abs_diff', float('nan')):.1e}", ""]

@@ -4,14 +4,13 @@ python -m benchmarks.startup [--quick]
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-from .common import OUT, figure, finish, load_str, one_second_clips, random_run, start, table, timed
+from .common import OUT, figure, finish, load_str, one_second_clips, quick_flag, random_run, start, table, timed
 
 
 def wall(cmd: list[str], repeats: int) -> list[float]:
@@ -21,11 +20,9 @@ def wall(cmd: list[str], repeats: int) -> list[float]:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    a = ap.parse_args(argv)
-    n = 3 if a.quick else 7
-    res = start("startup", a.quick)
+    quick = quick_flag(argv)
+    n = 3 if quick else 7
+    res = start("startup", quick)
     run = random_run(None, OUT / "runs" / "bench-default")
     clip = str(one_second_clips(1)[0])
     py = sys.executable
@@ -42,7 +39,7 @@ def main(argv=None) -> dict:
     res["tables"].append(table(f"Fresh-process wall time (median of {n})", ["command", "seconds"],
                                [[k, f"{v:.2f}"] for k, v in t.items()]))
     res["notes"].append(f"Load: {load_str()}.")
-    print(finish(res, a.quick))
+    print(finish(res, quick))
     return res
 
 

@@ -61,10 +61,11 @@ def child_baseline(events: Path, max_epochs: int, budget_s: float, max_batches: 
     """The plain loop of benchmarks/baseline.py on the same train/validation rows as specrnn (same split function)."""
     import torch
 
+    from specrnn.config import load_config
     from specrnn.data.manifest import load_manifest
     from specrnn.data.splits import assign_splits
 
-    from .baseline import PlainBiLSTM, accuracy, loader, train_epoch
+    from .baseline import PlainRNN, accuracy, loader, train_epoch
 
     t0 = time.time()
     man = assign_splits(load_manifest(fsdd_manifest("digit")), 0.1, 0.1, 0, warn=lambda *a: None)
@@ -72,7 +73,7 @@ def child_baseline(events: Path, max_epochs: int, budget_s: float, max_batches: 
     rows = {s: [i for i, x in enumerate(man.splits) if x == s] for s in ("train", "val")}
     data = {s: ([man.paths[i] for i in r], [classes.index(man.labels[i]) for i in r]) for s, r in rows.items()}
     torch.manual_seed(0)
-    model = PlainBiLSTM(n_out=len(classes))
+    model = PlainRNN.like(load_config(None, []).model, n_out=len(classes))  # the default model's plain twin
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     val = loader(*data["val"], shuffle=False)
     for epoch in range(max_epochs):

@@ -7,7 +7,6 @@ python -m benchmarks.training_speed [--quick]
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import statistics
 import time
@@ -15,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-from .common import ESC10, OUT, figure, finish, fsdd_prepared, load_str, specrnn_batches, start, table, threads, timed
+from .common import ESC10, OUT, figure, finish, fsdd_prepared, load_str, quick_flag, specrnn_batches, start, table, threads, timed
 
 TARGET = 5.0
 THREADS = 1  # what specrnn's training uses on this 2-core machine (pipeline._set_threads: half the cores)
@@ -81,16 +80,17 @@ def lightning_epochs(prep, cfg, epochs: int) -> list[dict]:
     return [{"seconds": s, "frames": frames, "clips": len(prep.sets["train"])} for s in timer.times]
 
 
-def baseline_epoch(prep, max_batches: int | None, seed: int = 0) -> dict:
-    from .baseline import PlainBiLSTM, librosa_logmel, loader, train_epoch
+def baseline_epoch(prep, cfg, max_batches: int | None, seed: int = 0) -> dict:
+    from .baseline import PlainRNN, librosa_logmel, loader, train_epoch
 
     train = prep.sets["train"]
     librosa_logmel(train.paths[0])  # librosa's first call compiles numba code for seconds: not part of an epoch
     torch.manual_seed(seed)
-    model = PlainBiLSTM(n_out=len(prep.classes))
+    model = PlainRNN.like(cfg.model, n_out=len(prep.classes))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     r = train_epoch(model, loader(train.paths, train.targets.tolist(), seed=seed), opt, max_batches)
     r["parameters"] = sum(p.numel() for p in model.parameters())
+    r["desc"] = model.desc
     return r
 
 
@@ -139,10 +139,7 @@ def rnn_pass_seconds(model, batches, impl: str, repeats: int) -> float:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    a = ap.parse_args(argv)
-    q = a.quick
+    q = quick_flag(argv)
     res = start("training_speed", q)
     threads(THREADS)
     prep, cfg = fsdd_prepared()
@@ -155,10 +152,10 @@ def main(argv=None) -> dict:
     bare, base = [], []
     for rep in range(1 if q else 2):  # interleaved, so a change in the machine's load hits both loops alike
         bare.append(bare_epoch(prep, cfg))
-        base.append(baseline_epoch(prep, base_batches, seed=rep))
+        base.append(baseline_epoch(prep, cfg, base_batches, seed=rep))
     fps = {k: statistics.median(r["frames"] / r["seconds"] for r in v) for k, v in (("lit", lit), ("bare", bare), ("base", base))}
     params = sum(p.numel() for p in specrnn_model(prep, cfg).parameters())
-    base_desc = f"plain loop: librosa in the DataLoader, random padded batches, nn.LSTM 2x128 bi ({base[0]['parameters']:,} params)"
+    base_desc = f"plain loop: librosa in the DataLoader, random padded batches, {base[0]['desc']} ({base[0]['parameters']:,} params)"
     res["figures"].append(figure("training throughput, FSDD, one epoch (specrnn train, Lightning)", fps["lit"], "frames/s",
                                  base_desc, fps["base"], target=f">= {TARGET:.0f}x", met=fps["lit"] / fps["base"] >= TARGET,
                                  threads=THREADS, epochs_measured=len(lit), parameters=params,

@@ -58,6 +58,14 @@ def write(path: Path, wave: np.ndarray, sr: int = 16000, subtype: str | None = N
     return path
 
 
+def low_high_clip(path: Path, i: int, rng: np.random.Generator, seconds: float | None = None) -> str:
+    """Write clip `i` of a two-class tone set (even i: a low tone, odd i: a high one) and return its label."""
+    label = ("low", "high")[i % 2]
+    freq = rng.uniform(200, 400) if label == "low" else rng.uniform(2000, 4000)
+    write(path, tone(freq, rng.uniform(0.2, 0.5) if seconds is None else seconds, seed=i))
+    return label
+
+
 @pytest.fixture
 def tone_folder(tmp_path) -> Path:
     """A small folder-per-class data set: low tones vs high chirps, 24 clips each, random lengths."""

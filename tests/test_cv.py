@@ -11,7 +11,7 @@ from specrnn.crossval import fold_ids, fold_manifest
 from specrnn.data.manifest import Manifest
 from specrnn.errors import SpecrnnError
 
-from .conftest import tone, write
+from .conftest import low_high_clip
 
 TINY = ["model.hidden=12", "model.layers=1", "train.batch_size=16", "train.max_epochs=2"]
 
@@ -46,9 +46,7 @@ def grouped_csv(tmp_path):
     rng = np.random.default_rng(0)
     rows = [["path", "label", "group"]]
     for i in range(36):
-        label = ("low", "high")[i % 2]
-        f = rng.uniform(200, 400) if label == "low" else rng.uniform(2000, 4000)
-        write(tmp_path / f"{i}.wav", tone(f, rng.uniform(0.2, 0.5), seed=i))
+        label = low_high_clip(tmp_path / f"{i}.wav", i, rng)
         rows.append([f"{i}.wav", label, f"spk{i % 6}"])
     with open(tmp_path / "m.csv", "w", newline="") as fh:
         csv.writer(fh).writerows(rows)

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from .conftest import tone, write
+from .conftest import low_high_clip
 
 SPACE = """
 model.cell: {choices: [lstm, gru]}
@@ -26,8 +26,7 @@ def study_data(tmp_path):
     rng = np.random.default_rng(0)
     rows = [["path", "label", "split"]]
     for i in range(40):
-        label = ("low", "high")[i % 2]
-        write(tmp_path / f"{i}.wav", tone(rng.uniform(200, 400) if label == "low" else rng.uniform(2000, 4000), 0.3, seed=i))
+        label = low_high_clip(tmp_path / f"{i}.wav", i, rng, seconds=0.3)
         rows.append([f"{i}.wav", label, "train"])
     for i in range(6):  # test rows point at garbage: reading them would stop the study with a bad-file error
         (tmp_path / f"test{i}.wav").write_bytes(b"not audio at all")
