@@ -132,6 +132,13 @@ def _export(a) -> int:
     return 0
 
 
+def _config_args(parser: argparse.ArgumentParser, what: str = "") -> None:
+    """--config and --set, the same for every command that builds a run config."""
+    parser.add_argument("--config", help=f"{what}YAML config file or preset name (see `specrnn models list`)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a config value, e.g. model.hidden=256 (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -142,8 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model; no DATA = the built-in demo data")
     t.add_argument("data", nargs="?", help="folder with one sub-folder per class, or a CSV manifest (path,label[,split,group,fold])")
     t.add_argument("--out", help="run folder to write (default runs/run-DATE-TIME)")
-    t.add_argument("--config", help="YAML config file or preset name (see `specrnn models list`)")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. model.hidden=256 (repeatable)")
+    _config_args(t)
     t.add_argument("--on-error", choices=["stop", "skip"], help="unusable audio: stop before training (default) or skip and list it")
     t.add_argument("--max-epochs", type=int, help="shortcut for --set train.max_epochs=N")
     t.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
@@ -184,8 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--group-column", help="use this column as the group (kept within one split)")
     c.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     c.add_argument("--jobs", type=int, help="runs in parallel (default: cores / threads per run)")
-    c.add_argument("--config", help="YAML config or preset name")
-    c.add_argument("--set", action="append", metavar="KEY=VALUE")
+    _config_args(c)
     c.set_defaults(func=_cv)
 
     u = sub.add_parser("tune", help="hyperparameter search (Optuna) on validation data; writes best.yaml")
@@ -196,8 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/study.db)")
     u.add_argument("--space", help="search-space YAML (default: the built-in one; `specrnn models config search_space`)")
     u.add_argument("--jobs", type=int, help="processes running trials at once (default: cores / threads per run)")
-    u.add_argument("--config", help="base YAML config or preset name")
-    u.add_argument("--set", action="append", metavar="KEY=VALUE")
+    _config_args(u, "base ")
     u.set_defaults(func=_tune)
 
     h = sub.add_parser("report", help="a self-contained HTML report of a run or a CV folder")
