@@ -55,7 +55,17 @@ def test_evaluate_json(tiny_run, tmp_path):
     assert {"accuracy", "macro_f1", "n", "per_class", "confusion_matrix"} <= set(m)
     assert m["n"] == json.loads((run / "metrics.json").read_text())["test"]["n"]
     m_all = json.loads(cli("evaluate", run, root, "--json").stdout)  # a folder has no split column: every file
-    assert m_all["n"] == 48
+    assert m_all["n"] == 48 and m_all["split"] is None
+    text = cli("evaluate", run, run / "split.csv").stdout  # a CSV with a split column: its test rows, and it says so
+    assert "split.csv, test rows" in text
+
+
+@pytest.mark.parametrize("args", [["--top-k", "-2"], ["--top-k", "0"], ["--stream", "--chunk-ms", "0"],
+                                  ["--stream", "--chunk-ms", "-5"]])
+def test_predict_rejects_counts_that_mean_nothing(tiny_run, args):
+    run, root = tiny_run
+    r = cli("predict", run, next(root.rglob("*.wav")), *args, check=False)
+    assert r.returncode == 2 and "must be above 0" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_predict_scores_a_clip_the_same_alone_and_in_a_batch(tiny_run):

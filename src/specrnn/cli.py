@@ -31,7 +31,8 @@ def _evaluate(a) -> int:
     if a.json:
         print(json.dumps(m))
     else:
-        print(format_metrics(m, f"evaluation of {a.run_dir} on {a.data or 'its test split'}"))
+        where = f"{a.data}, {m['split']} rows" if m["split"] else f"{a.data}, all rows"
+        print(format_metrics(m, f"evaluation of {a.run_dir} on {where if a.data else 'its test split'}"))
         for s in m["skipped"]:
             print(f"skipped {s['path']}: {s['reason']}", file=sys.stderr)
     return 0
@@ -132,6 +133,22 @@ def _export(a) -> int:
     return 0
 
 
+def _positive(kind: type):
+    """argparse type: a number above zero (a top-k of -2 or a chunk of 0 ms means nothing)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def _config_args(parser: argparse.ArgumentParser, what: str = "") -> None:
     """--config and --set, the same for every command that builds a run config."""
     parser.add_argument("--config", help=f"{what}YAML config file or preset name (see `specrnn models list`)")
@@ -167,10 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("predict", help="labels and probabilities for audio files")
     r.add_argument("run_dir", help="run folder made by `specrnn train` (or its model.pt)")
     r.add_argument("files", nargs="+", help="audio files (WAV, FLAC, OGG, MP3; any rate and channel count)")
-    r.add_argument("--top-k", type=int, default=3, help="how many labels to show per file (default 3)")
+    r.add_argument("--top-k", type=_positive(int), default=3, help="how many labels to show per file (default 3)")
     r.add_argument("--json", action="store_true", help="print JSON (one list; with --stream one object per line)")
     r.add_argument("--stream", action="store_true", help="feed each file in chunks and print the running top label")
-    r.add_argument("--chunk-ms", type=float, default=100.0, help="chunk length for --stream (default 100 ms)")
+    r.add_argument("--chunk-ms", type=_positive(float), default=100.0, help="chunk length for --stream (default 100 ms)")
     r.set_defaults(func=_predict)
 
     m = sub.add_parser("manifest", help="CSV manifest from file names, e.g. FSDD's {label}_{speaker}_{take}.wav")

@@ -12,6 +12,8 @@ onnx and onnxruntime are imported only inside the functions that need them.
 """
 from __future__ import annotations
 
+import contextlib
+
 import json
 import math
 from pathlib import Path
@@ -228,11 +230,27 @@ def _time_dim(multiple: int, name: str = "time"):
     return t if multiple == 1 else multiple * t
 
 
+@contextlib.contextmanager
+def _quiet_export():
+    """The exporter's warnings and log lines (e.g. 'torchvision is not installed. Skipping torchvision::nms') say
+    nothing about the user's model: silence them; parity is checked separately."""
+    import logging
+    import warnings
+
+    log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.setLevel(level)
+
+
 def export_offline(model: SpecRNN, path: str | Path, cfg, classes: list[str]) -> Path:
     """(features (B, T, F) float32, lengths (B,) int64) -> logits (B, C); B and T dynamic, T a multiple of
     `time_multiple(model)`."""
-    import warnings
-
     path = Path(path)
     graph = OfflineGraph(model)
     n_feat, mult = model.normalizer.mean.shape[0], time_multiple(model)
@@ -240,8 +258,7 @@ def export_offline(model: SpecRNN, path: str | Path, cfg, classes: list[str]) ->
     x, lengths = torch.randn(3, T0, n_feat), torch.tensor([T0, T0 // 2, 3])
     batch = torch.export.Dim("batch", min=1, max=65536)
     outputs = ["logits"] if model.pooling is not None else ["logits", "frame_lengths"]
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
+    with _quiet_export():
         program = torch.onnx.export(graph, (x, lengths), None, dynamo=True, opset_version=OPSET, verbose=False,
                                     input_names=["features", "lengths"], output_names=outputs,
                                     dynamic_shapes=({0: batch, 1: _time_dim(mult)}, {0: batch}))
@@ -252,16 +269,13 @@ def export_offline(model: SpecRNN, path: str | Path, cfg, classes: list[str]) ->
 def export_streaming(model: SpecRNN, path: str | Path, cfg, classes: list[str]) -> Path:
     """(features (1, t, F), length (1,), *states) -> (logits, *states_out); t dynamic, a multiple of the stack.
     The states' names, shapes, dtypes and initial values are in the model's metadata ('states')."""
-    import warnings
-
     path = Path(path)
     step = StreamingStep(model)
     spec = step.state_spec()
     n_feat, k = model.normalizer.mean.shape[0], max(1, model.cfg.stack)
     x = torch.randn(1, 5 * k, n_feat)
     names = [s["name"] for s in spec]
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
+    with _quiet_export():
         program = torch.onnx.export(step, (x, torch.tensor([5 * k]), step.initial_states()), None, dynamo=True,
                                     opset_version=OPSET, verbose=False, input_names=["features", "length", *names],
                                     output_names=["logits", *[n + "_out" for n in names]],

@@ -27,6 +27,9 @@ class Prediction:
     error: str | None = None
 
     def top(self, k: int) -> list[tuple[str, float]]:
+        """The k most probable labels with their probabilities, most probable first."""
+        if k < 1:
+            raise ValueError(f"top-k must be at least 1, got {k}")
         return sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:k]
 
     def to_dict(self, top_k: int | None = None) -> dict:

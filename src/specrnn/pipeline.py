@@ -319,4 +319,5 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str | N
             raise BadFilesError(fs.errors, "Fix or remove them, or pass --on-error skip.")
     metrics = evaluate_features(predictor, fs)
     metrics["skipped"] = [{"path": e.path, "reason": e.reason} for e in fs.errors]
+    metrics["split"] = split  # None: every row of DATA
     return metrics
