@@ -11,7 +11,7 @@ from .data.cache import default_cache_dir
 
 CLASSES = ["tone", "chirp_up", "chirp_down", "noise_burst", "click_train", "harmonic", "am_tone", "fm_tone"]
 SAMPLE_RATE = 16000
-VERSION = 4
+VERSION = 6
 
 
 def synth(kind: str, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -40,11 +40,12 @@ def synth(kind: str, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndar
     elif kind == "harmonic":
         f0 = rng.uniform(100, 400)
         x = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 9) if k * f0 < sr / 2)
-    elif kind == "am_tone":
-        x = np.sin(2 * np.pi * f0 * t) * np.abs(np.sin(np.pi * rng.uniform(4, 10) * t)) ** 3  # pulsing: deep valleys
-    elif kind == "fm_tone":  # vibrato of 10-30 % of the carrier: clearly not a steady tone
-        rate = rng.uniform(5, 12)
-        x = np.sin(2 * np.pi * f0 * t + rng.uniform(0.1, 0.3) * f0 / rate * np.sin(2 * np.pi * rate * t))
+    elif kind == "am_tone":  # fast pulsing with deep valleys (8-16 a second, at least 4 in any clip): unlike a
+        rate = rng.uniform(max(8.0, 4 / dur), max(16.0, 5 / dur))  # steady tone even under SpecAugment's time masks
+        x = np.sin(2 * np.pi * f0 * t) * np.abs(np.sin(np.pi * rate * t)) ** 3
+    elif kind == "fm_tone":  # vibrato of 15-30 % of a carrier high enough that it spans several mel bands
+        f0, rate = rng.uniform(500, 2000), rng.uniform(max(5.0, 1.5 / dur), 12)
+        x = np.sin(2 * np.pi * f0 * t + rng.uniform(0.15, 0.3) * f0 / rate * np.sin(2 * np.pi * rate * t))
     else:
         raise ValueError(kind)
     x = np.asarray(x, dtype=np.float64)
@@ -61,8 +62,10 @@ def synth(kind: str, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndar
     return x.astype(np.float32)
 
 
-def make_demo(root: str | Path | None = None, per_class: int = 80, seed: int = 0) -> Path:
-    """Write the demo data set (DATA/<class>/<n>.wav) unless it is already there; returns its folder."""
+def make_demo(root: str | Path | None = None, per_class: int = 160, seed: int = 0) -> Path:
+    """Write the demo data set (DATA/<class>/<n>.wav) unless it is already there; returns its folder. 160 clips
+    a class: with 80 the model could tell a steady tone from a pulsing one by memorising the training clips' pitches
+    (87-91% test accuracy); with 160 it learns the pulsing (100%)."""
     import soundfile as sf
 
     root = Path(root or default_cache_dir() / f"demo-v{VERSION}-{per_class}-{seed}")
