@@ -12,7 +12,7 @@ import shutil
 import statistics
 from pathlib import Path
 
-from .common import ESC10, OUT, ROOT, figure, finish, fsdd_groups_manifest, fsdd_manifest, load_str, mean_std, start, table
+from .common import ESC10, OUT, QUICK_OUT, ROOT, figure, finish, fsdd_groups_manifest, fsdd_manifest, load_str, mean_std, start, table
 
 TASKS = ["digits", "loso", "speaker", "esc10"]
 ESC10_REFERENCES = "published on this protocol: MFCC random forest 72.7%, Piczak's 2015 CNN 80.3%, human listeners 95.7%"
@@ -43,6 +43,7 @@ def _row(task: str, runs: list[dict], config: str, protocol: str) -> list:
 
 
 RESUME = False
+RUNS = OUT / "runs"  # quick runs go elsewhere (main sets it), so a smoke test never replaces a full run's folders
 
 
 def _train(csv: Path, name: str, seeds: list[int], sets: list[str], config: str | None = None) -> list[dict]:
@@ -50,7 +51,7 @@ def _train(csv: Path, name: str, seeds: list[int], sets: list[str], config: str 
 
     out = []
     for seed in seeds:
-        run = OUT / "runs" / f"acc-{name}-s{seed}"
+        run = RUNS / f"acc-{name}-s{seed}"
         if RESUME and (run / "metrics.json").is_file():
             out.append(json.loads((run / "metrics.json").read_text()))
             print(f"{name} seed {seed}: finished run kept ({run})", flush=True)
@@ -65,7 +66,7 @@ def _train(csv: Path, name: str, seeds: list[int], sets: list[str], config: str 
 def _cv(csv: Path, name: str, sets: list[str], config=None, **kw) -> tuple[dict, list[dict]]:
     import specrnn
 
-    out = OUT / "runs" / f"acc-{name}"
+    out = RUNS / f"acc-{name}"
     if not RESUME:
         shutil.rmtree(out, ignore_errors=True)  # a CV folder resumes: start clean so no stale run is reused
     s = specrnn.cv(csv, out, config=config, overrides=sets, log=lambda *a: None, **kw)
@@ -79,8 +80,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--resume", action="store_true", help="keep finished runs instead of training them again")
     a = ap.parse_args(argv)
-    global RESUME
+    global RESUME, RUNS
     RESUME = a.resume
+    RUNS = (QUICK_OUT if a.quick else OUT) / "runs"
     q, tasks = a.quick, a.tasks.split(",")
     res = start("accuracy", q)
     quick_sets = ["train.max_epochs=2"] if q else []
@@ -131,8 +133,24 @@ def main(argv=None) -> dict:
         res["tables"].append(table("Per fold (test speaker or official fold)", ["protocol", "fold", "clips", "accuracy", "macro-F1"],
                                    fold_rows))
     res["notes"].append(f"specrnn.cv runs folds in parallel processes (its default for this machine). Load: {load_str()}.")
+    res["notes"].append(_trained_when(RUNS, tasks))
     print(finish(res, q))
     return res
+
+
+def _trained_when(runs: Path, tasks: list[str]) -> str:
+    """When each task's runs finished (metrics.json times): with --resume, rows can come from earlier runs, whose
+    training times reflect the load of their own day and hour, not this section's."""
+    import time
+
+    names = {"digits": "acc-fsdd-digits-s*", "loso": "acc-fsdd-loso", "speaker": "acc-fsdd-speaker-s*", "esc10": "acc-esc10"}
+    parts = []
+    for task in tasks:
+        stamps = [p.stat().st_mtime for d in runs.glob(names.get(task, "-")) for p in d.rglob("metrics.json")]
+        if stamps:
+            fmt = lambda t: time.strftime("%Y-%m-%d %H:%M", time.localtime(t))  # noqa: E731
+            parts.append(f"{task} {fmt(min(stamps))}" + (f" to {fmt(max(stamps))}" if fmt(max(stamps)) != fmt(min(stamps)) else ""))
+    return "Runs finished: " + "; ".join(parts) + "."
 
 
 def _absolute(csv: Path, root: Path) -> Path:
