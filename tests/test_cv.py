@@ -82,3 +82,18 @@ def test_cv_cli_parallel_jobs(grouped_csv, tmp_path):
     assert "mean accuracy" in r.stdout
     s = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert [f["fold"] for f in s["folds"]] == [f"spk{i}" for i in range(6)]
+
+
+def test_several_seeds_are_also_scored_together(grouped_csv, tmp_path):
+    from specrnn.crossval import seed_ensemble
+
+    out = tmp_path / "cv"
+    s = specrnn.cv(grouped_csv, out, overrides=TINY, folds=3, seeds=[0, 1], jobs=1, log=lambda *a: None)
+    assert s["n_runs"] == 6 and 0 <= s["ensemble_accuracy_mean"] <= 1
+    for f in s["folds"]:
+        assert len(f["accuracy_per_seed"]) == 2 and 0 <= f["ensemble_accuracy"] <= 1
+    # averaging a run with itself changes nothing: the ensemble of one model twice scores exactly that model
+    run = out / "fold-1" / "seed-0"
+    same = seed_ensemble([run, run], out / "fold-1" / "data.csv")
+    assert same["accuracy"] == json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
+    assert seed_ensemble([run], out / "fold-1" / "data.csv") is None

@@ -175,6 +175,27 @@ def _read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def seed_ensemble(run_dirs: list[Path], fold_csv: Path) -> dict | None:
+    """Metrics of the seeds' averaged class probabilities on the fold's test rows: what training several seeds buys
+    when they are used together. None for a single seed or a multi-label task."""
+    if len(run_dirs) < 2:
+        return None
+    from .data.dataset import build_feature_set
+    from .evaluation import classification_metrics
+    from .inference import Predictor
+
+    predictors = [Predictor.load(d, device="cpu") for d in run_dirs]
+    if predictors[0].cfg.model.multilabel or any(p.classes != predictors[0].classes for p in predictors):
+        return None
+    test = load_manifest(fold_csv).where_split("test")
+    probs = None
+    for p in predictors:
+        fs = build_feature_set(test, p.cfg.features, p.classes, p.cfg.data.cache_dir, desc="seed ensemble")
+        pr = p.probabilities(p.logits_from_features(fs.features))
+        probs = pr if probs is None else probs + pr
+    return classification_metrics(fs.targets, probs.argmax(-1), predictors[0].classes)
+
+
 def summarize(runs, fold_names: list[str], protocol: str) -> dict:
     """Per-fold means over seeds, mean and std over folds, and the confusion matrix pooled over every run."""
     per_fold = []
@@ -196,6 +217,9 @@ def summarize(runs, fold_names: list[str], protocol: str) -> dict:
         per_fold.append({"fold": fold, "n": ms[0]["test"]["n"], "accuracy": statistics.mean(accs), "macro_f1": statistics.mean(f1s),
                          "accuracy_per_seed": accs, "train_seconds": statistics.mean(m["train_seconds"] for m in ms),
                          "epochs": statistics.mean(m["epochs_run"] for m in ms)})
+        ens = seed_ensemble([r[3] for r in runs if r[0] == fold], next(r[2] for r in runs if r[0] == fold))
+        if ens is not None:
+            per_fold[-1].update(ensemble_accuracy=ens["accuracy"], ensemble_macro_f1=ens["macro_f1"])
     accs = [f["accuracy"] for f in per_fold]
     f1s = [f["macro_f1"] for f in per_fold]
     all_runs = [a for f in per_fold for a in f["accuracy_per_seed"]]
@@ -206,15 +230,18 @@ def summarize(runs, fold_names: list[str], protocol: str) -> dict:
         "accuracy_std_over_runs": statistics.stdev(all_runs) if len(all_runs) > 1 else 0.0,
         "classes": classes, "pooled_confusion_matrix": pooled.tolist(),
         "pooled_accuracy": float(np.trace(pooled) / max(pooled.sum(), 1)),
+        **({"ensemble_accuracy_mean": statistics.mean(f["ensemble_accuracy"] for f in per_fold),
+            "ensemble_macro_f1_mean": statistics.mean(f["ensemble_macro_f1"] for f in per_fold)}
+           if all("ensemble_accuracy" in f for f in per_fold) else {}),
     }
 
 
 def _write_tables(out: Path, s: dict) -> None:
     from . import plots
 
-    lines = ["fold,n,accuracy,macro_f1,train_seconds,epochs"]
-    lines += [f"{f['fold']},{f['n']},{f['accuracy']:.6f},{f['macro_f1']:.6f},{f['train_seconds']:.1f},{f['epochs']:.1f}"
-              for f in s["folds"]]
+    lines = ["fold,n,accuracy,macro_f1,train_seconds,epochs,seed_ensemble_accuracy"]
+    lines += [f"{f['fold']},{f['n']},{f['accuracy']:.6f},{f['macro_f1']:.6f},{f['train_seconds']:.1f},{f['epochs']:.1f},"
+              + (f"{f['ensemble_accuracy']:.6f}" if "ensemble_accuracy" in f else "") for f in s["folds"]]
     atomic_write_text(out / "folds.csv", "\n".join(lines) + "\n")
     plots.confusion_matrix(np.asarray(s["pooled_confusion_matrix"]), s["classes"], out / "confusion_matrix.png",
                            f"pooled confusion matrix ({len(s['folds'])} folds)")
@@ -224,8 +251,11 @@ def format_summary(s: dict, out: Path) -> str:
     lines = ["", "=" * 64, f"cross-validation ({s['protocol']}), {len(s['folds'])} folds, {s['n_runs']} runs"]
     for f in s["folds"]:
         seeds = ", ".join(f"{100 * a:.1f}" for a in f["accuracy_per_seed"])
-        lines.append(f"  fold {f['fold']:>10}: {100 * f['accuracy']:6.2f}%  (n={f['n']}; seeds: {seeds})")
+        ens = f"; seeds together: {100 * f['ensemble_accuracy']:.1f}" if "ensemble_accuracy" in f else ""
+        lines.append(f"  fold {f['fold']:>10}: {100 * f['accuracy']:6.2f}%  (n={f['n']}; seeds: {seeds}{ens})")
     lines += [f"mean accuracy {100 * s['accuracy_mean']:.2f}% ± {100 * s['accuracy_std']:.2f} (std over folds); "
               f"macro-F1 {100 * s['macro_f1_mean']:.2f}%",
+              *([f"the seeds together (averaged probabilities): mean accuracy {100 * s['ensemble_accuracy_mean']:.2f}%"]
+                if "ensemble_accuracy_mean" in s else []),
               f"CV folder: {out}  (cv.json, folds.csv, confusion_matrix.png, fold-*/seed-*/)", "=" * 64]
     return "\n".join(lines)
