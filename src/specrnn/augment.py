@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .features import lengths_to_mask
+
 
 def random_masks(lengths: Tensor, size: int, count: int, max_width: int, max_fraction: float = 1.0, generator=None) -> Tensor:
     """(B, size) bool: `count` random spans per row, each at most `max_width` and `max_fraction` of the row's length."""
@@ -55,31 +57,36 @@ def roll_within_length(x: Tensor, lengths: Tensor, shifts: Tensor) -> Tensor:
     return x.gather(1, idx[..., None].expand_as(x))
 
 
+def _interpolate(x: Tensor, pos: Tensor, last: Tensor | int, dim: int) -> Tensor:
+    """Values of x at fractional positions `pos` along `dim` (1: time, pos (B, T'); 2: frequency, pos (B, F)),
+    linear between neighbours, never reading past index `last` (an int, or (B, 1) per row)."""
+    B, T, F = x.shape
+    lo = pos.floor().long()
+    hi = torch.minimum(lo + 1, torch.as_tensor(last, device=x.device))
+    if dim == 1:
+        w, shape, index = (pos - lo)[..., None], (B, pos.shape[1], F), lambda i: i[..., None]
+    else:
+        w, shape, index = (pos - lo)[:, None, :], (B, T, pos.shape[1]), lambda i: i[:, None, :]
+    gather = lambda i: x.gather(dim, index(i).expand(shape))  # noqa: E731
+    return gather(lo) * (1 - w) + gather(hi) * w
+
+
 def warp_frequency(x: Tensor, factors: Tensor) -> Tensor:
     """Stretch each clip's frequency axis by `factors[b]` (linear interpolation between bins, edges clamped): a
     vocal-tract-length-style perturbation on (mel) spectra, so a model does not learn one speaker's formants."""
-    B, T, F = x.shape
+    F = x.shape[2]
     pos = (torch.arange(F, device=x.device, dtype=x.dtype)[None, :] / factors[:, None]).clamp(0, F - 1)  # (B, F)
-    lo = pos.floor().long()
-    hi = (lo + 1).clamp_max(F - 1)
-    w = (pos - lo)[:, None, :]
-    gather = lambda i: x.gather(2, i[:, None, :].expand(B, T, F))  # noqa: E731
-    return gather(lo) * (1 - w) + gather(hi) * w
+    return _interpolate(x, pos, F - 1, dim=2)
 
 
 def stretch_time(x: Tensor, lengths: Tensor, rates: Tensor) -> tuple[Tensor, Tensor]:
     """Play each clip `rates[b]` times faster (speed perturbation on features): frame t' of the output is the
     linear interpolation of input frames at t' * rate, inside the clip's own length."""
-    B, T, F = x.shape
     new_len = torch.ceil(lengths / rates).long().clamp_min(1)
-    T2 = int(new_len.max())
-    pos = torch.arange(T2, device=x.device, dtype=x.dtype)[None, :] * rates[:, None]
-    pos = torch.minimum(pos, (lengths - 1).clamp_min(0)[:, None].to(x.dtype))
-    lo = pos.floor().long()
-    hi = torch.minimum(lo + 1, (lengths - 1).clamp_min(0)[:, None])
-    w = (pos - lo)[..., None]
-    gather = lambda i: x.gather(1, i[..., None].expand(B, T2, F))  # noqa: E731
-    return gather(lo) * (1 - w) + gather(hi) * w, new_len
+    last = (lengths - 1).clamp_min(0)[:, None]
+    pos = torch.arange(int(new_len.max()), device=x.device, dtype=x.dtype)[None, :] * rates[:, None]
+    pos = torch.minimum(pos, last.to(x.dtype))
+    return _interpolate(x, pos, last, dim=1), new_len
 
 
 class BatchAugment(nn.Module):
@@ -97,14 +104,12 @@ class BatchAugment(nn.Module):
         x, lengths, y = batch["features"], batch["lengths"], batch["targets"]
         B = x.shape[0]
         c = self.cfg
-        mask = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None])[..., None]
         if c.gain_db > 0:
             x = x + (torch.rand(B, 1, 1, device=x.device) * 2 - 1) * c.gain_db
         if c.freq_warp > 0:
             x = warp_frequency(x, 1 + (torch.rand(B, device=x.device) * 2 - 1) * c.freq_warp)
         if c.speed > 0:
             x, lengths = stretch_time(x, lengths, 1 + (torch.rand(B, device=x.device) * 2 - 1) * c.speed)
-            mask = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None])[..., None]
         if c.time_shift > 0:
             shifts = (torch.rand(B, device=x.device) * c.time_shift * lengths).long()
             x = roll_within_length(x, lengths, shifts)
@@ -121,7 +126,7 @@ class BatchAugment(nn.Module):
             lengths = torch.maximum(lengths, lengths[perm])
             onehot = y.float() if y.dim() == 2 else torch.nn.functional.one_hot(y, self.n_classes).float()
             y = lam[:, None] * onehot + (1 - lam[:, None]) * onehot[perm]
-            mask = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None])[..., None]
+        mask = lengths_to_mask(lengths, x.shape[1])[..., None]  # padding is zero again, whatever moved it
         return {**batch, "features": x.masked_fill(~mask, 0.0), "lengths": lengths, "targets": y}
 
     def _add_noise(self, x: Tensor, lengths: Tensor) -> Tensor:
@@ -134,7 +139,7 @@ class BatchAugment(nn.Module):
             start = int(torch.randint(max(1, n.shape[0]), ()).item())
             reps = -(-(start + T) // n.shape[0])
             noise[b] = n.repeat(reps, 1)[start : start + T]
-        mask = (torch.arange(T, device=x.device)[None] < lengths[:, None])[..., None].float()
+        mask = lengths_to_mask(lengths, T)[..., None].float()
         p_sig, p_noise = _db_to_power(x), _db_to_power(noise)
         e_sig = (p_sig * mask).sum((1, 2)) / (mask.sum((1, 2)) * F).clamp_min(1)
         e_noise = (p_noise * mask).sum((1, 2)) / (mask.sum((1, 2)) * F).clamp_min(1)
