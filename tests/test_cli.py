@@ -68,6 +68,13 @@ def test_predict_rejects_counts_that_mean_nothing(tiny_run, args):
     assert r.returncode == 2 and "must be above 0" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("args", [["cv", "d.csv", "--out", "o", "--jobs", "0"], ["tune", "d.csv", "--out", "o", "--trials", "-3"],
+                                  ["tune", "d.csv", "--out", "o", "--jobs", "-1"]])
+def test_cv_and_tune_reject_counts_that_mean_nothing(args):
+    r = cli(*args, check=False)
+    assert r.returncode == 2 and "must be above 0" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_predict_scores_a_clip_the_same_alone_and_in_a_batch(tiny_run):
     run, root = tiny_run
     files = sorted(root.rglob("*.wav"))[:6]

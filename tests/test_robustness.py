@@ -130,7 +130,9 @@ def test_sigkill_at_any_point_then_resume_gives_the_same_final_weights(data, ref
     before = (run / "checkpoints" / "last.ckpt").stat().st_mtime_ns
     proc = subprocess.Popen([sys.executable, "-m", "specrnn", "train", "--resume", "--out", str(run)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300  # a stall fails the test instead of hanging the suite
     while proc.poll() is None and (run / "checkpoints" / "last.ckpt").stat().st_mtime_ns == before:
+        assert time.monotonic() < deadline, "the resumed run wrote no checkpoint in 300 s"
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
@@ -315,7 +317,9 @@ def test_a_file_killed_while_being_rewritten_is_old_or_new_never_half(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(n)])
     try:
         seen = set()
+        deadline = time.monotonic() + 120
         while len(seen) < 4 and proc.poll() is None:  # several complete rewrites
+            assert time.monotonic() < deadline, f"only {len(seen)} rewrites seen in 120 s"
             if path.exists():
                 seen.add(path.stat().st_mtime_ns)
             time.sleep(0.01)

@@ -150,15 +150,13 @@ def tune(data, out, trials: int = 20, timeout: float | None = None, storage: str
 
 def _start_worker(k: int, data, out: Path, trials: int, timeout, storage: str, space, base_d: dict) -> subprocess.Popen:
     """Another process on the same study: the same data, space and (resolved) base config."""
-    import yaml as _yaml
-
     base_file = out / "base_config.yaml"
-    atomic_write_text(base_file, _yaml.safe_dump(base_d, sort_keys=False))
+    atomic_write_text(base_file, yaml.safe_dump(base_d, sort_keys=False))
     cmd = [sys.executable, "-m", "specrnn", "tune", str(data), "--out", str(out), "--trials", str(trials), "--storage", storage,
            "--config", str(base_file), "--jobs", "1"] + (["--space", str(space)] if space else []) + \
           (["--timeout", str(timeout)] if timeout else [])
-    logf = open(out / f"worker-{k}.log", "w")
-    return subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=dict(os.environ, **{WORKER_ENV: str(k)}))
+    with open(out / f"worker-{k}.log", "w") as logf:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=dict(os.environ, **{WORKER_ENV: str(k)}))
 
 
 def _report(study, base_d: dict, out: Path, log) -> dict:
