@@ -64,8 +64,9 @@ def render(folder: Path, quick: bool) -> str:
     title = "# specrnn benchmarks" + (" (QUICK subset: smoke-test figures, not results)" if quick else "")
     lines = [title, "",
              f"Machine: {m.get('cores', '?')} cores ({m.get('cpu', '?')}), torch {m.get('torch', '?')}, Python {m.get('python', '?')}. "
-             "Every figure's baseline was measured in the same run on the same machine; ratios say how many times better "
-             "specrnn is (above 1 = better). Timings are medians of repeated runs. The machine is shared: each section "
+             "Every figure's baseline was measured in the same run on the same machine; the ratio column reads "
+             "against that baseline (\"x faster\"/\"x slower\" for times; above 1 = specrnn ahead when the baseline is "
+             "another tool or loop; where the baseline is another specrnn setting, e.g. 1 vs 2 threads, it is a comparison). Timings are medians of repeated runs. The machine is shared: each section "
              "gives the load average at its start and end. OMP_WAIT_POLICY=PASSIVE, OPENBLAS_NUM_THREADS=1 (see "
              "benchmarks/__init__.py); torch thread counts are stated per figure.", "",
              f"Regenerate: `python -m benchmarks{' --quick' if quick else ''}` (all suites) or `python -m benchmarks --only SUITE`; "
@@ -80,7 +81,7 @@ def render(folder: Path, quick: bool) -> str:
             continue
         ls, le = r.get("load_start", {}), r.get("load_end", {})
         lines += [f"## {heading}", "", f"*{r['machine']['date']}{' (quick)' if r.get('quick') else ''}; load average "
-                  f"{ls.get('loadavg_1m', '?')} at the start, {le.get('loadavg_1m', '?')} at the end (2 cores).*", ""]
+                  f"{ls.get('loadavg_1m', '?')} at the start, {le.get('loadavg_1m', '?')} at the end ({r['machine'].get('cores', '?')} cores).*", ""]
         if r["figures"]:
             lines += _figures(r["figures"]) + [""]
         for t in r["tables"]:

@@ -1,6 +1,6 @@
 """Time to accuracy on FSDD digits (standard split): wall time from process start until the validation accuracy
-first reaches 99% for `specrnn train` (default config, cold feature cache), and until its best for the plain
-baseline. Each side runs in a fresh process, so interpreter start, imports and feature extraction count.
+first reaches 99% for `specrnn train` (default config, cold and warm feature cache) and for the plain baseline
+(or, if it never gets there within its budget, until its best); one torch thread each. Each side runs in a fresh process, so interpreter start, imports and feature extraction count.
 python -m benchmarks.time_to_accuracy [--quick]
 """
 from __future__ import annotations
@@ -68,6 +68,7 @@ def child_baseline(events: Path, max_epochs: int, budget_s: float, max_batches: 
     from .baseline import PlainRNN, accuracy, loader, train_epoch
 
     t0 = time.time()
+    torch.set_num_threads(1)  # as specrnn's child (its default on this 2-core machine: half the cores)
     man = assign_splits(load_manifest(fsdd_manifest("digit")), 0.1, 0.1, 0, warn=lambda *a: None)
     classes = sorted(set(man.labels))
     rows = {s: [i for i, x in enumerate(man.splits) if x == s] for s in ("train", "val")}
@@ -78,8 +79,9 @@ def child_baseline(events: Path, max_epochs: int, budget_s: float, max_batches: 
     val = loader(*data["val"], shuffle=False)
     for epoch in range(max_epochs):
         train_epoch(model, loader(*data["train"], seed=epoch), opt, max_batches)
-        _event(events, epoch=epoch + 1, val_acc=accuracy(model, val))
-        if time.time() - t0 > budget_s:
+        acc = accuracy(model, val)
+        _event(events, epoch=epoch + 1, val_acc=acc)
+        if acc >= TARGET_ACC or time.time() - t0 > budget_s:  # the same target as specrnn's, else its best in budget
             break
 
 
@@ -126,7 +128,8 @@ def main(argv=None) -> dict:
     bwall, bev, brc = _spawn(["baseline"] + (["--max-epochs", "1", "--max-batches", "12"] if q else ["--budget", "600"]),
                              ev_dir / "baseline.jsonl", 1800)
     bep = [e for e in bev if "val_acc" in e]
-    bbest = max(bep, key=lambda e: (e["val_acc"], -e["elapsed"])) if bep else None
+    bhit = next((e for e in bep if e["val_acc"] >= TARGET_ACC), None)
+    bbest = bhit or (max(bep, key=lambda e: (e["val_acc"], -e["elapsed"])) if bep else None)
     rows = []
     for mode, (wall, ev, rc) in runs.items():
         epochs = [e for e in ev if "val_acc" in e]
@@ -139,7 +142,8 @@ def main(argv=None) -> dict:
         res["figures"].append(figure(
             f"time to 99% validation accuracy, FSDD digits (specrnn train, default config, {mode} feature cache)",
             hit["elapsed"] if hit else None, "s",
-            f"plain baseline until its best ({100 * bbest['val_acc']:.1f}% val)" if bbest else "plain baseline",
+            ("plain baseline until 99% val" if bhit else f"plain baseline, 99% not reached: its best ({100 * bbest['val_acc']:.1f}% val)")
+            if bbest else "plain baseline",
             bbest["elapsed"] if bbest else None, better="lower", target=f"< {TARGET_S:.0f} s",
             met=bool(hit and hit["elapsed"] < TARGET_S),
             note=f"{note}; from process start; features ready at {feats:.1f} s; 1 torch thread"))
@@ -149,8 +153,8 @@ def main(argv=None) -> dict:
     rows += [["plain baseline", e["epoch"], f"{100 * e['val_acc']:.2f}%", f"{e['elapsed']:.1f}"] for e in bep]
     res["tables"].append(table("Validation accuracy after each epoch, seconds since the process started",
                                ["loop", "epoch", "val accuracy", "elapsed s"], rows,
-                               note="specrnn stops at the first epoch >= 99% (same trajectory as a full run up to there). "
-                                    f"Baseline budget: {'1 partial epoch (quick)' if q else '600 s'}."))
+                               note="Both stop at the first epoch >= 99% (the same trajectory as a full run up to there), "
+                                    f"1 torch thread each. Baseline budget: {'1 partial epoch (quick)' if q else '600 s'}."))
     res["notes"].append(f"baseline exit code {brc}, process wall {bwall:.0f} s. Load: {load_str()}.")
     print(finish(res, q))
     return res

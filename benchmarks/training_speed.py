@@ -70,7 +70,7 @@ def lightning_epochs(prep, cfg, epochs: int) -> list[dict]:
 
     from specrnn.config import load_config
 
-    cfg = load_config(cfg, [f"train.max_epochs={epochs}", "train.patience=100"])
+    cfg = load_config(cfg, [f"train.max_epochs={epochs}", "train.patience=100", f"train.threads={THREADS}"])
     run = OUT / "runs" / "throughput-lightning"
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
