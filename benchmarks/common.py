@@ -212,3 +212,26 @@ def specrnn_batches(prep, cfg, split: str = "train", bucket: bool = True, epoch:
         x, lengths = pad_batch([torch.from_numpy(fs.features[i]) for i in idx])
         out.append((x, lengths, torch.as_tensor(fs.targets[idx])))
     return out
+
+
+def encoder_seconds(model, batches, repeats: int, impl: str | None = None) -> float:
+    """Median seconds of encoder forward+backward over `batches` (normalised, stacked inputs prepared beforehand),
+    with the model's RNN implementation or `impl` (padded | packed) for the measurement."""
+    import torch
+
+    from specrnn.models.frontends import stack_frames
+
+    enc = model.encoder
+    old = enc.impl
+    enc.impl = impl or old
+    with torch.no_grad():
+        inputs = [stack_frames(model.normalizer(x, L), L, model.cfg.stack) for x, L, _ in batches]
+
+    def run():
+        for x, L in inputs:
+            enc(x, L).sum().backward()
+
+    try:
+        return statistics.median(timed(run, repeats))
+    finally:
+        enc.impl = old

@@ -14,7 +14,7 @@ import torch
 
 from specrnn.config import load_config
 
-from .common import figure, finish, fsdd_prepared, load_str, quick_flag, specrnn_batches, start, table, threads, timed
+from .common import encoder_seconds, figure, finish, fsdd_prepared, load_str, quick_flag, specrnn_batches, start, table, threads
 from .training_speed import specrnn_model
 
 TARGET = 0.5
@@ -45,20 +45,6 @@ def rnn_flops(model, batches, real_only: bool = False) -> float:
             per_dir = 2 * gates * rnn.hidden_size * (rnn.input_size + rnn.hidden_size)
             total += 3 * per_dir * steps * (2 if enc.bidirectional else 1)
     return total
-
-
-def encoder_seconds(model, batches, repeats: int) -> float:
-    """Median seconds of encoder forward+backward (the gate matmuls and their pointwise work) over the batches."""
-    from specrnn.models.frontends import stack_frames
-
-    with torch.no_grad():
-        inputs = [stack_frames(model.normalizer(x, L), L, model.cfg.stack) for x, L, _ in batches]
-
-    def run():
-        for x, L in inputs:
-            model.encoder(x, L).sum().backward()
-
-    return statistics.median(timed(run, repeats))
 
 
 def step_phases(model, batches, cfg, prep) -> dict[str, float]:

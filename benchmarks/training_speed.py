@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-from .common import ESC10, OUT, figure, finish, fsdd_prepared, load_str, quick_flag, specrnn_batches, start, table, threads, timed
+from .common import ESC10, OUT, encoder_seconds, figure, finish, fsdd_prepared, load_str, quick_flag, specrnn_batches, start, table, threads
 
 TARGET = 5.0
 THREADS = 1  # what specrnn's training uses on this 2-core machine (pipeline._set_threads: half the cores)
@@ -120,24 +120,6 @@ def padding_waste(prep, cfg, epochs: int = 5) -> list[list]:
     return rows
 
 
-def rnn_pass_seconds(model, batches, impl: str, repeats: int) -> float:
-    """Median seconds of encoder forward+backward over `batches` with the given RNN implementation."""
-    from specrnn.models.frontends import stack_frames
-
-    enc = model.encoder
-    old, enc.impl = enc.impl, impl
-    with torch.no_grad():
-        inputs = [stack_frames(model.normalizer(x, L), L, model.cfg.stack) for x, L, _ in batches]
-
-    def run():
-        for x, L in inputs:
-            enc(x, L).sum().backward()
-
-    out = statistics.median(timed(run, repeats))
-    enc.impl = old
-    return out
-
-
 def main(argv=None) -> dict:
     q = quick_flag(argv)
     res = start("training_speed", q)
@@ -178,8 +160,8 @@ def main(argv=None) -> dict:
     rows = []
     for bucket in (True, False):
         batches = specrnn_batches(prep, cfg, bucket=bucket)[:n_b]
-        padded = rnn_pass_seconds(model, batches, "padded", 2 if q else 3)
-        packed = rnn_pass_seconds(model, batches, "packed", 2 if q else 3)
+        padded = encoder_seconds(model, batches, 2 if q else 3, impl="padded")
+        packed = encoder_seconds(model, batches, 2 if q else 3, impl="packed")
         kind = "length-bucketed" if bucket else "random"
         rows.append([f"{kind} batches ({n_b})", f"{padded:.2f}", f"{packed:.2f}", f"{packed / padded:.2f}x"])
         res["figures"].append(figure(f"RNN forward+backward, {kind} batches: padded-exact", padded, "s", "packed sequences",
