@@ -91,3 +91,27 @@ def test_validation_step_ignores_augmentation():
     with torch.no_grad():
         expected = task.loss(model(b["features"], b["lengths"]), b["targets"], reduction="sum", smoothing=False)
     torch.testing.assert_close(loss, expected)
+
+
+def test_mfcc_are_augmented_as_the_log_mel_spectrum_they_encode():
+    """Gain on MFCCs moves only c0 (the level); frequency warping moves formants in mel, not cepstral indices."""
+    from specrnn.augment import warp_frequency
+    from specrnn.features import dct_matrix
+
+    dct = dct_matrix(40, 13)
+    torch.manual_seed(0)
+    logmel = torch.randn(4, 20, 40) * 10 - 40
+    b = {"features": logmel @ dct, "lengths": torch.tensor([20, 20, 15, 9]), "targets": torch.arange(4) % 3}
+    mask = torch.arange(20)[None, :, None] < b["lengths"][:, None, None]
+    b["features"] = b["features"] * mask
+    out = BatchAugment(AugmentConfig(gain_db=6), 3, dct=dct)(b)["features"]
+    delta = (out - b["features"])[0]
+    torch.testing.assert_close(delta[:, 1:], torch.zeros(20, 12), atol=1e-4, rtol=0)  # shape untouched
+    assert 0 < delta[:, 0].abs().max() <= 6 * 40**0.5 + 1e-3 and delta[:, 0].std() < 1e-3
+    torch.manual_seed(1)
+    warped = BatchAugment(AugmentConfig(freq_warp=0.2), 3, dct=dct)(b)["features"]
+    torch.manual_seed(1)
+    factors = 1 + (torch.rand(4) * 2 - 1) * 0.2
+    expected = warp_frequency(b["features"] @ dct.T, factors) @ dct * mask
+    torch.testing.assert_close(warped, expected, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(warped, warp_frequency(b["features"], factors) * mask, atol=1e-2)  # not the cepstra

@@ -102,3 +102,47 @@ def test_frame_normalisation_keeps_silent_frames_finite():
     x[0, 1] = torch.arange(16.0)
     y = normalize_frames(x)
     assert torch.isfinite(y).all() and torch.equal(y[0, 0], torch.zeros(16))
+
+
+def _tone_in_silence(sr=8000, before=0.3, tone=0.25, after=0.2, level=0.3, floor=1e-4, seed=0):
+    rng = np.random.default_rng(seed)
+    n0, n1, n2 = int(sr * before), int(sr * tone), int(sr * after)
+    x = rng.normal(0, floor, n0 + n1 + n2).astype(np.float32)
+    x[n0 : n0 + n1] += level * np.sin(2 * np.pi * 440 * np.arange(n1) / sr).astype(np.float32)
+    return x, n0, n1
+
+
+def test_trim_drops_leading_and_trailing_silence_only():
+    from specrnn.features import FeatureExtractor
+
+    cfg = FeatureConfig(sample_rate=8000, n_fft=256, win_length=200, hop_length=80, n_mels=40, trim_db=30)
+    ex = FeatureExtractor(cfg)
+    x, n0, n1 = _tone_in_silence()
+    feats, frames = ex(torch.from_numpy(x)[None], torch.tensor([len(x)]))
+    # the tone covers frames n0/hop .. (n0+n1)/hop; a window reaching into it is loud too: at most n_fft/2 either side
+    expected = n1 / 80
+    assert expected <= int(frames[0]) <= expected + 256 / 80 + 1, int(frames[0])
+    untrimmed = FeatureExtractor(FeatureConfig(**{**cfg.__dict__, "trim_db": None}))(torch.from_numpy(x)[None], torch.tensor([len(x)]))[1]
+    assert int(untrimmed[0]) == 1 + len(x) // 80
+    # a silent clip keeps its frames, and a clip trims the same alone as inside a padded batch
+    quiet = np.zeros(4000, np.float32)
+    short, _, _ = _tone_in_silence(before=0.05, tone=0.1, after=0.4, seed=1)
+    clips = [x, quiet, short]
+    batch = torch.zeros(3, len(x))
+    for i, c in enumerate(clips):
+        batch[i, : len(c)] = torch.from_numpy(c)
+    bf, bl = ex(batch, torch.tensor([len(c) for c in clips]))
+    assert int(bl[1]) == 1 + 4000 // 80
+    for i, c in enumerate(clips):
+        f, n = ex(torch.from_numpy(c)[None], torch.tensor([len(c)]))
+        assert int(bl[i]) == int(n[0])
+        torch.testing.assert_close(bf[i, : int(n[0])], f[0], atol=1e-4, rtol=1e-5)
+
+
+def test_streaming_refuses_trimmed_features():
+    from specrnn.errors import SpecrnnError
+    from specrnn.features import FeatureExtractor
+    from specrnn.streaming import StreamingSTFT
+
+    with pytest.raises(SpecrnnError, match="trim_db"):
+        StreamingSTFT(FeatureExtractor(FeatureConfig(trim_db=40)))

@@ -93,17 +93,21 @@ class BatchAugment(nn.Module):
     """Waveform-free augmentation of a training batch of log-power features (dB), all vectorised in torch:
     random gain, circular time shift, background noise at a random SNR (mixed in the power domain, so
     noise adds to the sound rather than to its logarithm) and mixup (also in the power domain).
+    MFCCs (pass their `dct` basis) are augmented as the log-mel spectrum they encode (x @ dct.T, exact up to
+    the cepstral smoothing MFCCs already apply) and turned back, so warping moves formants, not coefficients.
     Called only from the training step: validation, test and prediction never see it."""
 
-    def __init__(self, cfg, n_classes: int, noise: list[Tensor] | None = None, log_power: bool = True):
+    def __init__(self, cfg, n_classes: int, noise: list[Tensor] | None = None, dct: Tensor | None = None):
         super().__init__()
-        self.cfg, self.n_classes, self.log_power = cfg, n_classes, log_power
-        self.noise = noise or []
+        self.cfg, self.n_classes, self.dct = cfg, n_classes, dct
+        self.noise = [n @ dct.T for n in noise or []] if dct is not None else noise or []
 
     def forward(self, batch: dict) -> dict:
         x, lengths, y = batch["features"], batch["lengths"], batch["targets"]
         B = x.shape[0]
         c = self.cfg
+        if self.dct is not None:
+            x = x @ self.dct.to(x.device).T  # cepstra -> (smoothed) log-mel dB
         if c.gain_db > 0:
             x = x + (torch.rand(B, 1, 1, device=x.device) * 2 - 1) * c.gain_db
         if c.freq_warp > 0:
@@ -113,19 +117,18 @@ class BatchAugment(nn.Module):
         if c.time_shift > 0:
             shifts = (torch.rand(B, device=x.device) * c.time_shift * lengths).long()
             x = roll_within_length(x, lengths, shifts)
-        if self.noise and self.log_power:
+        if self.noise:
             x = self._add_noise(x, lengths)
         if c.mixup > 0 and B > 1:
             lam = torch.distributions.Beta(c.mixup, c.mixup).sample((B,)).to(x.device)
             lam = torch.maximum(lam, 1 - lam)  # the first clip dominates: its length and label lead
             perm = torch.randperm(B, device=x.device)
-            if self.log_power:
-                x = _power_to_db(lam[:, None, None] * _db_to_power(x) + (1 - lam[:, None, None]) * _db_to_power(x[perm]))
-            else:
-                x = lam[:, None, None] * x + (1 - lam[:, None, None]) * x[perm]
+            x = _power_to_db(lam[:, None, None] * _db_to_power(x) + (1 - lam[:, None, None]) * _db_to_power(x[perm]))
             lengths = torch.maximum(lengths, lengths[perm])
             onehot = y.float() if y.dim() == 2 else torch.nn.functional.one_hot(y, self.n_classes).float()
             y = lam[:, None] * onehot + (1 - lam[:, None]) * onehot[perm]
+        if self.dct is not None:
+            x = x @ self.dct.to(x.device)  # back to cepstra
         mask = lengths_to_mask(lengths, x.shape[1])[..., None]  # padding is zero again, whatever moved it
         return {**batch, "features": x.masked_fill(~mask, 0.0), "lengths": lengths, "targets": y}
 

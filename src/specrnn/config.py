@@ -28,6 +28,7 @@ class FeatureConfig:
     f_max: float | None = None
     n_mfcc: int = 40
     top_db: float | None = 80.0
+    trim_db: float | None = None  # drop leading/trailing frames this many dB below the loudest frame (offline only)
     max_seconds: float | None = 30.0  # crop policy: longer clips are cut (only what is kept is decoded)
     crop: str = "start"  # start | center
 
@@ -149,6 +150,7 @@ RANGES = {
     "features.win_length": (1, None, True, True), "features.hop_length": (1, None, True, True),
     "features.n_mels": (1, None, True, True), "features.n_mfcc": (1, None, True, True),
     "features.f_min": (0, None, True, True), "features.top_db": (0, None, False, True),
+    "features.trim_db": (0, None, False, True),
     "features.max_seconds": (0, None, False, True),
     "model.stack": (1, None, True, True), "model.hidden": (1, None, True, True), "model.layers": (1, None, True, True),
     "model.dropout": (0, 1, True, False), "model.attention_heads": (1, None, True, True), "model.projection": (1, None, True, True),

@@ -73,6 +73,23 @@ def dct_matrix(n_in: int, n_out: int) -> Tensor:
     return basis.float()
 
 
+def trim_silence(power: Tensor, lengths: Tensor, top_db: float) -> tuple[Tensor, Tensor]:
+    """Drop each clip's leading and trailing frames whose energy lies more than `top_db` below its loudest
+    frame (librosa.effects.trim's rule), so silence before and after the sound does not count; real frames
+    only, so a clip trims the same alone or inside a padded batch. (B, T, K) power -> trimmed power, lengths."""
+    B, T, K = power.shape
+    mask = lengths_to_mask(lengths, T)
+    energy = (10.0 * torch.log10(power.sum(-1).clamp_min(AMIN))).masked_fill(~mask, -torch.inf)
+    loud = energy >= energy.amax(1, keepdim=True) - top_db  # padding (-inf) is never loud
+    idx = torch.arange(T, device=power.device)
+    first = torch.where(loud, idx, T).amin(1)
+    new_lengths = torch.where(loud, idx, -1).amax(1) - first + 1
+    T_new = int(new_lengths.max())
+    pos = (first[:, None] + idx[None, :T_new]).clamp(max=T - 1)
+    trimmed = power.gather(1, pos[..., None].expand(B, T_new, K))
+    return trimmed.masked_fill(~lengths_to_mask(new_lengths, T_new)[..., None], 0.0), new_lengths
+
+
 def power_to_db(power: Tensor, lengths: Tensor | None = None, top_db: float | None = 80.0) -> Tensor:
     """10*log10(power), floored at each clip's maximum (over its real frames) minus `top_db`."""
     db = 10.0 * torch.log10(power.clamp_min(AMIN))
@@ -156,6 +173,8 @@ class FeatureExtractor(nn.Module):
         c = self.cfg
         frames = num_frames(lengths, c.hop_length)
         power = power_spectrogram(wave, c.n_fft, c.hop_length, c.win_length, self.window)
+        if c.trim_db is not None:
+            power, frames = trim_silence(power, frames, c.trim_db)
         if c.kind != "logpower":
             power = power @ self.mel
         x = power_to_db(power, frames, c.top_db)

@@ -224,6 +224,7 @@ def batch_augment(cfg: Config, n_classes: int, log=print):
     """The training-batch augmentation the config asks for (None when it asks for none); noise clips are
     turned into features once (cached) and mixed in the power domain during training."""
     from .augment import BatchAugment
+    from .features import dct_matrix
 
     a = cfg.augment
     if not (a.gain_db > 0 or a.time_shift > 0 or a.mixup > 0 or a.freq_warp > 0 or a.speed > 0 or a.noise_dir):
@@ -234,15 +235,14 @@ def batch_augment(cfg: Config, n_classes: int, log=print):
 
         from .data.manifest import walk_audio
 
-        if cfg.features.kind == "mfcc":
-            raise SpecrnnError("augment.noise_dir mixes noise in the power domain; it needs features.kind logmel or logpower")
         paths = [str(p) for p in walk_audio(Path(a.noise_dir))]
         if not paths:
             raise SpecrnnError(f"augment.noise_dir {a.noise_dir}: no audio files")
         feats, errors = compute_features(paths, cfg.features, cfg.data.cache_dir, desc="noise")
         noise = [torch.from_numpy(f) for f in feats if f is not None]
         log(f"background noise: {len(noise)} clip(s) from {a.noise_dir}" + (f" ({len(errors)} unusable)" if errors else ""))
-    return BatchAugment(a, n_classes, noise, log_power=cfg.features.kind != "mfcc")
+    f = cfg.features
+    return BatchAugment(a, n_classes, noise, dct=dct_matrix(f.n_mels, f.n_mfcc) if f.kind == "mfcc" else None)
 
 
 def _version() -> str:

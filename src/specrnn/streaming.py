@@ -29,6 +29,9 @@ class StreamingSTFT:
 
     def __init__(self, extractor):
         self.ex, self.cfg = extractor, extractor.cfg
+        if self.cfg.trim_db is not None:
+            raise SpecrnnError("this model's features trim silence at both ends of each clip (features.trim_db), which "
+                               "needs the whole clip; a stream has no end. Train with features.trim_db: null to stream audio.")
         self.reset()
 
     def reset(self) -> None:
