@@ -115,3 +115,34 @@ def test_mfcc_are_augmented_as_the_log_mel_spectrum_they_encode():
     expected = warp_frequency(b["features"] @ dct.T, factors) @ dct * mask
     torch.testing.assert_close(warped, expected, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(warped, warp_frequency(b["features"], factors) * mask, atol=1e-2)  # not the cepstra
+
+
+def test_colored_noise_has_the_spectral_slope_of_its_colour():
+    from specrnn.augment import colored_noise
+
+    g = torch.Generator().manual_seed(0)
+    for exponent, db_per_octave in [(0, 0.0), (1, -3.01), (2, -6.02)]:
+        x = colored_noise(exponent, 2**16, g)
+        assert x.abs().max() == pytest.approx(1.0)
+        power = torch.fft.rfft(x.double()).abs().square()
+        band = lambda lo: power[lo : 2 * lo].mean()  # noqa: E731  one octave
+        slope = 10 * torch.log10(band(4096) / band(2048)).item()
+        assert slope == pytest.approx(db_per_octave, abs=0.5)
+
+
+def test_builtin_noise_colours_reach_the_training_batches_for_mfcc_too():
+    from specrnn.config import load_config
+    from specrnn.errors import SpecrnnError
+    from specrnn.pipeline import batch_augment
+
+    cfg = load_config(None, ["features.kind=mfcc", "features.n_mfcc=13", "features.n_mels=40", "augment.noise_colors=[white,pink]",
+                             "augment.noise_snr_db=[0,0]"])
+    aug = batch_augment(cfg, 3)
+    assert len(aug.noise) == 2 and all(n.shape[1] == 40 for n in aug.noise)  # log-mel bank for MFCC features
+    torch.manual_seed(0)
+    b = _batch(F=13)
+    noisy = aug(b)["features"]
+    mask = torch.arange(30)[None, :, None] < b["lengths"][:, None, None]
+    assert ((noisy - b["features"]).abs() * mask).amax((1, 2)).min() > 0.1  # every clip got noise at 0 dB SNR
+    with pytest.raises(SpecrnnError, match="noise_colors"):
+        load_config(None, ["augment.noise_colors=[violet]"])

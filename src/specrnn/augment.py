@@ -40,6 +40,14 @@ class SpecAugment(nn.Module):
         return x.masked_fill(t_mask[:, :, None] | f_mask[:, None, :], 0.0)
 
 
+def colored_noise(exponent: float, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+    """Gaussian noise whose power spectrum falls as 1 / f^exponent (0 white, 1 pink, 2 brown), peak 1."""
+    spec = torch.fft.rfft(torch.randn(num_samples, generator=generator, dtype=torch.float64))
+    f = torch.arange(spec.shape[0], dtype=torch.float64).clamp_min(1.0)
+    x = torch.fft.irfft(spec / f ** (exponent / 2), num_samples)
+    return (x / x.abs().max()).float()
+
+
 def _db_to_power(x: Tensor) -> Tensor:
     return torch.pow(10.0, x / 10.0)
 

@@ -84,6 +84,7 @@ class AugmentConfig:
     speed: float = 0.0  # speed perturbation: play clips 1 +- speed times as fast (speaking rate)
     mixup: float = 0.0  # Beta(mixup, mixup) mixing weight; 0 = off
     noise_dir: str | None = None
+    noise_colors: list[str] = field(default_factory=list)  # built-in stationary noise: white, pink, brown
     noise_snr_db: list[float] = field(default_factory=lambda: [5.0, 30.0])
 
 
@@ -128,6 +129,8 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+
+NOISE_COLORS = {"white": 0, "pink": 1, "brown": 2}  # power spectrum ~ 1 / f^exponent
 
 CHOICES = {
     "features.kind": {"logmel", "mfcc", "logpower"},
@@ -189,6 +192,9 @@ def _check_ranges(cfg: "Config") -> None:
         raise SpecrnnError(f"config 'features.f_max' must lie in (f_min, sample_rate/2] = ({f.f_min}, {f.sample_rate / 2}]")
     if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
         raise SpecrnnError("config 'data.val_fraction' + 'data.test_fraction' must be below 1")
+    bad_colors = sorted(set(cfg.augment.noise_colors) - set(NOISE_COLORS))
+    if bad_colors:
+        raise SpecrnnError(f"config 'augment.noise_colors' knows {', '.join(NOISE_COLORS)}; got {', '.join(map(repr, bad_colors))}")
     if len(cfg.augment.noise_snr_db) != 2 or cfg.augment.noise_snr_db[0] > cfg.augment.noise_snr_db[1]:
         raise SpecrnnError(f"config 'augment.noise_snr_db' must be [low, high], got {cfg.augment.noise_snr_db}")
 

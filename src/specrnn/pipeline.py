@@ -221,27 +221,33 @@ def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=pr
 
 
 def batch_augment(cfg: Config, n_classes: int, log=print):
-    """The training-batch augmentation the config asks for (None when it asks for none); noise clips are
-    turned into features once (cached) and mixed in the power domain during training."""
-    from .augment import BatchAugment
-    from .features import dct_matrix
+    """The training-batch augmentation the config asks for (None when it asks for none); noise (built-in colours
+    and clips from a folder) is turned into features once (clips cached) and mixed in the power domain."""
+    import torch
 
-    a = cfg.augment
-    if not (a.gain_db > 0 or a.time_shift > 0 or a.mixup > 0 or a.freq_warp > 0 or a.speed > 0 or a.noise_dir):
+    from .augment import BatchAugment, colored_noise
+    from .config import NOISE_COLORS
+    from .features import FeatureExtractor, dct_matrix
+
+    a, f = cfg.augment, cfg.features
+    if not (a.gain_db > 0 or a.time_shift > 0 or a.mixup > 0 or a.freq_warp > 0 or a.speed > 0 or a.noise_dir or a.noise_colors):
         return None
     noise = []
+    if a.noise_colors:  # two seconds of each colour, the same every run: a stationary bank to slice from
+        g, n = torch.Generator().manual_seed(0), 2 * f.sample_rate
+        waves = torch.stack([colored_noise(NOISE_COLORS[c], n, g) for c in a.noise_colors])
+        with torch.no_grad():
+            noise += list(FeatureExtractor(f)(waves, torch.full((len(waves),), n))[0])
     if a.noise_dir:
-        import torch
-
         from .data.manifest import walk_audio
 
         paths = [str(p) for p in walk_audio(Path(a.noise_dir))]
         if not paths:
             raise SpecrnnError(f"augment.noise_dir {a.noise_dir}: no audio files")
         feats, errors = compute_features(paths, cfg.features, cfg.data.cache_dir, desc="noise")
-        noise = [torch.from_numpy(f) for f in feats if f is not None]
-        log(f"background noise: {len(noise)} clip(s) from {a.noise_dir}" + (f" ({len(errors)} unusable)" if errors else ""))
-    f = cfg.features
+        clips = [torch.from_numpy(x) for x in feats if x is not None]
+        noise += clips
+        log(f"background noise: {len(clips)} clip(s) from {a.noise_dir}" + (f" ({len(errors)} unusable)" if errors else ""))
     return BatchAugment(a, n_classes, noise, dct=dct_matrix(f.n_mels, f.n_mfcc) if f.kind == "mfcc" else None)
 
 
