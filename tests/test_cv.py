@@ -72,6 +72,13 @@ def test_cv_runs_folds_keeps_test_out_of_validation_and_resumes(grouped_csv, tmp
     assert any("1 run(s) already finished" in x or "2 run(s) already finished" in x for x in logs)
     assert {f: (out / f"fold-{f}" / "seed-0" / "model.pt").stat().st_mtime_ns for f in ("1", "3")} == kept
     assert (out / "fold-2" / "seed-0" / "metrics.json").is_file() and len(s2["folds"]) == 3
+    # another config or other data in the same folder is refused, not mixed into the finished runs
+    with pytest.raises(SpecrnnError, match="another config"):
+        specrnn.cv(grouped_csv, out, overrides=[*TINY, "model.hidden=13"], folds=3, jobs=1, log=lambda *a: None)
+    fewer = tmp_path / "fewer.csv"
+    fewer.write_text("".join(grouped_csv.read_text().splitlines(keepends=True)[:-3]))
+    with pytest.raises(SpecrnnError, match="other rows"):
+        specrnn.cv(fewer, out, overrides=TINY, folds=3, jobs=1, log=lambda *a: None)
 
 
 def test_cv_cli_parallel_jobs(grouped_csv, tmp_path):

@@ -115,12 +115,18 @@ def cv(
     cfg_path = out / "config.yaml"
     if not cfg_path.exists():
         atomic_write_text(cfg_path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    elif load_config(str(cfg_path)).to_dict() != cfg.to_dict():  # resuming must not mix two experiments in one folder
+        raise SpecrnnError(f"{out} holds a cross-validation with another config ({cfg_path}); choose another --out "
+                           "or rerun with the same config to resume it")
     runs = []
     for fold in fold_names:
         fm = fold_manifest(man, ids, fold)
         csv_path = out / f"fold-{fold}" / "data.csv"
         if not csv_path.exists():
             fm.to_csv(csv_path)
+        elif load_manifest(csv_path).columns() != fm.columns():
+            raise SpecrnnError(f"{out}: fold '{fold}' has other rows than this data gives it ({csv_path}); "
+                               "choose another --out for other data")
         for seed in seeds:
             runs.append((fold, seed, csv_path, out / f"fold-{fold}" / f"seed-{seed}"))
     protocol = ("leave-one-group-out" if leave_one_group_out else f"column '{fold_column or 'fold'}'"
