@@ -1,5 +1,7 @@
 """The model zoo: property tests over random architectures (padding never changes an output), presets,
 the frame head, and the seed-style baselines whose outputs do change with padding (the known-wrong way)."""
+from pathlib import Path
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -72,6 +74,12 @@ def test_presets_load_build_and_summarise(name):
     model = build_model(cfg.model, cfg.features.n_features, 10)
     text = summarize(model, cfg.features.n_features)
     assert "total" in text and f"{sum(p.numel() for p in model.parameters()):,}" in text
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_documented_configs_load_and_build(path):
+    cfg = load_config(str(path))  # the experiment configs docs/experiments.md quotes: a stale key fails here
+    build_model(cfg.model, cfg.features.n_features, 10, cfg.augment)
 
 
 def test_cnn_frontend_input_size_is_inferred():
