@@ -146,3 +146,19 @@ def test_builtin_noise_colours_reach_the_training_batches_for_mfcc_too():
     assert ((noisy - b["features"]).abs() * mask).amax((1, 2)).min() > 0.1  # every clip got noise at 0 dB SNR
     with pytest.raises(SpecrnnError, match="noise_colors"):
         load_config(None, ["augment.noise_colors=[violet]"])
+
+
+def test_noise_rows_are_wrapped_slices_of_one_bank_clip():
+    short = torch.arange(100.0, 103.0)[:, None].repeat(1, 4)  # frame value = position, two clips told apart
+    long = torch.arange(5.0)[:, None].repeat(1, 4)
+    aug = BatchAugment(AugmentConfig(), 3, [long, short])
+    torch.manual_seed(0)
+    rows = aug.noise_slices(64, 11)
+    assert rows.shape == (64, 11, 4) and (rows == rows[..., :1]).all()
+    seen = set()
+    for r in rows[..., 0]:
+        clip = long if r[0] < 100 else short
+        n, first = len(clip), int(r[0].item()) % 100
+        torch.testing.assert_close(r, clip[(first + torch.arange(11)) % n, 0])  # consecutive frames, wrapping round
+        seen.add((n, first))
+    assert len(seen) == 8  # every clip and every start is drawn

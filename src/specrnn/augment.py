@@ -107,15 +107,26 @@ class BatchAugment(nn.Module):
 
     def __init__(self, cfg, n_classes: int, noise: list[Tensor] | None = None, dct: Tensor | None = None):
         super().__init__()
-        self.cfg, self.n_classes, self.dct = cfg, n_classes, dct
-        self.noise = [n @ dct.T for n in noise or []] if dct is not None else noise or []
+        self.cfg, self.n_classes = cfg, n_classes
+        self.register_buffer("dct", dct, persistent=False)
+        bank = [n @ dct.T for n in noise or []] if dct is not None else list(noise or [])
+        # the noise clips end to end in one tensor, so a batch's noise is one gather (buffers follow the device)
+        lengths = torch.tensor([len(n) for n in bank], dtype=torch.long)
+        self.register_buffer("noise_bank", torch.cat(bank) if bank else None, persistent=False)
+        self.register_buffer("noise_lengths", lengths, persistent=False)
+        self.register_buffer("noise_offsets", torch.cumsum(lengths, 0) - lengths, persistent=False)
+
+    @property
+    def noise(self) -> list[Tensor]:
+        """The noise clips (log-mel or log-power features), one tensor each."""
+        return [] if self.noise_bank is None else list(self.noise_bank.split(self.noise_lengths.tolist()))
 
     def forward(self, batch: dict) -> dict:
         x, lengths, y = batch["features"], batch["lengths"], batch["targets"]
         B = x.shape[0]
         c = self.cfg
         if self.dct is not None:
-            x = x @ self.dct.to(x.device).T  # cepstra -> (smoothed) log-mel dB
+            x = x @ self.dct.T  # cepstra -> (smoothed) log-mel dB
         if c.gain_db > 0:
             x = x + (torch.rand(B, 1, 1, device=x.device) * 2 - 1) * c.gain_db
         if c.freq_warp > 0:
@@ -125,7 +136,7 @@ class BatchAugment(nn.Module):
         if c.time_shift > 0:
             shifts = (torch.rand(B, device=x.device) * c.time_shift * lengths).long()
             x = roll_within_length(x, lengths, shifts)
-        if self.noise:
+        if self.noise_bank is not None:
             x = self._add_noise(x, lengths)
         if c.mixup > 0 and B > 1:
             lam = torch.distributions.Beta(c.mixup, c.mixup).sample((B,)).to(x.device)
@@ -136,20 +147,23 @@ class BatchAugment(nn.Module):
             onehot = y.float() if y.dim() == 2 else torch.nn.functional.one_hot(y, self.n_classes).float()
             y = lam[:, None] * onehot + (1 - lam[:, None]) * onehot[perm]
         if self.dct is not None:
-            x = x @ self.dct.to(x.device)  # back to cepstra
+            x = x @ self.dct  # back to cepstra
         mask = lengths_to_mask(lengths, x.shape[1])[..., None]  # padding is zero again, whatever moved it
         return {**batch, "features": x.masked_fill(~mask, 0.0), "lengths": lengths, "targets": y}
+
+    def noise_slices(self, B: int, T: int) -> Tensor:
+        """(B, T, F): for each row a random clip of the bank, read from a random start and wrapping round."""
+        device = self.noise_bank.device
+        k = torch.randint(len(self.noise_lengths), (B,), device=device)
+        length = self.noise_lengths[k]
+        start = (torch.rand(B, device=device) * length).long()
+        t = (start[:, None] + torch.arange(T, device=device)[None, :]) % length[:, None]
+        return self.noise_bank[self.noise_offsets[k][:, None] + t]
 
     def _add_noise(self, x: Tensor, lengths: Tensor) -> Tensor:
         B, T, F = x.shape
         lo, hi = self.cfg.noise_snr_db
-        picks = torch.randint(len(self.noise), (B,)).tolist()
-        noise = torch.zeros_like(x)
-        for b, k in enumerate(picks):  # B slices of a cached noise bank: cheap, no decoding
-            n = self.noise[k].to(x.device)
-            start = int(torch.randint(max(1, n.shape[0]), ()).item())
-            reps = -(-(start + T) // n.shape[0])
-            noise[b] = n.repeat(reps, 1)[start : start + T]
+        noise = self.noise_slices(B, T)
         mask = lengths_to_mask(lengths, T)[..., None].float()
         p_sig, p_noise = _db_to_power(x), _db_to_power(noise)
         e_sig = (p_sig * mask).sum((1, 2)) / (mask.sum((1, 2)) * F).clamp_min(1)
