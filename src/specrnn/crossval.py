@@ -191,15 +191,14 @@ def seed_ensemble(run_dirs: list[Path], fold_csv: Path) -> dict | None:
     from .inference import Predictor
 
     predictors = [Predictor.load(d, device="cpu") for d in run_dirs]
-    if predictors[0].cfg.model.multilabel or any(p.classes != predictors[0].classes for p in predictors):
+    first = predictors[0]
+    if first.cfg.model.multilabel or any(p.classes != first.classes or p.cfg.features != first.cfg.features for p in predictors):
         return None
-    test = load_manifest(fold_csv).where_split("test")
-    probs = None
-    for p in predictors:
-        fs = build_feature_set(test, p.cfg.features, p.classes, p.cfg.data.cache_dir, desc="seed ensemble")
-        pr = p.probabilities(p.logits_from_features(fs.features))
-        probs = pr if probs is None else probs + pr
-    return classification_metrics(fs.targets, probs.argmax(-1), predictors[0].classes)
+    # the seeds share their feature settings: the test rows are read once
+    fs = build_feature_set(load_manifest(fold_csv).where_split("test"), first.cfg.features, first.classes,
+                           first.cfg.data.cache_dir, desc="seed ensemble")
+    probs = sum(p.probabilities(p.logits_from_features(fs.features)) for p in predictors)
+    return classification_metrics(fs.targets, probs.argmax(-1), first.classes)
 
 
 def summarize(runs, fold_names: list[str], protocol: str) -> dict:
