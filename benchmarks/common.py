@@ -235,3 +235,16 @@ def encoder_seconds(model, batches, repeats: int, impl: str | None = None) -> fl
         return statistics.median(timed(run, repeats))
     finally:
         enc.impl = old
+
+
+def profiled(fn, top: int) -> tuple[list[list], list]:
+    """Run fn() under torch.profiler: the `top` ops by self CPU time as table rows (op, calls, ms, share), and
+    every op's averages, heaviest first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    ev = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in ev) or 1
+    rows = [[e.key, e.count, f"{e.self_cpu_time_total / 1e3:.0f}", f"{100 * e.self_cpu_time_total / total:.1f}%"] for e in ev[:top]]
+    return rows, ev

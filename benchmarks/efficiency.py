@@ -14,7 +14,8 @@ import torch
 
 from specrnn.config import load_config
 
-from .common import encoder_seconds, figure, finish, fsdd_prepared, load_str, quick_flag, specrnn_batches, start, table, threads
+from .common import (encoder_seconds, figure, finish, fsdd_prepared, load_str, profiled, quick_flag, specrnn_batches, start, table,
+                     threads)
 from .training_speed import specrnn_model
 
 TARGET = 0.5
@@ -81,14 +82,8 @@ RNN_KERNELS = ("rnn_layer", "aten::lstm", "aten::gru", "_thnn_fused")
 
 def profile_ops(model, batches, cfg, prep, top: int = 12) -> tuple[list[list], float]:
     """torch.profiler over training steps: the ops with the most self CPU time, and the RNN kernels' seconds."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step_phases(model, batches, cfg, prep)
-    ev = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
-    total = sum(e.self_cpu_time_total for e in ev) or 1
+    rows, ev = profiled(lambda: step_phases(model, batches, cfg, prep), top)
     kernels = sum(e.self_cpu_time_total for e in ev if any(k in e.key for k in RNN_KERNELS) and "evaluate_function" not in e.key)
-    rows = [[e.key, e.count, f"{e.self_cpu_time_total / 1e3:.0f}", f"{100 * e.self_cpu_time_total / total:.1f}%"] for e in ev[:top]]
     return rows, kernels / 1e6
 
 

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from .common import ESC10, SHARED, figure, finish, load_str, quick_flag, start, table, threads
+from .common import ESC10, SHARED, figure, finish, load_str, profiled, quick_flag, start, table, threads
 
 TARGET = 10.0
 
@@ -61,18 +61,11 @@ def _librosa(paths: list[str]) -> dict:
 
 def profile_extract(waves: list, top: int = 8) -> list[list]:
     """torch.profiler of FeatureExtractor.extract: the ops with the most self CPU time."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
     from specrnn.config import FeatureConfig
     from specrnn.features import FeatureExtractor
 
     ex = FeatureExtractor(FeatureConfig())
-    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
-        ex.extract(waves)
-    ev = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
-    total = sum(e.self_cpu_time_total for e in ev) or 1
-    return [[e.key, e.count, f"{e.self_cpu_time_total / 1e3:.0f}", f"{100 * e.self_cpu_time_total / total:.0f}%"] for e in ev[:top]]
+    return profiled(lambda: ex.extract(waves), top)[0]
 
 
 def main(argv=None) -> dict:
