@@ -98,6 +98,18 @@ def test_group_aware_split_never_shares_a_group():
     assert {"train", "val", "test"} <= set(m.splits)
 
 
+def test_validation_from_training_groups_keeps_test_groups_apart():
+    """group_val=False: val rows come from the training speakers (all of them are learnt), test stays apart."""
+    m = assign_splits(_table(40, groups=12), 0.1, 0.1, seed=0, group_val=False)
+    where = {}
+    for g, s in zip(m.groups, m.splits):
+        where.setdefault(g, set()).add(s)
+    assert any(s == {"train", "val"} for s in where.values())  # val now shares groups with train...
+    assert all(s == {"test"} for s in where.values() if "test" in s)  # ...but never with test
+    grouped = assign_splits(_table(40, groups=12), 0.1, 0.1, seed=0)
+    assert [s == "test" for s in m.splits] == [s == "test" for s in grouped.splits]
+
+
 def test_given_test_split_is_never_touched_and_val_comes_from_train():
     t = _table()
     t.splits = ["test" if i % 5 == 0 else "train" for i in range(len(t))]

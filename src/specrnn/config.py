@@ -112,6 +112,7 @@ class TrainConfig:
 class DataConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
+    group_val: bool = True  # validation holds out whole groups (speakers); false: val rows come from training groups
     bucket: bool = True  # length-bucketed batches to limit padding
     on_error: str = "stop"  # stop | skip
     cache_dir: str | None = None  # default: $SPECRNN_CACHE or ~/.cache/specrnn

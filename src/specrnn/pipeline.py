@@ -56,7 +56,8 @@ def _set_threads(cfg: Config) -> None:
 
 def prepare_data(man: Manifest, cfg: Config, run_dir: Path | None = None, log=print) -> Prepared:
     """Assign splits, compute (cached) features for every row, handle unusable files per `data.on_error`."""
-    man = assign_splits(man, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed, warn=log)
+    man = assign_splits(man, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed, warn=log,
+                        group_val=cfg.data.group_val)
     t0 = time.perf_counter()
     feats, errors = compute_features(man.paths, cfg.features, cfg.data.cache_dir, _device())
     if errors:

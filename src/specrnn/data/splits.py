@@ -67,12 +67,14 @@ def _hold_out(man: Manifest, idx: np.ndarray, frac: float, seed: int) -> tuple[n
 
 
 def assign_splits(man: Manifest, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
-                  warn: Callable[[str], None] | None = None) -> Manifest:
+                  warn: Callable[[str], None] | None = None, group_val: bool = True) -> Manifest:
     """Return a copy with every row in train, val or test.
 
     - no split column: stratified (group-aware) test_fraction test, val_fraction val, rest train;
     - train (+test) but no val: val carved from train only;
     - all three present: kept as given.
+    Test never shares a group with train or val. `group_val=False` draws val rows from the training groups
+    (stratified by label): every group is learnt from, but validation then measures seen groups.
     A class too small to place in every split stays in train; `warn` (e.g. print) is told which.
     """
     n = len(man)
@@ -89,12 +91,15 @@ def assign_splits(man: Manifest, val_fraction: float = 0.1, test_fraction: float
     if "val" not in splits:
         # val_fraction is of the whole data when we made the test split, of the train rows when it was given
         frac = val_fraction / (1 - test_fraction) if man.splits is None and test_fraction < 1 else val_fraction
-        _, val = _hold_out(man, train_idx, frac, seed + 1)
+        if group_val:
+            _, val = _hold_out(man, train_idx, frac, seed + 1)
+        else:
+            _, val = _stratified(man.labels, train_idx, frac, np.random.default_rng(seed + 1))
         for i in val:
             splits[i] = "val"
     out = man.select(list(range(n)))
     out.splits = splits
-    check_no_leak(out)
+    check_no_leak(out, ignore_val=not group_val)
     notes = small_class_notes(out) if warn is not None else []
     for note in notes[:5]:
         warn(f"warning: {note}")  # type: ignore[misc]
@@ -121,13 +126,13 @@ def small_class_notes(man: Manifest) -> list[str]:
     return notes
 
 
-def check_no_leak(man: Manifest) -> None:
-    """No group may appear in two splits (raises); classes missing from train are reported."""
+def check_no_leak(man: Manifest, ignore_val: bool = False) -> None:
+    """No group may appear in two splits (raises); `ignore_val` lets train and val share groups (never test)."""
     if man.groups is None or man.splits is None:
         return
     where: dict[str, set[str]] = {}
     for g, s in zip(man.groups, man.splits):
-        where.setdefault(g, set()).add(s)
+        where.setdefault(g, set()).add("train" if ignore_val and s == "val" else s)
     shared = sorted(g for g, s in where.items() if len(s) > 1)
     if shared:
         raise SpecrnnError(f"group(s) {', '.join(shared[:10])} appear in more than one split: results would leak")
