@@ -104,3 +104,21 @@ def test_several_seeds_are_also_scored_together(grouped_csv, tmp_path):
     same = seed_ensemble([run, run], out / "fold-1" / "data.csv")
     assert same["accuracy"] == json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
     assert seed_ensemble([run], out / "fold-1" / "data.csv") is None
+
+
+@pytest.mark.parametrize("group_val", [True, False])
+def test_leave_one_group_out_fold_validation_by_group_or_by_row(grouped_csv, tmp_path, group_val):
+    """data.group_val reaches the training pipeline: with true validation holds whole training speakers out; with
+    false its rows come from every training speaker. Either way the held-out speaker is test and nothing else."""
+    from specrnn.config import load_config
+    from specrnn.data.manifest import load_manifest
+    from specrnn.pipeline import prepare_data
+
+    man = load_manifest(grouped_csv)
+    ids = fold_ids(man, leave_one_group_out=True)
+    cfg = load_config(None, [f"data.group_val={str(group_val).lower()}", f"data.cache_dir={tmp_path / 'cache'}"])
+    prep = prepare_data(fold_manifest(man, ids, "spk0"), cfg, log=lambda *a: None)
+    by_split = {s: {g for g, t in zip(prep.manifest.groups, prep.manifest.splits) if t == s} for s in ("train", "val", "test")}
+    assert by_split["test"] == {"spk0"} and not by_split["test"] & (by_split["train"] | by_split["val"])
+    assert by_split["val"] and (by_split["val"] <= by_split["train"]) != group_val
+    assert (by_split["train"] | by_split["val"]) == {f"spk{i}" for i in range(1, 6)}
