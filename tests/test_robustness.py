@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from specrnn.audio import load_audio
 from specrnn.errors import SpecrnnError
 from specrnn.run import atomic_write_bytes, load_checkpoint_file, load_model_file, save_model
 
@@ -140,6 +141,38 @@ def test_sigkill_at_any_point_then_resume_gives_the_same_final_weights(data, ref
     r = run_cli("train", "--resume", "--out", run)
     assert r.returncode == 0, r.stdout + r.stderr
     assert_same_run(reference, run)
+
+
+def validation_loss(run: Path) -> float:
+    """Mean cross-entropy of run/model.pt on the run's own validation rows, recomputed from the audio."""
+    from specrnn.inference import Predictor
+
+    with open(run / "split.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "val"]
+    p = Predictor.load(run, device="cpu")
+    probs = [p.probabilities(p.logits_from_features(p.features_of([w])))[0]
+             for w in (load_audio(r["path"], p.cfg.features.sample_rate) for r in rows)]
+    return float(np.mean([-np.log(q[p.classes.index(r["label"])]) for q, r in zip(probs, rows)]))
+
+
+def test_weight_averaging_keeps_the_validated_average_and_resumes_exactly(data, tmp_path):
+    # a constant learning rate keeps the weights moving, so the average stays apart from the last weights
+    args = ["--max-epochs", EPOCHS, *TINY, *RANDOM, "--set", "train.schedule=constant", "--set", "train.lr=0.01"]
+    plain, ema = tmp_path / "plain", tmp_path / "ema"
+    for run, extra in ((plain, []), (ema, ["--set", "train.ema=0.9"])):
+        r = run_cli("train", data, "--out", run, *args, *extra)
+        assert r.returncode == 0, r.stdout + r.stderr
+    meta = load_model_file(ema)[1]
+    # model.pt holds the weights that were validated (the average), not the last trained ones
+    assert validation_loss(ema) == pytest.approx(meta["val_loss"], rel=1e-4, abs=1e-5)
+    x, y = torch.load(plain / "model.pt", weights_only=True), torch.load(ema / "model.pt", weights_only=True)
+    assert any(not torch.equal(x["state_dict"][k], y["state_dict"][k]) for k in x["state_dict"])
+    # killed after epoch 2, resumed: the same average and the same run as without the interruption
+    killed = tmp_path / "killed"
+    killed_at("val:2", "train", data, "--out", killed, *args, "--set", "train.ema=0.9")
+    r = run_cli("train", "--resume", "--out", killed)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert_same_run(ema, killed)
 
 
 def test_resume_after_early_stopping_does_not_train_on():

@@ -179,7 +179,7 @@ def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=pr
     from .models import build_model
     from .models.build import count_parameters
     from .tasks import ClassificationTask
-    from .training import BestModel, History, LitClassifier, make_trainer
+    from .training import BestModel, History, LitClassifier, make_trainer, weight_averaging
 
     _set_threads(cfg)
     L.seed_everything(cfg.seed, verbose=False)
@@ -190,8 +190,10 @@ def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=pr
     model.normalizer.fit(sets["train"].features)  # training rows only: val/test never shape the statistics
     train_loader, val_loader = _loader(sets["train"], cfg, True), _loader(sets["val"], cfg, False)
     meta = {"config": cfg.to_dict(), "classes": prep.classes, "specrnn_version": _version()}
-    best = BestModel(run_dir, meta, cfg.train.patience, cfg.train.min_epochs)
-    trainer = make_trainer(cfg, run_dir, [best, History(run_dir), *callbacks])
+    averaging = weight_averaging(cfg)
+    best = BestModel(run_dir, meta, cfg.train.patience, cfg.train.min_epochs, averaging)
+    extra = [averaging] if averaging is not None else []
+    trainer = make_trainer(cfg, run_dir, [*extra, best, History(run_dir), *callbacks])
     lit = LitClassifier(model, task, cfg, len(train_loader), batch_augment(cfg, task.n_outputs, log))
     log(f"training {describe(cfg)} ({count_parameters(model):,} parameters) on {len(sets['train'])} clips, "
         f"validating on {len(sets['val'])}")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import lightning.pytorch as L
 import torch
-from lightning.pytorch.callbacks import Callback, Checkpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint, EMAWeightAveraging, WeightAveraging
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .config import Config
@@ -92,10 +92,12 @@ class LitClassifier(L.LightningModule):
 
 class BestModel(Callback):
     """Keep the model with the best validation accuracy (ties: lower loss) as model.pt; stop after
-    `patience` epochs without improvement. Test data never reaches this callback."""
+    `patience` epochs without improvement. Test data never reaches this callback. With weight averaging, the
+    averaged weights are the ones validated, so they are the ones kept."""
 
-    def __init__(self, run_dir: Path, meta: dict, patience: int, min_epochs: int = 1):
+    def __init__(self, run_dir: Path, meta: dict, patience: int, min_epochs: int = 1, averaging: WeightAveraging | None = None):
         self.path, self.meta, self.patience, self.min_epochs = Path(run_dir) / MODEL_FILE, meta, patience, min_epochs
+        self.averaging = averaging
         self.best: tuple[float, float] | None = None
         self.best_epoch = -1
         self.bad_epochs = 0
@@ -109,11 +111,16 @@ class BestModel(Callback):
             self.best, self.best_epoch, self.bad_epochs = score, trainer.current_epoch, 0
             if trainer.is_global_zero:
                 meta = dict(self.meta, epoch=trainer.current_epoch, val_accuracy=score[0], val_loss=-score[1])
-                save_model(self.path, pl_module.model.state_dict(), meta)
+                save_model(self.path, self._weights(pl_module), meta)
         else:
             self.bad_epochs += 1
             if self.bad_epochs >= self.patience and trainer.current_epoch + 1 >= self.min_epochs:
                 trainer.should_stop = self.stopped = True
+
+    def _weights(self, pl_module) -> dict:
+        # Lightning swaps the averaged weights in for validation and back out before on_validation_end runs
+        averaged = getattr(self.averaging, "_average_model", None)
+        return (averaged.module if averaged is not None else pl_module).model.state_dict()
 
     def on_train_start(self, trainer, pl_module):
         if self.stopped:  # resumed after early stopping had ended the run: do not train on
@@ -220,6 +227,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
         return load_checkpoint_file(path)
+
+
+def weight_averaging(cfg: Config) -> WeightAveraging | None:
+    """Lightning's exponential moving average of the weights, updated after every optimiser step (train.ema)."""
+    return EMAWeightAveraging(decay=cfg.train.ema) if cfg.train.ema > 0 else None
 
 
 def precision_for(cfg: Config) -> str:
