@@ -118,9 +118,10 @@ class BestModel(Callback):
                 trainer.should_stop = self.stopped = True
 
     def _weights(self, pl_module) -> dict:
+        if self.averaging is None:
+            return pl_module.model.state_dict()
         # Lightning swaps the averaged weights in for validation and back out before on_validation_end runs
-        averaged = getattr(self.averaging, "_average_model", None)
-        return (averaged.module if averaged is not None else pl_module).model.state_dict()
+        return self.averaging._average_model.module.model.state_dict()
 
     def on_train_start(self, trainer, pl_module):
         if self.stopped:  # resumed after early stopping had ended the run: do not train on
