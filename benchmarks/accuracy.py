@@ -1,7 +1,8 @@
 """Accuracy on real data: FSDD digits (standard split, 3 seeds), FSDD speaker-independent (leave one speaker out, 5 seeds),
+unseen-speaker accuracy against the number of training speakers (1-4, seed 0; 5 read from the loso task),
 FSDD speaker identification, ESC-10 (official 5-fold CV). Every row: accuracy, macro-F1, training time, epochs,
 parameters, config. --quick is a smoke test (1 seed, 1-2 epochs, subsets), not a result.
-python -m benchmarks.accuracy [--quick] [--tasks digits,loso,speaker,esc10] [--resume]
+python -m benchmarks.accuracy [--quick] [--tasks digits,loso,speakers,speaker,esc10] [--resume]
 --resume keeps finished runs in benchmarks/out/runs/acc-* (a CV folder resumes at its first unfinished run).
 """
 from __future__ import annotations
@@ -14,7 +15,12 @@ from pathlib import Path
 
 from .common import ESC10, OUT, QUICK_OUT, ROOT, figure, finish, fsdd_groups_manifest, fsdd_manifest, load_str, mean_std, start, table
 
-TASKS = ["digits", "loso", "speaker", "esc10"]
+TASKS = ["digits", "loso", "speakers", "speaker", "esc10"]
+FSDD_SPEAKERS = ["theo", "lucas", "george", "jackson", "nicolas", "yweweler"]
+# k training speakers: subsets of k + 1 speakers, run leave-one-speaker-out, chosen so that every speaker is
+# tested equally often at each k (indices into FSDD_SPEAKERS)
+SPEAKER_SUBSETS = {1: [[0, 1], [2, 3], [4, 5]], 2: [[0, 1, 2], [3, 4, 5], [0, 3, 4], [1, 2, 5]],
+                   3: [[0, 1, 2, 3], [4, 5, 0, 1], [2, 3, 4, 5]], 4: [[j for j in range(6) if j != i] for i in range(6)]}
 ESC10_REFERENCES = "published on this protocol: MFCC random forest 72.7%, Piczak's 2015 CNN 80.3%, human listeners 95.7%"
 
 
@@ -99,8 +105,7 @@ def main(argv=None) -> dict:
         if q:  # three speakers (validation needs two in training), takes 0-19: three small folds
             csv = _subset(csv, lambda r: r["group"] in ("george", "jackson", "lucas") and int(r["take"]) < 20,
                           "fsdd_loso_3speakers.csv")
-        si = ROOT / "configs" / "fsdd-speaker-independent.yaml"
-        si_config = str(si) if si.is_file() else None
+        si_config = si_config_path()
         loso_seeds = [0] if q else [0, 1, 2, 3, 4]
         s, runs = _cv(csv, "fsdd-loso", quick_sets, config=si_config, leave_one_group_out=True, seeds=loso_seeds)
         rows.append(_row("FSDD digits, unseen speaker", runs, "configs/fsdd-speaker-independent.yaml" if si_config else "default",
@@ -114,6 +119,8 @@ def main(argv=None) -> dict:
             res["figures"].append(figure("FSDD digits, unseen speaker: the seeds together (averaged probabilities)",
                                          s["ensemble_accuracy_mean"], "fraction", target=">= 95%",
                                          met=s["ensemble_accuracy_mean"] >= 0.95))
+    if "speakers" in tasks and not q:
+        _speaker_count(res, si_config_path())
     if "speaker" in tasks:
         runs = _train(fsdd_manifest("speaker"), "fsdd-speaker", [0], quick_sets, config="bilstm")
         rows.append(_row("FSDD speaker identification", runs, "preset bilstm", "standard split, seed 0"))
@@ -144,12 +151,69 @@ def main(argv=None) -> dict:
     return res
 
 
+def si_config_path() -> str | None:
+    si = ROOT / "configs" / "fsdd-speaker-independent.yaml"
+    return str(si) if si.is_file() else None
+
+
+def _speaker_count(res: dict, config: str | None) -> None:
+    """Unseen-speaker accuracy of the LOSO config (seed 0) trained on k = 1..4 speakers; k = 5 is the loso task's
+    seed 0 (read from its folder). Fits: accuracy linear in log2(k), and the error rate as a power law of k."""
+    import csv as _csv
+    import math
+
+    with open(fsdd_groups_manifest()) as f:
+        rows = list(_csv.DictReader(f))
+    acc: dict[int, dict[str, list[float]]] = {}
+    for k, subsets in SPEAKER_SUBSETS.items():
+        for i, subset in enumerate(subsets):
+            keep = {FSDD_SPEAKERS[j] for j in subset}
+            name = f"speakers-k{k}{'abcdef'[i]}"
+            csv = OUT / f"fsdd_{name}.csv"
+            with open(csv, "w", newline="") as f:
+                w = _csv.DictWriter(f, rows[0].keys())
+                w.writeheader()
+                w.writerows(r for r in rows if r["group"] in keep)
+            s, _ = _cv(csv, name, [], config=config, leave_one_group_out=True, seeds=[0])
+            for fold in s["folds"]:
+                acc.setdefault(k, {}).setdefault(fold["fold"], []).append(fold["accuracy"])
+    loso = RUNS / "acc-fsdd-loso" / "cv.json"
+    if loso.is_file():
+        acc[5] = {f["fold"]: [f.get("accuracy_per_seed", [f["accuracy"]])[0]] for f in json.loads(loso.read_text())["folds"]}
+    out_rows, ks, means = [], [], []
+    for k in sorted(acc):
+        values = [a for v in acc[k].values() for a in v]
+        ks.append(k)
+        means.append(100 * statistics.mean(values))
+        out_rows.append([k, len(values), *[f"{100 * statistics.mean(acc[k][n]):.1f}" if n in acc[k] else "" for n in FSDD_SPEAKERS],
+                         f"{means[-1]:.2f}%"])
+    res["tables"].append(table("FSDD unseen speaker against the number of training speakers (seed 0)",
+                               ["training speakers", "folds", *FSDD_SPEAKERS, "mean"], out_rows,
+                               note="Speaker columns: mean over the folds that test that speaker."
+                                    + (" k = 5 is the loso task's seed 0." if 5 in acc else "")))
+    if len(ks) >= 2:
+        def fit(x, y):  # least squares y = a + b x
+            mx, my = statistics.mean(x), statistics.mean(y)
+            b = sum((u - mx) * (v - my) for u, v in zip(x, y)) / sum((u - mx) ** 2 for u in x)
+            return my - b * mx, b
+        a, b = fit([math.log2(k) for k in ks], means)
+        a2, b2 = fit([math.log(k) for k in ks], [math.log(100 - m) for m in means])
+        res["figures"].append(figure("FSDD unseen speaker: points of accuracy per doubling of the training speakers", b,
+                                     "points", note=f"fit {a:.1f} + {b:.2f} log2(k) over k = {ks}"))
+        res["figures"].append(figure("FSDD unseen speaker: training speakers for 95%, accuracy linear in log2(k)",
+                                     2 ** ((95 - a) / b), "speakers", note="an extrapolation"))
+        res["figures"].append(figure("FSDD unseen speaker: training speakers for 95%, error rate a power law of k",
+                                     math.exp((math.log(5) - a2) / b2), "speakers",
+                                     note=f"fit error {math.exp(a2):.1f}% x k^{b2:.2f}; an extrapolation"))
+
+
 def _trained_when(runs: Path, tasks: list[str]) -> str:
     """When each task's runs finished (metrics.json times): with --resume, rows can come from earlier runs, whose
     training times reflect the load of their own day and hour, not this section's."""
     import time
 
-    names = {"digits": "acc-fsdd-digits-s*", "loso": "acc-fsdd-loso", "speaker": "acc-fsdd-speaker-s*", "esc10": "acc-esc10"}
+    names = {"digits": "acc-fsdd-digits-s*", "loso": "acc-fsdd-loso", "speakers": "acc-speakers-k*", "speaker": "acc-fsdd-speaker-s*",
+             "esc10": "acc-esc10"}
     parts = []
     for task in tasks:
         stamps = [p.stat().st_mtime for d in runs.glob(names.get(task, "-")) for p in d.rglob("metrics.json")]
