@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import torch
 
-from specrnn.audio import load_audio
 from specrnn.errors import SpecrnnError
 from specrnn.run import atomic_write_bytes, load_checkpoint_file, load_model_file, save_model
 
@@ -149,10 +148,8 @@ def validation_loss(run: Path) -> float:
 
     with open(run / "split.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == "val"]
-    p = Predictor.load(run, device="cpu")
-    probs = [p.probabilities(p.logits_from_features(p.features_of([w])))[0]
-             for w in (load_audio(r["path"], p.cfg.features.sample_rate) for r in rows)]
-    return float(np.mean([-np.log(q[p.classes.index(r["label"])]) for q, r in zip(probs, rows)]))
+    preds = Predictor.load(run, device="cpu").predict([r["path"] for r in rows])
+    return float(np.mean([-np.log(p.probabilities[r["label"]]) for p, r in zip(preds, rows)]))
 
 
 def test_weight_averaging_keeps_the_validated_average_and_resumes_exactly(data, tmp_path):
