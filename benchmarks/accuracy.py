@@ -24,13 +24,13 @@ SPEAKER_SUBSETS = {1: [[0, 1], [2, 3], [4, 5]], 2: [[0, 1, 2], [3, 4, 5], [0, 3,
 ESC10_REFERENCES = "published on this protocol: MFCC random forest 72.7%, Piczak's 2015 CNN 80.3%, human listeners 95.7%"
 
 
-def _subset(csv: Path, keep, name: str) -> Path:
-    """A CSV with the rows of `csv` for which keep(row) is true (quick mode)."""
+def _subset(csv: Path, keep, name: str, folder: Path = OUT / "quick") -> Path:
+    """A CSV with the rows of `csv` for which keep(row) is true (quick mode, speaker subsets)."""
     import csv as _csv
 
     with open(csv) as f:
         rows = list(_csv.DictReader(f))
-    out = OUT / "quick" / name
+    out = folder / name
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
         w = _csv.DictWriter(f, rows[0].keys())
@@ -159,21 +159,15 @@ def si_config_path() -> str | None:
 def _speaker_count(res: dict, config: str | None) -> None:
     """Unseen-speaker accuracy of the LOSO config (seed 0) trained on k = 1..4 speakers; k = 5 is the loso task's
     seed 0 (read from its folder). Fits: accuracy linear in log2(k), and the error rate as a power law of k."""
-    import csv as _csv
     import math
 
-    with open(fsdd_groups_manifest()) as f:
-        rows = list(_csv.DictReader(f))
+    manifest = fsdd_groups_manifest()
     acc: dict[int, dict[str, list[float]]] = {}
     for k, subsets in SPEAKER_SUBSETS.items():
         for i, subset in enumerate(subsets):
             keep = {FSDD_SPEAKERS[j] for j in subset}
             name = f"speakers-k{k}{'abcdef'[i]}"
-            csv = OUT / f"fsdd_{name}.csv"
-            with open(csv, "w", newline="") as f:
-                w = _csv.DictWriter(f, rows[0].keys())
-                w.writeheader()
-                w.writerows(r for r in rows if r["group"] in keep)
+            csv = _subset(manifest, lambda r: r["group"] in keep, f"fsdd_{name}.csv", OUT)
             s, _ = _cv(csv, name, [], config=config, leave_one_group_out=True, seeds=[0])
             for fold in s["folds"]:
                 acc.setdefault(k, {}).setdefault(fold["fold"], []).append(fold["accuracy"])
