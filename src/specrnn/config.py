@@ -101,6 +101,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     label_smoothing: float = 0.05
     ema: float = 0.0  # keep an exponential moving average of the weights (decay per step, e.g. 0.999); 0 = off
+    adversary: float = 0.0  # speaker-adversarial weight: the clip embedding learns to hide its group (gradient reversal); 0 = off
     precision: str = "auto"  # auto | 32 | 16-mixed | bf16-mixed
     accelerator: str = "auto"
     threads: int | None = None
@@ -167,7 +168,7 @@ RANGES = {
     "train.batch_size": (1, None, True, True), "train.max_epochs": (1, None, True, True), "train.min_epochs": (0, None, True, True),
     "train.patience": (1, None, True, True), "train.lr": (0, None, False, True), "train.weight_decay": (0, None, True, True),
     "train.warmup_fraction": (0, 1, True, False), "train.grad_clip": (0, None, True, True),
-    "train.label_smoothing": (0, 1, True, False), "train.ema": (0, 1, True, False), "train.threads": (1, None, True, True), "train.num_nodes": (1, None, True, True),
+    "train.label_smoothing": (0, 1, True, False), "train.ema": (0, 1, True, False), "train.adversary": (0, None, True, True), "train.threads": (1, None, True, True), "train.num_nodes": (1, None, True, True),
     "data.val_fraction": (0, 1, True, False), "data.test_fraction": (0, 1, True, False),
 }
 

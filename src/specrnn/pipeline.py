@@ -78,10 +78,14 @@ def prepare_data(man: Manifest, cfg: Config, run_dir: Path | None = None, log=pr
     if len(classes) < 2:
         raise SpecrnnError(f"need at least 2 classes in the training split, found {len(classes)}")
     sets = {}
+    train_groups = sorted({g for g, s in zip(man.groups, man.splits) if s == "train"}) if man.groups else []
     for name in ("train", "val", "test"):
         rows = [i for i, s in enumerate(man.splits) if s == name]
+        groups = np.array([train_groups.index(man.groups[i]) for i in rows]) if name == "train" and train_groups else None
         sets[name] = FeatureSet([feats[i] for i in rows], encode_labels([man.labels[i] for i in rows], classes, ml),
-                                [man.paths[i] for i in rows])
+                                [man.paths[i] for i in rows], groups=groups)
+    if cfg.train.adversary > 0 and len(train_groups) < 2:
+        raise SpecrnnError("train.adversary needs a 'group' column with at least 2 groups (speakers) in the training split")
     log(f"features: {len(man)} clips ready in {time.perf_counter() - t0:.1f} s "
         f"(train {len(sets['train'])}, val {len(sets['val'])}, test {len(sets['test'])}; {len(classes)} classes)")
     if not len(sets["val"]):
@@ -107,7 +111,8 @@ def _loader(fs: FeatureSet, cfg: Config, train: bool):
 
     sampler = BucketBatchSampler(fs.lengths, cfg.train.batch_size if train else 64, shuffle=train, bucket=cfg.data.bucket,
                                  seed=cfg.seed)
-    return DataLoader(FeatureDataset(fs.features, fs.targets), batch_sampler=sampler, collate_fn=collate, num_workers=0)
+    groups = fs.groups if train and cfg.train.adversary > 0 else None
+    return DataLoader(FeatureDataset(fs.features, fs.targets, groups), batch_sampler=sampler, collate_fn=collate, num_workers=0)
 
 
 def train(
@@ -194,7 +199,8 @@ def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=pr
     best = BestModel(run_dir, meta, cfg.train.patience, cfg.train.min_epochs, averaging)
     extra = [averaging] if averaging is not None else []
     trainer = make_trainer(cfg, run_dir, [*extra, best, History(run_dir), *callbacks])
-    lit = LitClassifier(model, task, cfg, len(train_loader), batch_augment(cfg, task.n_outputs, log))
+    n_groups = int(sets["train"].groups.max()) + 1 if cfg.train.adversary > 0 else 0
+    lit = LitClassifier(model, task, cfg, len(train_loader), batch_augment(cfg, task.n_outputs, log), n_groups)
     log(f"training {describe(cfg)} ({count_parameters(model):,} parameters) on {len(sets['train'])} clips, "
         f"validating on {len(sets['val'])}")
     ckpt = run_dir / "checkpoints" / "last.ckpt"

@@ -16,18 +16,41 @@ from lightning.pytorch.callbacks import Callback, Checkpoint, EMAWeightAveraging
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .config import Config
+from .errors import SpecrnnError
 from .models import SpecRNN
 from .run import MODEL_FILE, atomic_write_bytes, atomic_write_text, checkpoint_bytes, load_checkpoint_file, save_model
 from .tasks import ClassificationTask
 
 
+class _ReverseGradient(torch.autograd.Function):
+    """Identity forward; the gradient is multiplied by -scale on the way back (Ganin & Lempitsky, 2015)."""
+
+    @staticmethod
+    def forward(ctx, x, scale: float):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.scale * grad, None
+
+
 class LitClassifier(L.LightningModule):
-    def __init__(self, model: SpecRNN, task: ClassificationTask, cfg: Config, steps_per_epoch: int, augment=None):
+    def __init__(self, model: SpecRNN, task: ClassificationTask, cfg: Config, steps_per_epoch: int, augment=None,
+                 n_groups: int = 0):
         super().__init__()
         self.model, self.task, self.cfg, self.steps_per_epoch = model, task, cfg, steps_per_epoch
         self.augment = augment  # BatchAugment or None: training batches only
         self._val: list[tuple[float, int, int]] = []
         self._train: list[tuple[float, int]] = []
+        # speaker-adversarial training: a classifier of the clip's group reads the pooled embedding through gradient
+        # reversal, so the encoder learns to hide the speaker while the adversary tries to find it. Not saved.
+        self.adversary = None
+        if cfg.train.adversary > 0:
+            if model.pooling is None:
+                raise SpecrnnError("train.adversary needs a clip head (it reads the pooled embedding); this model has frame outputs")
+            size = model.pooling.output_size
+            self.adversary = torch.nn.Sequential(torch.nn.Linear(size, 128), torch.nn.ReLU(), torch.nn.Linear(128, n_groups))
 
     def forward(self, features, lengths):
         return self.model(features, lengths)
@@ -35,10 +58,21 @@ class LitClassifier(L.LightningModule):
     def training_step(self, batch, batch_idx):
         if self.augment is not None:
             batch = self.augment(batch)
-        logits = self.model(batch["features"], batch["lengths"])
-        loss = self.task.loss(logits, batch["targets"])
-        self._train.append((loss.detach(), batch["targets"].shape[0]))
+        if self.adversary is None:
+            task_loss = loss = self.task.loss(self.model(batch["features"], batch["lengths"]), batch["targets"])
+        else:
+            emb = self.model.embed(batch["features"], batch["lengths"])
+            task_loss = self.task.loss(self.model.head(emb), batch["targets"])
+            adv = self.adversary(_ReverseGradient.apply(emb, self.reversal_scale()))
+            loss = task_loss + torch.nn.functional.cross_entropy(adv, batch["groups"])
+        self._train.append((task_loss.detach(), batch["targets"].shape[0]))  # history's train_loss: the task's own
         return loss
+
+    def reversal_scale(self) -> float:
+        """How strongly the encoder is pushed to hide the group: from 0 up to train.adversary over training, on
+        Ganin & Lempitsky's schedule, so the adversary has something to read before the encoder fights it."""
+        progress = self.global_step / max(1, self.cfg.train.max_epochs * self.steps_per_epoch)
+        return self.cfg.train.adversary * (2 / (1 + math.exp(-10 * progress)) - 1)
 
     def on_train_epoch_start(self):
         self._train = []
@@ -70,8 +104,9 @@ class LitClassifier(L.LightningModule):
 
     def configure_optimizers(self):
         t = self.cfg.train
-        decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() > 1]
-        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() <= 1]
+        params = [p for p in self.parameters() if p.requires_grad]  # the model's, and the adversary's if any
+        decay = [p for p in params if p.dim() > 1]
+        no_decay = [p for p in params if p.dim() <= 1]
         groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         try:  # the fused kernel: 3.6 ms instead of 7-10 ms per step for the default model on this CPU
             opt = torch.optim.AdamW(groups, lr=t.lr, fused=True)

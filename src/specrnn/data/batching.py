@@ -10,17 +10,20 @@ from torch.utils.data import Dataset
 
 
 class FeatureDataset(Dataset):
-    """Indexable (features, length, target) over in-memory features."""
+    """Indexable (features, target[, group]) over in-memory features; groups only where a task needs them."""
 
-    def __init__(self, features: list[np.ndarray], targets: np.ndarray):
+    def __init__(self, features: list[np.ndarray], targets: np.ndarray, groups: np.ndarray | None = None):
         self.features = [torch.from_numpy(f) for f in features]
         self.targets = torch.as_tensor(targets)
+        self.groups = None if groups is None else torch.as_tensor(groups)
 
     def __len__(self) -> int:
         return len(self.features)
 
     def __getitem__(self, i: int):
-        return self.features[i], self.targets[i]
+        if self.groups is None:
+            return self.features[i], self.targets[i]
+        return self.features[i], self.targets[i], self.groups[i]
 
 
 def pad_batch(features: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -30,9 +33,12 @@ def pad_batch(features: list[Tensor]) -> tuple[Tensor, Tensor]:
 
 
 def collate(items) -> dict:
-    feats, targets = zip(*items)
+    feats, targets, *groups = zip(*items)
     x, lengths = pad_batch(list(feats))
-    return {"features": x, "lengths": lengths, "targets": torch.stack(list(targets))}
+    batch = {"features": x, "lengths": lengths, "targets": torch.stack(list(targets))}
+    if groups:
+        batch["groups"] = torch.stack(list(groups[0]))
+    return batch
 
 
 class BucketBatchSampler(torch.utils.data.Sampler):

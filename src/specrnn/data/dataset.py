@@ -21,6 +21,7 @@ class FeatureSet:
     targets: np.ndarray
     paths: list[str]
     errors: list[AudioError] = field(default_factory=list)
+    groups: np.ndarray | None = None  # group (speaker) indices, where the manifest has groups
 
     @property
     def lengths(self) -> np.ndarray:

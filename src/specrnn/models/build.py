@@ -49,11 +49,15 @@ class SpecRNN(nn.Module):
 
     def forward(self, features: Tensor, lengths: Tensor):
         """Clip head: logits (B, C). Frame head: (logits (B, T', C), lengths (B,))."""
-        h, lengths = self.encode(features, lengths)
         if self.pooling is None:
+            h, lengths = self.encode(features, lengths)
             return self.head(h), lengths
-        pooled, _ = self.pooling(h, lengths)
-        return self.head(pooled)
+        return self.head(self.embed(features, lengths))
+
+    def embed(self, features: Tensor, lengths: Tensor) -> Tensor:
+        """The pooled clip embedding (B, D) the clip head reads (clip heads only)."""
+        h, lengths = self.encode(features, lengths)
+        return self.pooling(h, lengths)[0]
 
     @torch.no_grad()
     def attention(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor] | None:
