@@ -106,6 +106,28 @@ def test_several_seeds_are_also_scored_together(grouped_csv, tmp_path):
     assert seed_ensemble([run], out / "fold-1" / "data.csv") is None
 
 
+def test_runs_with_other_features_are_averaged_each_on_its_own_features(grouped_csv, tmp_path):
+    from specrnn.crossval import fold_test_probabilities
+    from specrnn.data.dataset import build_feature_set
+    from specrnn.data.manifest import load_manifest
+    from specrnn.inference import Predictor
+
+    runs = []
+    for name, extra in (("a", []), ("b", ["features.n_mels=24", "features.kind=mfcc", "features.n_mfcc=10"])):
+        specrnn.cv(grouped_csv, tmp_path / name, overrides=[*TINY, *extra], folds=3, jobs=1, log=lambda *a: None)
+        runs.append(tmp_path / name / "fold-1" / "seed-0")
+    fold_csv = tmp_path / "a" / "fold-1" / "data.csv"
+    probs, targets = fold_test_probabilities(runs, fold_csv)
+    alone = []
+    for run in runs:
+        p = Predictor.load(run)
+        fs = build_feature_set(load_manifest(fold_csv).where_split("test"), p.cfg.features, p.classes)
+        alone.append(p.probabilities(p.logits_from_features(fs.features)))
+        assert (fs.targets == targets).all()
+    assert alone[0].shape[1] != 0 and not np.allclose(alone[0], alone[1])
+    np.testing.assert_allclose(probs, (alone[0] + alone[1]) / 2, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("group_val", [True, False])
 def test_leave_one_group_out_fold_validation_by_group_or_by_row(grouped_csv, tmp_path, group_val):
     """data.group_val reaches the training pipeline: with true validation holds whole training speakers out; with

@@ -181,24 +181,41 @@ def _read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def fold_test_probabilities(run_dirs: list[Path], fold_csv: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The runs' class probabilities on the fold's test rows, averaged, and the rows' targets. Runs that share
+    feature settings (the seeds of one config) share one reading of the audio."""
+    from .data.dataset import build_feature_set
+    from .inference import Predictor
+
+    predictors = [Predictor.load(d, device="cpu") for d in run_dirs]
+    classes = predictors[0].classes
+    if any(p.classes != classes for p in predictors):
+        raise SpecrnnError(f"{fold_csv}: the runs to average were trained on different classes")
+    test, sets, total = load_manifest(fold_csv).where_split("test"), {}, 0
+    for p in predictors:
+        key = repr(p.cfg.features)
+        if key not in sets:
+            sets[key] = build_feature_set(test, p.cfg.features, classes, p.cfg.data.cache_dir, desc="ensemble")
+        total = total + p.probabilities(p.logits_from_features(sets[key].features))
+    targets = next(iter(sets.values())).targets
+    if any(len(fs.targets) != len(targets) for fs in sets.values()):
+        raise SpecrnnError(f"{fold_csv}: some test files could not be read with every run's feature settings")
+    return total / len(predictors), targets
+
+
 def seed_ensemble(run_dirs: list[Path], fold_csv: Path) -> dict | None:
     """Metrics of the seeds' averaged class probabilities on the fold's test rows: what training several seeds buys
     when they are used together. None for a single seed or a multi-label task."""
     if len(run_dirs) < 2:
         return None
-    from .data.dataset import build_feature_set
     from .evaluation import classification_metrics
     from .inference import Predictor
 
-    predictors = [Predictor.load(d, device="cpu") for d in run_dirs]
-    first = predictors[0]
-    if first.cfg.model.multilabel or any(p.classes != first.classes or p.cfg.features != first.cfg.features for p in predictors):
+    first = Predictor.load(run_dirs[0], device="cpu")
+    if first.cfg.model.multilabel:
         return None
-    # the seeds share their feature settings: the test rows are read once
-    fs = build_feature_set(load_manifest(fold_csv).where_split("test"), first.cfg.features, first.classes,
-                           first.cfg.data.cache_dir, desc="seed ensemble")
-    probs = sum(p.probabilities(p.logits_from_features(fs.features)) for p in predictors)
-    return classification_metrics(fs.targets, probs.argmax(-1), first.classes)
+    probs, targets = fold_test_probabilities(run_dirs, fold_csv)
+    return classification_metrics(targets, probs.argmax(-1), first.classes)
 
 
 def summarize(runs, fold_names: list[str], protocol: str) -> dict:
