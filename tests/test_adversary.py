@@ -16,6 +16,7 @@ from specrnn.training import LitClassifier
 
 from .conftest import low_high_clip
 from .test_bad_inputs import TINY, run_cli
+from .test_robustness import assert_same_run, killed_at
 
 
 def _lit(adversary: float, head: str = "clip") -> LitClassifier:
@@ -75,18 +76,35 @@ def test_frame_heads_and_data_without_groups_are_refused(tmp_path):
     assert r.returncode != 0 and "train.adversary needs a 'group' column" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_training_with_an_adversary_saves_the_plain_model(tmp_path):
+@pytest.fixture(scope="module")
+def grouped(tmp_path_factory):
+    """48 low/high clips from 4 speakers, as a manifest with a group column."""
+    root = tmp_path_factory.mktemp("grouped")
     rng = np.random.default_rng(0)
     rows = [["path", "label", "group"]]
     for i in range(48):
-        rows.append([f"{i}.wav", low_high_clip(tmp_path / f"{i}.wav", i, rng), f"spk{i % 4}"])
-    with open(tmp_path / "m.csv", "w", newline="") as fh:
+        rows.append([f"{i}.wav", low_high_clip(root / f"{i}.wav", i, rng), f"spk{i % 4}"])
+    with open(root / "m.csv", "w", newline="") as fh:
         csv.writer(fh).writerows(rows)
+    return root / "m.csv"
+
+
+ARGS = [*TINY, "--max-epochs", "3", "--set", "train.adversary=0.5", "--set", "data.group_val=false"]
+
+
+def test_training_with_an_adversary_saves_the_plain_model(grouped, tmp_path):
     out = tmp_path / "run"
-    r = run_cli("train", tmp_path / "m.csv", "--out", out, *TINY, "--max-epochs", "2", "--set", "train.adversary=0.5",
-                "--set", "data.group_val=false")
+    r = run_cli("train", grouped, "--out", out, *ARGS)
     assert r.returncode == 0, r.stdout + r.stderr
     state, meta = load_model_file(out)
     assert not any(k.startswith("adversary") for k in state) and meta["config"]["train"]["adversary"] == 0.5
-    r = run_cli("predict", out, tmp_path / "0.wav")
+    r = run_cli("predict", out, grouped.parent / "0.wav")
     assert r.returncode == 0, r.stdout + r.stderr
+    # killed after epoch 1 and resumed: the adversary's weights come back from the checkpoint, and the run
+    # ends exactly where the uninterrupted one did
+    killed = tmp_path / "killed"
+    killed_at("val:1", "train", grouped, "--out", killed, *ARGS)
+    r = run_cli("train", "--resume", "--out", killed)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert any(k.startswith("adversary") for k in torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"])
+    assert_same_run(out, killed, epochs=3)
