@@ -85,7 +85,9 @@ def test_killed_study_resumes(study_data):
     assert p.poll() is None and finished >= 1, "the study ended before it could be killed"
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
-    before = {t.number: t.value for t in optuna.load_study(study_name="specrnn", storage=db).trials if t.state.is_finished()}
+    killed = optuna.load_study(study_name="specrnn", storage=db).trials
+    before = {t.number: t.value for t in killed if t.state.is_finished()}
+    sampled = [t.params for t in killed]
     target = len(before) + 2  # the rerun finishes the study at two more trials than the kill left
     r = cli(*_args(study_data, target))
     assert "resuming study" in r.stdout
@@ -94,3 +96,34 @@ def test_killed_study_resumes(study_data):
     assert len(done) >= target
     assert all(study.trials[n].value == v for n, v in before.items())  # finished trials were kept, not redone
     assert not [t for t in study.trials if t.state.name == "RUNNING"]
+    # the interrupted trial is re-run with its own parameters; every other new trial samples a new point (a
+    # sampler reseeded as at the start would replay the first trials' parameters)
+    rerun = [t for t in study.trials[len(killed):] if t.params not in sampled]
+    assert len(rerun) >= len(study.trials) - len(killed) - 1 >= 1
+
+
+@pytest.mark.parametrize("text, message", [
+    ("model.hidden: {int: [16, 8]}", "low 16 is above high 8"),
+    ("model.hidden: [8, 16", "not valid YAML"),
+    ("model.cel: {choices: [lstm]}", "unknown config key 'model.cel'"),
+    ("model.cell: {choices: [lstm, rnn]}", "'model.cell' must be one of"),
+    ("train.lr: {float: [0, 0.1], log: true}", "a log range needs low > 0"),
+    ("model.dropout: {float: [0.1, 2.0]}", "'model.dropout' must be"),
+])
+def test_a_bad_search_space_is_refused_before_any_work(tmp_path, text, message):
+    import specrnn
+    from specrnn.errors import SpecrnnError
+
+    (tmp_path / "space.yaml").write_text(text + "\n")
+    with pytest.raises(SpecrnnError, match=message.replace("(", r"\(")):
+        specrnn.tune(tmp_path / "no-data.csv", tmp_path / "study", space=str(tmp_path / "space.yaml"))
+    assert not (tmp_path / "study" / "study.db").exists()
+
+
+@pytest.mark.parametrize("storage", ["notaurl", "sqlite:///{tmp}/no/such/dir/x.db"])
+def test_a_bad_storage_url_is_one_clear_error(tmp_path, storage):
+    import specrnn
+    from specrnn.errors import SpecrnnError
+
+    with pytest.raises(SpecrnnError, match="--storage .*: cannot open an Optuna study there"):
+        specrnn.tune(tmp_path / "no-data.csv", tmp_path / "study", storage=storage.format(tmp=tmp_path))

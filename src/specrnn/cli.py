@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("data", help="folder or CSV manifest (test rows are never used)")
     u.add_argument("--out", required=True, help="study folder (re-running it resumes the study)")
     u.add_argument("--trials", type=_positive(int), default=20, help="total finished trials wanted (complete + pruned)")
-    u.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
+    u.add_argument("--timeout", type=_positive(float), help="stop starting new trials after this many seconds")
     u.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/study.db)")
     u.add_argument("--space", help="search-space YAML (default: the built-in one; `specrnn models config search_space`)")
     u.add_argument("--jobs", type=_positive(int), help="processes running trials at once (default: cores / threads per run)")
