@@ -79,6 +79,30 @@ def test_cv_runs_folds_keeps_test_out_of_validation_and_resumes(grouped_csv, tmp
     fewer.write_text("".join(grouped_csv.read_text().splitlines(keepends=True)[:-3]))
     with pytest.raises(SpecrnnError, match="other rows"):
         specrnn.cv(fewer, out, overrides=TINY, folds=3, jobs=1, log=lambda *a: None)
+    # so is another protocol: its folds would sit beside these and cv.json would describe only one of them
+    for other in ({"leave_one_group_out": True}, {"folds": 2}):
+        with pytest.raises(SpecrnnError, match="holds a stratified 3-fold cross-validation; this command asks for"):
+            specrnn.cv(grouped_csv, out, overrides=TINY, jobs=1, log=lambda *a: None, **other)
+    assert sorted(p.name for p in out.glob("fold-*")) == ["fold-1", "fold-2", "fold-3"]
+
+
+def test_unusable_files_stop_the_cv_or_are_left_out_before_folds_are_made(grouped_csv, tmp_path):
+    from specrnn.errors import BadFilesError
+
+    bad = tmp_path / "bad.csv"
+    lines = grouped_csv.read_text().splitlines(keepends=True)
+    for i, label in enumerate(("low", "high", "high")):
+        (grouped_csv.parent / f"broken{i}.wav").write_bytes(b"RIFF....WAVEfmt not really")
+        lines.append(f"broken{i}.wav,{label},spk{i}\n")
+    bad.write_text("".join(lines))
+    with pytest.raises(BadFilesError, match="3 unusable audio file"):
+        specrnn.cv(bad, tmp_path / "stop", overrides=TINY, folds=3, jobs=1, log=lambda *a: None)
+    assert not list((tmp_path / "stop").glob("fold-*")) and (tmp_path / "stop" / "bad_files.csv").is_file()
+    s = specrnn.cv(bad, tmp_path / "skip", overrides=[*TINY, "data.on_error=skip"], folds=3, jobs=1, log=lambda *a: None)
+    assert sum(f["n"] for f in s["folds"]) == 36  # every usable row tested once, none of the broken ones
+    for fold in ("1", "2", "3"):
+        assert "broken" not in (tmp_path / "skip" / f"fold-{fold}" / "data.csv").read_text()
+    assert (tmp_path / "skip" / "bad_files.csv").read_text().count("broken") == 3
 
 
 def test_cv_cli_parallel_jobs(grouped_csv, tmp_path):
@@ -144,3 +168,17 @@ def test_leave_one_group_out_fold_validation_by_group_or_by_row(grouped_csv, tmp
     assert by_split["test"] == {"spk0"} and not by_split["test"] & (by_split["train"] | by_split["val"])
     assert by_split["val"] and (by_split["val"] <= by_split["train"]) != group_val
     assert (by_split["train"] | by_split["val"]) == {f"spk{i}" for i in range(1, 6)}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--folds", "1"], "must be at least 2"),
+    (["--seeds", "a,b"], "comma-separated whole numbers"),
+    (["--seeds", "0,"], "comma-separated whole numbers"),
+    (["--seeds", "0,0"], "listed twice"),
+])
+def test_cv_arguments_are_checked_before_anything_runs(capsys, tmp_path, args, message):
+    from .test_bad_inputs import main_cli
+
+    with pytest.raises(SystemExit) as e:
+        main_cli(capsys, "cv", tmp_path / "m.csv", "--out", tmp_path / "out", *args)
+    assert e.value.code == 2 and message in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -69,6 +69,14 @@ def test_pattern_manifest_with_split_rules(tmp_path):
     assert again.paths == m.paths and again.splits == m.splits and again.extra["speaker"] == m.extra["speaker"]
     with pytest.raises(SpecrnnError, match="bad split rule"):
         from_pattern(tmp_path, "{label}_{speaker}_{take}.wav", ["nofield<3=test"])
+    # a pattern with a field too few matches no whole name: it is refused, not read from the name's end
+    for short in ("{label}_{take}.wav", "{label}.wav", "ann_{label}.wav"):
+        with pytest.raises(SpecrnnError, match="no audio file name matches"):
+            from_pattern(tmp_path, short)
+    (tmp_path / "dogs").mkdir()
+    write(tmp_path / "dogs" / "bark_1.wav", tone(300))
+    m = from_pattern(tmp_path, "{label}/{name}_{take}.wav")  # a folder in the pattern starts at a folder
+    assert m.labels == ["dogs"] and m.extra["name"] == ["bark"]
 
 
 def _table(n_per_class=30, classes=("a", "b", "c"), groups=None):

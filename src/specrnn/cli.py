@@ -105,8 +105,7 @@ def _models(a) -> int:
 def _cv(a) -> int:
     from .crossval import cv
 
-    seeds = [int(x) for x in a.seeds.split(",")]
-    cv(a.data, a.out, a.config, a.set, a.fold_column, a.folds, a.leave_one_group_out, a.group_column, seeds, a.jobs)
+    cv(a.data, a.out, a.config, a.set, a.fold_column, a.folds, a.leave_one_group_out, a.group_column, a.seeds, a.jobs)
     return 0
 
 
@@ -147,6 +146,33 @@ def _positive(kind: type):
 
     parse.__name__ = kind.__name__
     return parse
+
+
+def _at_least(low: int):
+    """argparse type: a whole number >= low (cross-validation needs at least 2 folds)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def _seed_list(text: str) -> list[int]:
+    """argparse type: distinct integer seeds, comma-separated ('0,1,2')."""
+    try:
+        seeds = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 0,1,2, got {text!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"a seed is listed twice in {text!r}: each seed is one training per fold")
+    return seeds
 
 
 def _config_args(parser: argparse.ArgumentParser, what: str = "") -> None:
@@ -202,10 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="CV folder (re-running it resumes at the first unfinished run)")
     how = c.add_mutually_exclusive_group()
     how.add_argument("--fold-column", help="column holding the fold of each row (default: 'fold' when present)")
-    how.add_argument("--folds", type=int, help="stratified K-fold (group-aware with a group column)")
+    how.add_argument("--folds", type=_at_least(2), help="stratified K-fold (group-aware with a group column; default 5)")
     how.add_argument("--leave-one-group-out", action="store_true", help="each group (e.g. speaker) is a test fold")
     c.add_argument("--group-column", help="use this column as the group (kept within one split)")
-    c.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    c.add_argument("--seeds", type=_seed_list, default=[0], help="comma-separated seeds, e.g. 0,1,2")
     c.add_argument("--jobs", type=_positive(int), help="runs in parallel (default: cores / threads per run)")
     _config_args(c)
     c.set_defaults(func=_cv)

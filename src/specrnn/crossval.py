@@ -46,7 +46,8 @@ def fold_ids(man: Manifest, fold_column: str | None = None, folds: int | None = 
         warnings.simplefilter("ignore")
         if man.groups is not None:
             if len(set(man.groups)) < k:
-                raise SpecrnnError(f"{man.source}: {len(set(man.groups))} groups cannot make {k} group-aware folds")
+                raise SpecrnnError(f"{man.source}: {len(set(man.groups))} groups cannot make {k} group-aware folds"
+                                   + ("" if folds else " (5 is the default: pass --folds K or --leave-one-group-out)"))
             splits = StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(idx, man.labels, man.groups)
         else:
             splits = StratifiedKFold(k, shuffle=True, random_state=seed).split(idx, man.labels)
@@ -104,20 +105,29 @@ def cv(
     log=print,
 ) -> dict:
     """Run the cross-validation into `out` and return (and write) cv.json's summary."""
+    seeds = list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise SpecrnnError(f"seeds must be distinct and at least one, got {seeds}")
+    if folds is not None and folds < 2:
+        raise SpecrnnError(f"--folds must be at least 2, got {folds}")
     out = Path(out)
     cfg = load_config(config, overrides)
     man = load_manifest(data)
     if group_column:
         man.groups = _column(man, group_column)
+    out.mkdir(parents=True, exist_ok=True)
+    man = _usable_rows(man, cfg, out, log)
     ids = fold_ids(man, fold_column, folds, leave_one_group_out, cfg.seed)
     fold_names = sorted(set(ids), key=lambda f: (len(f), f))
-    out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.yaml"
     if not cfg_path.exists():
         atomic_write_text(cfg_path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     elif load_config(str(cfg_path)).to_dict() != cfg.to_dict():  # resuming must not mix two experiments in one folder
         raise SpecrnnError(f"{out} holds a cross-validation with another config ({cfg_path}); choose another --out "
                            "or rerun with the same config to resume it")
+    protocol = ("leave-one-group-out" if leave_one_group_out else f"column '{fold_column or 'fold'}'"
+                if (fold_column or (folds is None and man.folds is not None)) else f"stratified {folds or 5}-fold")
+    _check_protocol(out, protocol + (f", groups from column '{group_column}'" if group_column else ""), fold_names)
     runs = []
     for fold in fold_names:
         fm = fold_manifest(man, ids, fold)
@@ -129,8 +139,6 @@ def cv(
                                "choose another --out for other data")
         for seed in seeds:
             runs.append((fold, seed, csv_path, out / f"fold-{fold}" / f"seed-{seed}"))
-    protocol = ("leave-one-group-out" if leave_one_group_out else f"column '{fold_column or 'fold'}'"
-                if (fold_column or (folds is None and man.folds is not None)) else f"stratified {folds or 5}-fold")
     log(f"cross-validation: {len(fold_names)} folds ({protocol}) x {len(seeds)} seed(s) = {len(runs)} runs into {out}")
     todo = [r for r in runs if not (r[3] / "metrics.json").is_file()]
     if len(todo) < len(runs):
@@ -173,6 +181,37 @@ def cv(
     _write_tables(out, summary)
     log(format_summary(summary, out))
     return summary
+
+
+def _usable_rows(man: Manifest, cfg, out: Path, log) -> Manifest:
+    """Decode every file once, before folds are made (this also fills the feature cache the runs read): unusable
+    files stop the CV (data.on_error: stop) or are dropped before stratification (skip), listed in bad_files.csv."""
+    from .data.dataset import compute_features
+    from .errors import BadFilesError
+    from .pipeline import _write_bad_files
+
+    feats, errors = compute_features(man.paths, cfg.features, cfg.data.cache_dir, desc="reading audio")
+    if not errors:
+        return man
+    _write_bad_files(out / "bad_files.csv", errors)
+    if cfg.data.on_error == "stop":
+        raise BadFilesError(errors, "Cross-validation stopped before any training. Fix or remove them, or pass "
+                            "--set data.on_error=skip to leave them out of every fold.")
+    log(f"skipping {len(errors)} unusable file(s) before making folds; list in {out / 'bad_files.csv'}")
+    return man.select([i for i, f in enumerate(feats) if f is not None])
+
+
+def _check_protocol(out: Path, protocol: str, fold_names: list[str]) -> None:
+    """A CV folder holds one protocol: resuming with another (or other folds) would mix two experiments."""
+    path = out / "protocol.txt"
+    old = path.read_text().strip() if path.is_file() else None
+    stray = sorted(p.name.removeprefix("fold-") for p in out.glob("fold-*") if p.name.removeprefix("fold-") not in fold_names)
+    if (old is not None and old != protocol) or stray:
+        was = f"a {old} cross-validation" if old else f"folds this command does not make ({', '.join(stray[:5])})"
+        raise SpecrnnError(f"{out} holds {was}; this command asks for {protocol}. Choose another --out, or rerun the "
+                           "command that made it to resume it")
+    if old is None:
+        atomic_write_text(path, protocol + "\n")
 
 
 def _read_metrics(run_dir: Path) -> dict:

@@ -209,7 +209,9 @@ def split_difference(split_csv: str | Path, man: Manifest) -> str | None:
 
 # ---------------------------------------------------------------- file-name patterns
 def pattern_regex(pattern: str) -> re.Pattern:
-    """'{label}_{group}_{take}.wav' -> a regex with one named group per field (fields match no '/' or '_')."""
+    """'{label}_{group}_{take}.wav' -> a regex with one named group per field (fields match no '/' or '_').
+    It matches whole names: the pattern starts where a file name (or, with '/' in it, a folder) starts, so
+    '{label}_{take}.wav' does not quietly read 'george' as the label of '0_george_0.wav'."""
     parts = re.split(r"(\{[A-Za-z_][A-Za-z0-9_]*\})", pattern)
     rx = ""
     for part in parts:
@@ -217,7 +219,7 @@ def pattern_regex(pattern: str) -> re.Pattern:
             rx += f"(?P<{part[1:-1]}>[^/_]+?)" if part != "{_}" else "[^/]*?"
         else:
             rx += re.escape(part)
-    return re.compile(rx + r"$")
+    return re.compile(r"(?:^|/)" + rx + r"$")
 
 
 RULE = re.compile(r"^\s*(\w+)\s*(<=|>=|==|!=|<|>| in )\s*(.+?)\s*=\s*(train|val|test)\s*$")
