@@ -285,7 +285,7 @@ def summarize(runs, fold_names: list[str], protocol: str) -> dict:
     f1s = [f["macro_f1"] for f in per_fold]
     all_runs = [a for f in per_fold for a in f["accuracy_per_seed"]]
     return {
-        "protocol": protocol, "folds": per_fold, "n_runs": len(runs),
+        "protocol": protocol, "folds": per_fold, "n_runs": len(runs), "seeds": sorted({r[1] for r in runs}),
         "accuracy_mean": statistics.mean(accs), "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
         "macro_f1_mean": statistics.mean(f1s), "macro_f1_std": statistics.stdev(f1s) if len(f1s) > 1 else 0.0,
         "accuracy_std_over_runs": statistics.stdev(all_runs) if len(all_runs) > 1 else 0.0,

@@ -41,6 +41,20 @@ def _per_class_table(m: dict) -> str:
     return f"<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>"
 
 
+def per_class_from_confusion(cm: np.ndarray, classes: list[str], runs_per_clip: int = 1) -> dict:
+    """Per-class precision, recall, F1 and support from a confusion matrix (rows: true, columns: predicted);
+    support in clips when every clip was scored `runs_per_clip` times."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp, true, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
+    out = {}
+    for i, c in enumerate(classes):
+        p = tp[i] / predicted[i] if predicted[i] else float("nan")
+        r = tp[i] / true[i] if true[i] else float("nan")
+        f = 2 * p * r / (p + r) if predicted[i] and true[i] and (p + r) > 0 else 0.0
+        out[c] = {"precision": p, "recall": r, "f1": f, "support": int(round(true[i] / runs_per_clip))}
+    return {"per_class": out}
+
+
 def _spectrogram_png(features: np.ndarray, title: str, attention: np.ndarray | None) -> bytes:
     from . import plots
 
@@ -85,13 +99,19 @@ def _mistakes(run_dir: Path, split: str, limit: int = 8) -> str:
 def run_report(run_dir: Path) -> str:
     m = json.loads((run_dir / "metrics.json").read_text())
     split = "test" if "test" in m else "val"
+    if split == "test":
+        note = "Validation chose the model; the test split was used only for the figures below."
+    else:
+        note = ('<b class="bad">This run has no test split:</b> the figures below are on the validation split, which '
+                "also chose the model (best epoch), so they are optimistic. Evaluate on held-out data with "
+                "<code>specrnn evaluate RUN DATA</code>.")
     summary = "".join(f"<tr><td>{s}</td><td>{m[s]['n']}</td><td>{_pct(m[s]['accuracy'])}</td><td>{_pct(m[s]['macro_f1'])}</td></tr>"
                       for s in ("val", "test") if s in m)
     config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
     return f"""<h1>specrnn run: {html.escape(run_dir.name)}</h1>
 <p>Model: <b>{html.escape(m['model'])}</b>, {m['parameters']:,} parameters, {len(m['classes'])} classes.
 Best epoch {m['best_epoch']} of {m['epochs_run']}; training took {m['train_seconds']:.0f} s.
-Validation chose the model; the test split was used only for the figures below.</p>
+{note}</p>
 <h2>Metrics</h2><table><tr><th>split</th><th>n</th><th>accuracy</th><th>macro-F1</th></tr>{summary}</table>
 <h2>Learning curves</h2>{_img(run_dir / 'learning_curves.png')}
 <h2>Confusion matrix ({split})</h2>{_img(run_dir / 'confusion_matrix.png')}
@@ -101,29 +121,51 @@ Validation chose the model; the test split was used only for the figures below.<
 
 
 def cv_report(cv_dir: Path) -> str:
-    s = json.loads((cv_dir / "cv.json").read_text())
-    rows = "".join(f"<tr><td>{html.escape(str(f['fold']))}</td><td>{f['n']}</td><td>{_pct(f['accuracy'])}</td>"
-                   f"<td>{_pct(f['macro_f1'])}</td><td>{', '.join(f'{100 * a:.1f}' for a in f['accuracy_per_seed'])}</td>"
-                   f"<td>{f['train_seconds']:.0f}</td></tr>" for f in s["folds"])
     import yaml
 
+    s = json.loads((cv_dir / "cv.json").read_text())
+    seeds = s.get("seeds")
+    n_seeds = len(seeds) if seeds else len(s["folds"][0]["accuracy_per_seed"])
+    together = any("ensemble_accuracy" in f for f in s["folds"])
+    seed_head = ", ".join(f"seed {x}" for x in seeds) if seeds else "per seed"
+    rows = "".join(f"<tr><td>{html.escape(str(f['fold']))}</td><td>{f['n']}</td><td>{_pct(f['accuracy'])}</td>"
+                   f"<td>{_pct(f['macro_f1'])}</td><td>{', '.join(f'{100 * a:.1f}' for a in f['accuracy_per_seed'])}</td>"
+                   + (f"<td>{_pct(f.get('ensemble_accuracy'))}</td>" if together else "")
+                   + f"<td>{f['train_seconds']:.0f}</td></tr>" for f in s["folds"])
+    ens = (f"; with the {n_seeds} seeds together (class probabilities averaged) <b>{_pct(s['ensemble_accuracy_mean'])}</b>"
+           if "ensemble_accuracy_mean" in s else "")
+    per_class = per_class_from_confusion(s["pooled_confusion_matrix"], s["classes"], n_seeds)
+    counted = f" Each test clip is counted once per seed ({n_seeds} times)." if n_seeds > 1 else ""
+    config = yaml.safe_dump(s.get("config", {}), sort_keys=False)
+    if seeds and len(seeds) > 1:
+        config = f"# each run sets its own seed ({', '.join(map(str, seeds))}); the rest is shared\n" + config
     return f"""<h1>specrnn cross-validation: {html.escape(cv_dir.name)}</h1>
-<p>Protocol: {html.escape(s['protocol'])}; {len(s['folds'])} folds, {s['n_runs']} runs. Each fold's test clips were
-never used for training, early stopping or normalisation.</p>
-<p><b>Mean accuracy {_pct(s['accuracy_mean'])} ± {100 * s['accuracy_std']:.2f}</b> (std over folds);
-macro-F1 {_pct(s['macro_f1_mean'])}; pooled accuracy {_pct(s['pooled_accuracy'])}.</p>
-<h2>Per fold</h2><table><tr><th>fold</th><th>n</th><th>accuracy</th><th>macro-F1</th><th>per seed (%)</th><th>train s</th></tr>{rows}</table>
-<h2>Pooled confusion matrix</h2>{_img(cv_dir / 'confusion_matrix.png')}
-<h2>Config</h2><pre>{html.escape(yaml.safe_dump(s.get('config', {}), sort_keys=False))}</pre>"""
+<p>Protocol: {html.escape(s['protocol'])}; {len(s['folds'])} folds x {n_seeds} seed(s) = {s['n_runs']} runs. Each
+fold's test clips were never used for training, early stopping or normalisation.</p>
+<p><b>Mean accuracy {_pct(s['accuracy_mean'])} ± {100 * s['accuracy_std']:.2f}</b> (mean over seeds, then over folds;
+std over folds){ens}; macro-F1 {_pct(s['macro_f1_mean'])}; pooled accuracy {_pct(s['pooled_accuracy'])}.</p>
+<h2>Per fold</h2><table><tr><th>fold</th><th>n</th><th>accuracy</th><th>macro-F1</th><th>{html.escape(seed_head)} (%)</th>
+{'<th>seeds together</th>' if together else ''}<th>train s</th></tr>{rows}</table>
+<h2>Pooled confusion matrix</h2><p>Every fold's test predictions added up.{counted}</p>{_img(cv_dir / 'confusion_matrix.png')}
+<h2>Per class (pooled over folds{' and seeds' if n_seeds > 1 else ''})</h2>{_per_class_table(per_class)}
+<h2>Config</h2><pre>{html.escape(config)}</pre>"""
 
 
 def report(path: str | Path, out: str | Path | None = None) -> Path:
     """Write report.html for a run folder or a CV folder; returns its path."""
     path = Path(path)
+    if out is not None and Path(out).suffix.lower() not in (".html", ".htm"):
+        raise SpecrnnError(f"--out {out}: the report is one HTML file (images inside); give it a .html name")
     if (path / "cv.json").is_file():
         body = cv_report(path)
     elif (path / "metrics.json").is_file():
         body = run_report(path)
+    elif (path / "protocol.txt").is_file() or list(path.glob("fold-*")):
+        raise SpecrnnError(f"{path}: this cross-validation has not finished (no cv.json yet); rerun the `specrnn cv` "
+                           "command that made it to finish it, then report")
+    elif (path / "config.yaml").is_file():
+        raise SpecrnnError(f"{path}: this run has not finished (no metrics.json yet); "
+                           f"resume it with `specrnn train --resume --out {path}`, then report")
     else:
         raise SpecrnnError(f"{path}: neither a finished run folder (metrics.json) nor a CV folder (cv.json)")
     out = Path(out) if out else path / "report.html"
