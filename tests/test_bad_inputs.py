@@ -381,6 +381,15 @@ def test_a_label_only_in_val_or_test_stops(tmp_path, capsys):
     assert not (tmp_path / "run" / "model.pt").exists()
 
 
+def test_a_noise_folder_that_is_not_there_names_the_option(tmp_path, capsys):
+    for label, f in (("a", 300), ("b", 3000)):
+        for i in range(6):
+            write(tmp_path / "d" / label / f"{i}.wav", tone(f + 10 * i, 0.3, seed=i))
+    rc, _, err = main_cli(capsys, "train", tmp_path / "d", "--out", tmp_path / "run", *TINY, "--set",
+                          f"augment.noise_dir={tmp_path / 'nowhere'}")
+    assert rc == 2 and f"augment.noise_dir {tmp_path / 'nowhere'}: not a folder" in err, err
+
+
 def test_every_case_is_in_the_documented_table():
     doc = (ROOT / "docs" / "robustness.md").read_text(encoding="utf-8")
     for name in [*UNUSABLE, *USABLE, *MANIFEST_ERRORS, "broken_link.wav", "unreadable.wav", "symlink loop",

@@ -417,3 +417,23 @@ def test_the_atomic_write_check_finds_plain_writes():
     code = ("open(p, 'w')\nPath(p).write_text('x')\ntorch.save(obj, path)\ntorch.save(obj, buf)\nfig.savefig(buf)\n"
             "onnx.save(proto, str(path))\nopen(p)\n")
     assert [line for line, _ in _plain_writes(code)] == [1, 2, 3, 6]
+
+
+@pytest.mark.parametrize("command", ["train", "cv"])
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(data, tmp_path, command):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "specrnn", command, str(data), "--out", str(out), "--set", "train.max_epochs=200", *TINY]
+    if command == "cv":
+        args += ["--folds", "2", "--jobs", "1"]
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.rglob("history.csv")) and p.poll() is None:
+        time.sleep(0.2)
+    assert p.poll() is None, p.communicate()
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in err, err
+    if command == "train":
+        assert f"training interrupted; resume with: specrnn train --resume --out {out}" in err
+    else:
+        assert "interrupted; finished runs are kept: rerun the same command to resume" in err

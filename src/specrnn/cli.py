@@ -269,17 +269,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: no spin-waiting on shared cores
-    from .errors import SpecrnnError
+    from .errors import Interrupted, SpecrnnError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except (Interrupted, KeyboardInterrupt) as e:
+        print(f"specrnn: {_interrupted(args, e)}", file=sys.stderr)
+        return 130
     except SpecrnnError as e:
         print(f"specrnn: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("specrnn: interrupted", file=sys.stderr)
-        return 130
+
+
+def _interrupted(args, e: BaseException) -> str:
+    """What an interrupted command kept, and how to go on."""
+    from .errors import Interrupted
+
+    if args.command in ("cv", "tune"):
+        kept = "finished runs are kept" if args.command == "cv" else "the study's finished trials are kept"
+        return f"interrupted; {kept}: rerun the same command to resume"
+    if isinstance(e, Interrupted):
+        return str(e)
+    if args.command == "train" and getattr(args, "out", None):
+        return f"interrupted; resume with: specrnn train --resume --out {args.out}"
+    return "interrupted"
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@ class SpecrnnError(Exception):
     """A user-facing error: bad input, bad config, missing run folder."""
 
 
+class Interrupted(SpecrnnError):
+    """Ctrl-C (SIGINT) during a command that can be resumed; the message says how."""
+
+
 class AudioError(SpecrnnError):
     """A file that cannot be used as audio; carries the path and the reason."""
 

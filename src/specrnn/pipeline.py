@@ -15,7 +15,7 @@ from .config import Config, config_from_dict, load_config
 from .data.dataset import FeatureSet, build_feature_set, compute_features
 from .data.manifest import Manifest, load_manifest
 from .data.splits import assign_splits
-from .errors import BadFilesError, SpecrnnError
+from .errors import BadFilesError, Interrupted, SpecrnnError
 from .run import MODEL_FILE, atomic_write_text, write_json
 from .tasks.classification import encode_labels, label_names
 
@@ -85,7 +85,10 @@ def prepare_data(man: Manifest, cfg: Config, run_dir: Path | None = None, log=pr
         sets[name] = FeatureSet([feats[i] for i in rows], encode_labels([man.labels[i] for i in rows], classes, ml),
                                 [man.paths[i] for i in rows], groups=groups)
     if cfg.train.adversary > 0 and len(train_groups) < 2:
-        raise SpecrnnError("train.adversary needs a 'group' column with at least 2 groups (speakers) in the training split")
+        hint = ("" if not man.groups or not cfg.data.group_val else
+                "; validation takes whole groups (data.group_val: true), so with few groups set data.group_val: false")
+        raise SpecrnnError(f"train.adversary needs a 'group' column with at least 2 groups (speakers) in the training split, "
+                           f"found {len(train_groups)}{hint}")
     log(f"features: {len(man)} clips ready in {time.perf_counter() - t0:.1f} s "
         f"(train {len(sets['train'])}, val {len(sets['val'])}, test {len(sets['test'])}; {len(classes)} classes)")
     if not len(sets["val"]):
@@ -205,12 +208,20 @@ def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=pr
         f"validating on {len(sets['val'])}")
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     t_train = time.perf_counter()
-    trainer.fit(lit, train_loader, val_loader, ckpt_path=str(ckpt) if resume and ckpt.exists() else None)
+    try:
+        trainer.fit(lit, train_loader, val_loader, ckpt_path=str(ckpt) if resume and ckpt.exists() else None)
+    except SystemExit:  # Lightning's answer to Ctrl-C: it has saved nothing new and ignores further Ctrl-C
+        if not trainer.interrupted:
+            raise
+        import signal
+
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise Interrupted(f"training interrupted; resume with: specrnn train --resume --out {run_dir}") from None
     train_seconds = time.perf_counter() - t_train
     if not trainer.is_global_zero:
         return {}
     if trainer.interrupted:
-        raise SpecrnnError(f"training interrupted; resume with: specrnn train --resume --out {run_dir}")
+        raise Interrupted(f"training interrupted; resume with: specrnn train --resume --out {run_dir}")
 
     from .inference import Predictor
 
@@ -250,6 +261,8 @@ def batch_augment(cfg: Config, n_classes: int, log=print):
     if a.noise_dir:
         from .data.manifest import walk_audio
 
+        if not Path(a.noise_dir).is_dir():
+            raise SpecrnnError(f"augment.noise_dir {a.noise_dir}: not a folder")
         paths = [str(p) for p in walk_audio(Path(a.noise_dir))]
         if not paths:
             raise SpecrnnError(f"augment.noise_dir {a.noise_dir}: no audio files")
