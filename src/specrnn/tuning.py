@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import config_from_dict, load_config, preset_path
+from .config import config_from_dict, load_config, preset_path, read_yaml
 from .errors import SpecrnnError
 from .run import atomic_write_text, write_json
 
@@ -26,12 +26,7 @@ def read_space(path: str | Path | None, base: dict | None = None) -> dict:
     path = Path(path) if path else preset_path("search_space")
     if not path.is_file():
         raise SpecrnnError(f"search space file not found: {path}")
-    try:
-        space = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise SpecrnnError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(space, dict):
-        raise SpecrnnError(f"{path}: expected 'config.key: {{spec}}' lines")
+    space = read_yaml(path)
     for key, spec in space.items():
         if not isinstance(spec, dict) or not ({"choices", "int", "float"} & set(spec)):
             raise SpecrnnError(f"{path}: '{key}' needs choices, int: [low, high] or float: [low, high]")
