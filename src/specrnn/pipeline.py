@@ -79,9 +79,10 @@ def prepare_data(man: Manifest, cfg: Config, run_dir: Path | None = None, log=pr
         raise SpecrnnError(f"need at least 2 classes in the training split, found {len(classes)}")
     sets = {}
     train_groups = sorted({g for g, s in zip(man.groups, man.splits) if s == "train"}) if man.groups else []
+    group_index = {g: i for i, g in enumerate(train_groups)}
     for name in ("train", "val", "test"):
         rows = [i for i, s in enumerate(man.splits) if s == name]
-        groups = np.array([train_groups.index(man.groups[i]) for i in rows]) if name == "train" and train_groups else None
+        groups = np.array([group_index[man.groups[i]] for i in rows]) if name == "train" and train_groups else None
         sets[name] = FeatureSet([feats[i] for i in rows], encode_labels([man.labels[i] for i in rows], classes, ml),
                                 [man.paths[i] for i in rows], groups=groups)
     if cfg.train.adversary > 0 and len(train_groups) < 2:
