@@ -87,10 +87,43 @@ def test_streaming_export_matches_streaming_classifier_and_offline(tmp_path):
     np.testing.assert_allclose(p.sum(), 1.0, rtol=1e-5)
 
 
+@pytest.mark.parametrize("pooling, stack, strides, cell", [
+    ("last", 1, [2, 1], "lstm"), ("mean", 2, [1, 1], "lstm"), ("meanstd", 1, [1, 1], "gru"),
+    ("max", 2, [2, 1], "gru"), ("attention", 1, [1, 1], "lstm"),
+])
+def test_streaming_export_with_a_cnn_frontend_equals_offline(tmp_path, pooling, stack, strides, cell):
+    """Each CNN block carries k - s frames; the junk outputs at the stream's start are skipped, and finish()
+    pushes the last real frames through with zeros: the end result equals the offline model on every length,
+    and at every step the running logits equal PyTorch's StreamingClassifier fed the same frames."""
+    from specrnn.streaming import StreamingClassifier
+
+    cfg, model = _model("crnn", "model.bidirectional=false", f"model.pooling={pooling}", f"model.stack={stack}",
+                        f"model.frontend.time_strides={strides}", "model.frontend.channels=[4,6]", f"model.cell={cell}")
+    path = export.export_streaming(model, tmp_path / "s.onnx", cfg, CLASSES)
+    step = export.StreamingStep(model)
+    least = export.time_multiple(model) * (step.junk + 1)  # the smallest step the driver takes
+    for frames in (1, 2, 5, 29, 64):
+        x = export._random_features(model, [frames], frames)[0]
+        with torch.no_grad():
+            offline = model(torch.from_numpy(x)[None], torch.tensor([frames])).numpy()
+        for chunk in (1, 7, least, 3 * least):
+            ours, ref = export.OnnxStreamingClassifier(path), StreamingClassifier(model)
+            for i in range(0, frames, chunk):
+                ours.push_features(x[i : i + chunk])
+                ref.push_features(x[i : i + chunk])
+                if chunk % least == 0 and i + chunk <= frames:  # both have taken exactly these frames
+                    np.testing.assert_allclose(ours.logits(), ref.logits().numpy(), atol=TOL, rtol=0)
+            ours.finish()
+            np.testing.assert_allclose(ours.logits(), offline, atol=TOL, rtol=0, err_msg=f"{frames} frames, chunk {chunk}")
+
+
 def test_streaming_export_refuses_what_cannot_stream():
     _, bi = _model("bilstm")
     with pytest.raises(SpecrnnError, match="bidirectional"):
         export.StreamingStep(bi)
-    _, cnn = _model("crnn", "model.bidirectional=false")
-    with pytest.raises(SpecrnnError, match="CNN front-end"):
-        export.StreamingStep(cnn)
+    _, frames = _model("crnn", "model.bidirectional=false", "model.head=frame")
+    with pytest.raises(SpecrnnError, match="CNN front-end with frame outputs"):
+        export.StreamingStep(frames)
+    _, misaligned = _model("crnn", "model.bidirectional=false", "model.frontend.kernel=5", "model.frontend.time_strides=[2,1]")
+    with pytest.raises(SpecrnnError, match="cannot stream with a fixed buffer"):
+        export.StreamingStep(misaligned)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import SpecrnnError
@@ -112,15 +113,43 @@ def streaming_unsupported(model: SpecRNN) -> str | None:
     if c.pooling in ("dot", "padded_last") or c.rnn_impl == "naive":
         return f"pooling '{c.pooling}' needs the whole clip"
     if model.frontend is not None:
-        return "the CNN front-end is not supported by the streaming export yet (the PyTorch StreamingClassifier streams it)"
+        if model.pooling is None:
+            return "a CNN front-end with frame outputs is not supported by the streaming export (clip heads are)"
+        try:
+            cnn_stream_plan(model)
+        except SpecrnnError as e:
+            return str(e)
     return None
+
+
+def cnn_stream_plan(model: SpecRNN) -> tuple[list[dict], int]:
+    """How each CNN block streams with a fixed-size carried buffer: per block (kernel k, stride s, padding p,
+    buffer k - s frames, and `junk`: outputs at the start of the stream that lie before the offline output 0,
+    because the buffer starts with more zero frames than the offline padding), and the junk at the RNN's input.
+    Every call then turns n input frames into exactly n / s outputs, so the graph has no data-dependent shape."""
+    blocks, junk = [], 0
+    for i, b in enumerate(model.frontend.blocks):
+        k, s, p = b.kernel, b.stride, b.kernel // 2
+        lead = (k - s) + junk  # zero frames ahead of the first real frame at this block's input
+        if k < s or lead < p or (lead - p) % s:
+            raise SpecrnnError(f"CNN block {i + 1} (time kernel {k}, stride {s}) cannot stream with a fixed buffer: its "
+                               "outputs would not line up with the offline ones; use a stride of 1, or 2 with kernel 3")
+        junk = (lead - p) // s
+        blocks.append({"kernel": k, "stride": s, "pad": p, "buffer": k - s, "junk": junk})
+    return blocks, junk
 
 
 class StreamingStep(nn.Module):
     """One streaming step: raw feature frames (1, t, F), their real count (1,) and carried states -> running
-    logits and new states. t is a multiple of `stack`; only a stream's final call may hold fewer real frames
-    (the rest is zeroed after normalisation, as offline). Clip head: logits (1, C) of everything seen so far;
-    frame head: (1, t/stack, C)."""
+    logits and new states. t is a multiple of `time_multiple` (stack x CNN time strides); only a stream's final
+    call may hold fewer real frames (the rest is zeroed after normalisation, as offline). Clip head: logits (1, C)
+    of everything seen so far; frame head: (1, t/stack, C).
+
+    With a CNN front-end each block carries its last k - s input frames, so its outputs trail its input by a
+    fixed lag: the stream's first `junk` RNN inputs lie before the offline frame 0, and the last real frames come
+    out only when zeros are fed after them (`OnnxStreamingClassifier.finish` does). Frames are marked valid from
+    the offline lengths of the real frames seen so far: invalid ones are zeroed between blocks, the RNN's state is
+    kept from before the junk frames on the first call, and pooling skips them."""
 
     def __init__(self, model: SpecRNN):
         super().__init__()
@@ -130,6 +159,19 @@ class StreamingStep(nn.Module):
         self.m = model.eval()
         self.lstm = model.cfg.cell == "lstm"
         self.mode = None if model.pooling is None else model.pooling.mode
+        self.cnn, self.junk = cnn_stream_plan(model) if model.frontend is not None else ([], 0)
+        self.shapes = self._block_inputs() if self.cnn else []
+
+    def _block_inputs(self) -> list[tuple[int, int]]:
+        """(channels, frequency bins) at each CNN block's input, from a dry run."""
+        m, k = self.m, max(1, self.m.cfg.stack)
+        x = torch.zeros(1, 1, 8 * time_multiple(m), m.normalizer.mean.shape[0] * k)
+        shapes = []
+        with torch.no_grad():
+            for block in m.frontend.blocks:
+                shapes.append((x.shape[1], x.shape[3]))
+                x, _ = block(x, torch.tensor([x.shape[2]]))
+        return shapes
 
     def state_spec(self) -> list[dict]:
         """Name, shape, dtype and initial value of every carried state, in input order."""
@@ -138,8 +180,14 @@ class StreamingStep(nn.Module):
         spec = [dict(name="h", shape=[n, 1, H], dtype="float32", init=0.0)]
         if self.lstm:
             spec.append(dict(name="c", shape=[n, 1, H], dtype="float32", init=0.0))
+        if self.cnn:
+            spec += [dict(name="frames_fed", shape=[1], dtype="int64", init=0),
+                     dict(name="frames_real", shape=[1], dtype="int64", init=0)]
+            spec += [dict(name=f"cnn{i}", shape=[1, c, b["buffer"], f], dtype="float32", init=0.0)
+                     for i, (b, (c, f)) in enumerate(zip(self.cnn, self.shapes)) if b["buffer"]]
         heads = self.m.pooling.attention.heads if self.mode == "attention" else 1
         spec += {
+            "last": [dict(name="pool_last", shape=[1, D], dtype="float32", init=0.0)] if self.cnn else [],
             "mean": [dict(name="pool_sum", shape=[1, D], dtype="float64", init=0.0),
                      dict(name="pool_n", shape=[1, 1], dtype="float64", init=0.0)],
             "meanstd": [dict(name="pool_sum", shape=[1, D], dtype="float64", init=0.0),
@@ -153,7 +201,7 @@ class StreamingStep(nn.Module):
         return spec
 
     def initial_states(self) -> list[Tensor]:
-        dt = {"float32": torch.float32, "float64": torch.float64}
+        dt = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64}
         return [torch.full(s["shape"], s["init"], dtype=dt[s["dtype"]]) for s in self.state_spec()]
 
     def forward(self, features: Tensor, length: Tensor, states: list[Tensor]):
@@ -161,33 +209,78 @@ class StreamingStep(nn.Module):
         x = stack_exact(m.normalizer(features, length), k)
         h0, rest = states[0], list(states[1:])
         c0 = rest.pop(0) if self.lstm else None
+        valid, started, new_cnn = None, None, []
+        if self.cnn:
+            fed, real = rest.pop(0), rest.pop(0)
+            buffers = [rest.pop(0) if b["buffer"] else None for b in self.cnn]
+            started = fed > 0
+            x, valid, new_cnn = self._frontend(x, fed, (real + length + k - 1) // k, buffers)
+            new_cnn = [fed + features.shape[1] // k, real + length, *new_cnn]
         hs, cs = [], []
-        T = x.shape[1]
+        T, J = x.shape[1], self.junk
         for layer, rnn in enumerate(m.encoder.fwd):
-            if self.lstm:
-                x, (h, c) = rnn(x, (h0[layer : layer + 1], c0[layer : layer + 1]))
-                cs.append(c)
+            state = (h0[layer : layer + 1], c0[layer : layer + 1]) if self.lstm else h0[layer : layer + 1]
+            if J:  # the stream's first J frames are junk: on the first call the state skips them
+                head, after = rnn(x[:, :J], state)
+                state = tuple(torch.where(started, a, b) for a, b in zip(after, state)) if self.lstm else torch.where(started, after, state)
+                tail, last = rnn(x[:, J:], state)
+                x = torch.cat([head[:, :J], tail], 1)
             else:
-                x, h = rnn(x, h0[layer : layer + 1])
+                x, last = rnn(x, state)
+            if self.lstm:
+                hs.append(last[0])
+                cs.append(last[1])
+            else:
+                hs.append(last)
             x = x[:, :T]  # keeps the time axis symbolic for the next layer (see the module doc)
-            hs.append(h)
             if layer < len(m.encoder.between):
                 x = m.encoder.between[layer](x)
-        new = [torch.cat(hs, 0)] + ([torch.cat(cs, 0)] if self.lstm else [])
+        new = [torch.cat(hs, 0)] + ([torch.cat(cs, 0)] if self.lstm else []) + new_cnn
         if self.mode is None:
             return (m.head(x), *new)
-        pooled, pool_state = self._pool(x, rest)
+        pooled, pool_state = self._pool(x, rest, valid)
         return (m.head(pooled), *new, *pool_state)
 
-    def _pool(self, h: Tensor, s: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        """`_RunningPool.update` + `value` on explicit state tensors."""
+    def _frontend(self, x: Tensor, fed: Tensor, real: Tensor, buffers: list) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """The CNN over this call's (1, t', F) frames: each block reads its carried frames then the new ones and
+        emits exactly (its input) / stride frames; frames outside the offline output are zeroed. Returns the
+        RNN's input, its validity (t'',) and the new buffers. `fed`: frames fed before (after stacking);
+        `real`: real frames so far (after stacking)."""
+        h = x[:, None]
+        new_buffers = []
+        for block, plan, buf in zip(self.m.frontend.blocks, self.cnn, buffers):
+            s = plan["stride"]
+            seq = h if buf is None else torch.cat([buf, h], 2)
+            conv = block.conv
+            y = F.conv2d(seq, conv.weight, conv.bias, stride=(s, 1), padding=(0, conv.padding[1]))[:, :, : h.shape[2] // s]
+            y = block.pool(torch.relu(block.norm(y)))
+            if buf is not None:
+                new_buffers.append(seq[:, :, seq.shape[2] - plan["buffer"] :])
+            fed = fed // s
+            real = (real + 2 * plan["pad"] - plan["kernel"]) // s + 1  # the offline output length (ConvBlock.out_lengths)
+            steps = torch.ones_like(y[0, 0, :, 0], dtype=torch.int64).cumsum(0) - 1  # 0 .. outputs-1, no size arg
+            j = fed + steps - plan["junk"]  # offline index of each output
+            valid = (j >= 0) & (j < real)
+            h = y * valid[None, None, :, None].to(y.dtype)
+        B, C, T, Fq = h.shape
+        return h.permute(0, 2, 1, 3).reshape(B, T, C * Fq), valid, new_buffers
+
+    def _pool(self, h: Tensor, s: list[Tensor], valid: Tensor | None) -> tuple[Tensor, list[Tensor]]:
+        """`_RunningPool.update` + `value` on explicit state tensors; `valid` (t,) marks the frames to pool (all
+        without a CNN front-end)."""
         mode = self.mode
+        w = None if valid is None else valid[None, :, None]
         if mode == "last":
-            return h[:, -1], []
+            if valid is None:
+                return h[:, -1], []
+            steps = torch.ones_like(h[0, :, 0]).cumsum(0) - 1
+            idx = (steps * valid).amax(0).long()  # the last valid frame (0: none)
+            new = torch.where(valid.any(), h.index_select(1, idx.reshape(1))[:, 0], s[0])
+            return new, [new]
         if mode in ("mean", "meanstd"):
-            h64 = h.double()
+            h64 = h.double() if w is None else h.double() * w
             total = s[0] + h64.sum(1)
-            n = s[-1] + h.shape[1]
+            n = s[-1] + (h.shape[1] if w is None else w.double().sum(1))
             mean = total / n
             if mode == "mean":
                 return mean.float(), [total, n]
@@ -195,15 +288,18 @@ class StreamingStep(nn.Module):
             var = (sumsq / n - mean * mean).clamp_min(0)
             return torch.cat([mean, (var + 1e-5).sqrt()], -1).float(), [total, sumsq, n]
         if mode == "max":
-            new = torch.maximum(s[0], h.amax(1))
+            new = torch.maximum(s[0], (h if w is None else h.masked_fill(~w, -math.inf)).amax(1))
             return new, [new]
         m_old, den, num = s
         scores = self.m.pooling.attention.score(h)  # (1, t, heads)
+        if w is not None:
+            scores = scores.masked_fill(~w, -math.inf)
         m_new = torch.maximum(m_old, scores.amax(1))
-        w = torch.exp(scores - m_new[:, None])
-        scale = torch.exp(m_old - m_new)
-        den = den * scale + w.sum(1)
-        num = num * scale[..., None] + torch.einsum("bth,btd->bhd", w, h)
+        m_safe = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))  # nothing valid yet: no NaN
+        e = torch.exp(scores - m_safe[:, None])
+        scale = torch.exp(m_old - m_safe)
+        den = den * scale + e.sum(1)
+        num = num * scale[..., None] + torch.einsum("bth,btd->bhd", e, h)
         return (num / den[..., None]).reshape(1, -1), [m_new, den, num]
 
 
@@ -225,8 +321,8 @@ def _save(program, path: Path, meta: dict[str, str]) -> None:
     atomic_write_bytes(path, proto.SerializeToString())
 
 
-def _time_dim(multiple: int, name: str = "time"):
-    t = torch.export.Dim(name, min=1, max=1 << 20)
+def _time_dim(multiple: int, name: str = "time", least: int = 1):
+    t = torch.export.Dim(name, min=least, max=1 << 20)
     return t if multiple == 1 else multiple * t
 
 
@@ -248,11 +344,51 @@ def _quiet_export():
         log.setLevel(level)
 
 
+_exports_in_this_process = 0
+
+
+def _in_fresh_process(kind: str, model: SpecRNN, path: Path, cfg, classes: list[str]) -> bool:
+    """torch.export (PyTorch 2.13) carries state from one export to the next in a process: a second streaming
+    export of a GRU model failed inside its GRU decomposition, and a second CNN step model came out with its time
+    axis fixed. The first export of a process is right, so every later one runs in a new process (weights and
+    config pass through a temporary model file). Returns True when it did."""
+    global _exports_in_this_process
+    _exports_in_this_process += 1
+    if _exports_in_this_process == 1:
+        return False
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from .run import save_model
+
+    with tempfile.TemporaryDirectory() as folder:
+        save_model(Path(folder) / "model.pt", model.state_dict(), {"config": cfg.to_dict(), "classes": list(classes), "epoch": 0})
+        code = "import sys; from specrnn.export import _export_saved; _export_saved(*sys.argv[1:])"
+        r = subprocess.run([sys.executable, "-c", code, kind, folder, str(path.resolve())], capture_output=True, text=True,
+                           env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1")))
+    if r.returncode:
+        last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SpecrnnError(f"ONNX export ({kind}) failed in its process: {last}")
+    return True
+
+
+def _export_saved(kind: str, folder: str, path: str) -> None:
+    """The child side of `_in_fresh_process`: load the model file and export it here."""
+    from .inference import Predictor
+
+    p = Predictor.load(folder, device="cpu")
+    (export_streaming if kind == "streaming" else export_offline)(p.model.eval(), path, p.cfg, p.classes)
+
+
 def export_offline(model: SpecRNN, path: str | Path, cfg, classes: list[str]) -> Path:
     """(features (B, T, F) float32, lengths (B,) int64) -> logits (B, C); B and T dynamic, T a multiple of
     `time_multiple(model)`."""
     path = Path(path)
     graph = OfflineGraph(model)
+    if _in_fresh_process("offline", model, path, cfg, classes):
+        return path
     n_feat, mult = model.normalizer.mean.shape[0], time_multiple(model)
     T0 = 11 * mult  # short (the exporter unrolls RNNs over it while tracing), and no size of 0 or 1 to special-case
     x, lengths = torch.randn(3, T0, n_feat), torch.tensor([T0, T0 // 2, 3])
@@ -270,17 +406,22 @@ def export_streaming(model: SpecRNN, path: str | Path, cfg, classes: list[str]) 
     """(features (1, t, F), length (1,), *states) -> (logits, *states_out); t dynamic, a multiple of the stack.
     The states' names, shapes, dtypes and initial values are in the model's metadata ('states')."""
     path = Path(path)
-    step = StreamingStep(model)
+    step = StreamingStep(model)  # refuses what cannot stream, before any work
+    if _in_fresh_process("streaming", model, path, cfg, classes):
+        return path
     spec = step.state_spec()
-    n_feat, k = model.normalizer.mean.shape[0], max(1, model.cfg.stack)
-    x = torch.randn(1, 5 * k, n_feat)
+    n_feat, mult = model.normalizer.mean.shape[0], time_multiple(model)
+    T0 = (step.junk + 5) * mult
+    x = torch.randn(1, T0, n_feat)
     names = [s["name"] for s in spec]
     with _quiet_export():
-        program = torch.onnx.export(step, (x, torch.tensor([5 * k]), step.initial_states()), None, dynamo=True,
+        program = torch.onnx.export(step, (x, torch.tensor([T0]), step.initial_states()), None, dynamo=True,
                                     opset_version=OPSET, verbose=False, input_names=["features", "length", *names],
                                     output_names=["logits", *[n + "_out" for n in names]],
-                                    dynamic_shapes={"features": {1: _time_dim(k)}, "length": None, "states": [None] * len(spec)})
-    meta = _meta(model, cfg, classes, "streaming", {"states": spec, "frame_head": model.pooling is None, "time_multiple": k})
+                                    dynamic_shapes={"features": {1: _time_dim(mult, least=step.junk + 1)}, "length": None,
+                                                    "states": [None] * len(spec)})
+    meta = _meta(model, cfg, classes, "streaming", {"states": spec, "frame_head": model.pooling is None, "time_multiple": mult,
+                                                    "cnn": step.cnn, "junk": step.junk})
     _save(program, path, meta)
     return path
 
@@ -313,6 +454,8 @@ class OnnxStreamingClassifier:
         self.classes = json.loads(meta["classes"])
         self.multilabel = json.loads(meta["multilabel"])
         self.stack = int(meta["stack"])
+        self.multiple = int(json.loads(meta.get("time_multiple", str(self.stack))))
+        self.cnn, self.junk = json.loads(meta.get("cnn", "[]")), int(json.loads(meta.get("junk", "0")))
         self.spec = json.loads(meta["states"])
         self.names = [s["name"] for s in self.spec]
         self.out_names = ["logits", *[n + "_out" for n in self.names]]
@@ -323,10 +466,16 @@ class OnnxStreamingClassifier:
         self.pending = np.zeros((0, 0), dtype=np.float32)
         self.latest: np.ndarray | None = None
         self.frame_outputs: list[np.ndarray] = []
+        self.fed = self.real = 0  # feature frames given to the model so far: all, and real ones
 
-    def _run(self, frames: np.ndarray) -> None:
+    def _run(self, frames: np.ndarray, total: int | None = None) -> None:
+        """One step on `frames` (real), zero-padded to `total` frames (default: the next multiple)."""
         n = np.array([frames.shape[0]], dtype=np.int64)
-        feed = {"features": pad_time(frames[None], self.stack), "length": n, **self.states}
+        x = pad_time(frames[None], self.multiple)
+        if total is not None and total > x.shape[1]:
+            x = np.pad(x, ((0, 0), (0, total - x.shape[1]), (0, 0)))
+        self.fed, self.real = self.fed + x.shape[1], self.real + frames.shape[0]
+        feed = {"features": x, "length": n, **self.states}
         outs = self.sess.run(self.out_names, feed)
         self.states = dict(zip(self.names, outs[1:]))
         logits = outs[0]
@@ -340,17 +489,33 @@ class OnnxStreamingClassifier:
         chunk = np.asarray(chunk, dtype=np.float32)
         if self.pending.shape[0]:
             chunk = np.concatenate([self.pending, chunk])
-        n = chunk.shape[0] // self.stack * self.stack
+        least = self.multiple * (self.junk + 1)  # every step feeds the RNN more frames than the junk it splits off
+        n = chunk.shape[0] // self.multiple * self.multiple if chunk.shape[0] >= least else 0
         if n:
             self._run(np.ascontiguousarray(chunk[:n]))
         self.pending = chunk[n:]
         return self.probabilities()
 
     def finish(self) -> np.ndarray | None:
-        if self.pending.shape[0]:
+        """The last step: the pending frames, then (with a CNN front-end) the zeros that push the last real frames
+        through every block. The stream ends here; `reset()` starts a new one."""
+        real = self.real + self.pending.shape[0]
+        if self.cnn and real:
+            need = _cnn_frames_needed(self.cnn, self.junk, real, self.stack)
+            if need <= self.fed and not self.pending.shape[0]:
+                return self.probabilities()
+            total = max(need - self.fed, self.pending.shape[0], self.multiple * (self.junk + 1))
+            total = -(-total // self.multiple) * self.multiple
+            frames = self.pending if self.pending.shape[0] else np.zeros((0, self.states_width()), np.float32)
+            self._run(np.ascontiguousarray(frames), total)
+        elif self.pending.shape[0]:
             self._run(np.ascontiguousarray(self.pending))
-            self.pending = self.pending[:0]
+        self.pending = self.pending[:0]
         return self.probabilities()
+
+    def states_width(self) -> int:
+        """Feature bins per frame (from the model's input)."""
+        return int(self.sess.get_inputs()[0].shape[2])
 
     def logits(self) -> np.ndarray | None:
         return self.latest
@@ -363,6 +528,16 @@ class OnnxStreamingClassifier:
             return (1 / (1 + np.exp(-z))).astype(np.float32)
         e = np.exp(z - z.max())
         return (e / e.sum()).astype(np.float32)
+
+
+def _cnn_frames_needed(cnn: list[dict], junk: int, real: int, stack: int) -> int:
+    """Feature frames a stream of `real` frames must be fed (zeros after them) before the CNN has emitted every
+    offline output: the RNN's input must reach junk + the offline length after the last block."""
+    length, strides = -(-real // stack), 1
+    for b in cnn:
+        length = (length + 2 * b["pad"] - b["kernel"]) // b["stride"] + 1
+        strides *= b["stride"]
+    return (length + junk) * strides * stack
 
 
 # ---------------------------------------------------------------- parity checks
