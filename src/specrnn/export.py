@@ -295,7 +295,8 @@ class StreamingStep(nn.Module):
         if w is not None:
             scores = scores.masked_fill(~w, -math.inf)
         m_new = torch.maximum(m_old, scores.amax(1))
-        m_safe = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))  # nothing valid yet: no NaN
+        # with a CNN, a step may hold no valid frame yet: keep exp() away from -inf - -inf
+        m_safe = m_new if w is None else torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
         e = torch.exp(scores - m_safe[:, None])
         scale = torch.exp(m_old - m_safe)
         den = den * scale + e.sum(1)
