@@ -61,18 +61,19 @@ def test_evaluate_json(tiny_run, tmp_path):
 
 
 @pytest.mark.parametrize("args", [["--top-k", "-2"], ["--top-k", "0"], ["--stream", "--chunk-ms", "0"],
-                                  ["--stream", "--chunk-ms", "-5"]])
+                                  ["--stream", "--chunk-ms", "-5"], ["--stream", "--chunk-ms", "nan"],
+                                  ["--stream", "--chunk-ms", "inf"]])
 def test_predict_rejects_counts_that_mean_nothing(tiny_run, args):
     run, root = tiny_run
     r = cli("predict", run, next(root.rglob("*.wav")), *args, check=False)
-    assert r.returncode == 2 and "must be above 0" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "must be a finite number above 0" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize("args", [["cv", "d.csv", "--out", "o", "--jobs", "0"], ["tune", "d.csv", "--out", "o", "--trials", "-3"],
                                   ["tune", "d.csv", "--out", "o", "--jobs", "-1"]])
 def test_cv_and_tune_reject_counts_that_mean_nothing(args):
     r = cli(*args, check=False)
-    assert r.returncode == 2 and "must be above 0" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "must be a finite number above 0" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_predict_scores_a_clip_the_same_alone_and_in_a_batch(tiny_run):
@@ -181,3 +182,53 @@ def test_fsdd_manifest_train_evaluate(fsdd, tmp_path):
     m = json.loads(cli("evaluate", tmp_path / "run", sub, "--json").stdout)
     assert m["n"] == 120
     assert m["accuracy"] > 0.5, m["accuracy"]  # chance is 0.1; a broken pipeline (labels, padding) stays near it
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("model.dropout=nan", "'model.dropout' must be a finite number"),
+    ("train.lr=inf", "'train.lr' must be a finite number"),
+    ("model.frontend.channels=[8, -1]", "'model.frontend.channels' must hold whole numbers >= 1"),
+    ("model.frontend.time_strides=[0, 1]", "'model.frontend.time_strides' must hold whole numbers >= 1"),
+])
+def test_config_values_that_mean_nothing_are_refused(setting, message):
+    from specrnn.config import load_config
+    from specrnn.errors import SpecrnnError
+
+    with pytest.raises(SpecrnnError, match=message):
+        load_config("crnn", [setting])
+
+
+def test_out_never_deletes_a_folder_specrnn_did_not_make(tiny_run, tmp_path):
+    run, root = tiny_run
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "important.txt").write_text("keep")
+    for extra in ([], ["--overwrite"]):
+        r = cli("train", root, "--out", precious, "--max-epochs", 1, *TINY, *extra, check=False)
+        assert r.returncode == 2 and "is not a specrnn run folder" in r.stderr, r.stderr
+    assert (precious / "important.txt").read_text() == "keep"
+    (tmp_path / "afile").write_text("x")
+    r = cli("train", root, "--out", tmp_path / "afile", check=False)
+    assert r.returncode == 2 and "a file is there" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_resume_refuses_what_it_would_silently_ignore(tiny_run):
+    run, root = tiny_run
+    for extra in ([root], ["--max-epochs", "9"], ["--config", "gru"], ["--set", "train.lr=0.1"]):
+        r = cli("train", "--resume", "--out", run, *extra, check=False)
+        assert r.returncode == 2 and "--resume continues a run with the data and config it started with" in r.stderr
+
+
+def test_review_findings_on_predict_evaluate_and_pipes(tiny_run, tmp_path):
+    import specrnn
+
+    run, root = tiny_run
+    wav = next(root.rglob("*.wav"))
+    assert "on its train split" in cli("evaluate", run, "--split", "train").stdout  # not "its test split"
+    r = cli("predict", wav, wav, check=False)  # an audio file where the run folder goes
+    assert r.returncode == 2 and "not a model file (not a PyTorch file" in r.stderr
+    preds = specrnn.load(run).predict(str(wav))  # one path as a string: one prediction, not one per character
+    assert len(preds) == 1 and preds[0].error is None
+    r = subprocess.run(f"{sys.executable} -m specrnn models config search_space | head -1", shell=True, capture_output=True,
+                       text=True)
+    assert r.stdout.strip() and "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr

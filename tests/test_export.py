@@ -57,6 +57,10 @@ def test_offline_export_matches_pytorch_on_padded_batches(tmp_path, capsys):
     assert int(export.metadata(sess)["time_multiple"]) == cfg.model.stack
     with pytest.raises(SpecrnnError, match="not a specrnn streaming model"):
         export.OnnxStreamingClassifier(path)
+    with pytest.raises(SpecrnnError, match="cannot open as an ONNX model"):
+        export.OnnxStreamingClassifier(tmp_path / "nosuch.onnx")
+    with pytest.raises(SpecrnnError, match="a folder is there"):
+        export.export_run(run, tmp_path)
 
 
 def test_offline_export_of_gru_with_cnn_frontend(tmp_path):

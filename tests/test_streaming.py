@@ -138,3 +138,16 @@ def test_audio_at_another_rate_is_resampled_on_the_fly():
     torch.testing.assert_close(s.logits(), _offline(model, feats[0]), atol=1e-3, rtol=0)
     with pytest.raises(SpecrnnError, match="rate changed"):
         s.push_audio(wave8k[:10], sample_rate=22050)
+
+
+def test_features_pushed_to_an_audio_capable_stream_equal_offline():
+    """Predictor.stream() can take audio, but fed features it must not add the STFT's end-of-audio frame."""
+    fcfg = FeatureConfig(top_db=None)
+    model = _randomise(build_model(load_config("lstm").model, fcfg.n_features, 5))
+    x = torch.randn(25, fcfg.n_features) * 3
+    s = StreamingClassifier(model, FeatureExtractor(fcfg))
+    s.push_features(x.numpy())
+    s.finish()
+    torch.testing.assert_close(s.logits(), _offline(model, x), atol=1e-5, rtol=0)
+    empty = StreamingClassifier(model, FeatureExtractor(fcfg))
+    assert empty.finish() is None  # nothing pushed, nothing to say

@@ -12,6 +12,7 @@ import sys
 
 
 def _train(a) -> int:
+    from .errors import SpecrnnError
     from .pipeline import train
 
     sets = list(a.set or [])
@@ -19,6 +20,12 @@ def _train(a) -> int:
         sets.append(f"data.on_error={a.on_error}")
     if a.max_epochs is not None:
         sets.append(f"train.max_epochs={a.max_epochs}")
+    if a.resume:
+        given = [name for name, v in (("DATA", a.data), ("--config", a.config), ("--set/--on-error/--max-epochs", sets),
+                                      ("--overwrite", a.overwrite)) if v]
+        if given:
+            raise SpecrnnError(f"--resume continues a run with the data and config it started with; {', '.join(given)} "
+                               "cannot change it (give only --resume --out RUN, or start a new run)")
     train(a.data, a.out, a.config, sets, resume=a.resume, overwrite=a.overwrite)
     return 0
 
@@ -32,7 +39,8 @@ def _evaluate(a) -> int:
         print(json.dumps(m))
     else:
         where = f"{a.data}, {m['split']} rows" if m["split"] else f"{a.data}, all rows"
-        print(format_metrics(m, f"evaluation of {a.run_dir} on {where if a.data else 'its test split'}"))
+        own = f"its {m['split']} split" if m.get("split") else "its test split"
+        print(format_metrics(m, f"evaluation of {a.run_dir} on {where if a.data else own}"))
         for s in m["skipped"]:
             print(f"skipped {s['path']}: {s['reason']}", file=sys.stderr)
     return 0
@@ -140,8 +148,8 @@ def _positive(kind: type):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        if not value > 0 or value == float("inf"):  # also NaN and infinity
+            raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
         return value
 
     parse.__name__ = kind.__name__
@@ -277,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     except (Interrupted, KeyboardInterrupt) as e:
         print(f"specrnn: {_interrupted(args, e)}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `specrnn ... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except SpecrnnError as e:
         print(f"specrnn: error: {e}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ Every run writes its fully resolved config, so a run folder says exactly what pr
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,11 +182,18 @@ def _check_ranges(cfg: "Config") -> None:
             node = node[part]
         if node is None:
             continue
+        if isinstance(node, float) and not math.isfinite(node):
+            raise SpecrnnError(f"config '{key}' must be a finite number, got {node!r}")
         bad = (lo is not None and (node < lo if lo_in else node <= lo)) or (hi is not None and (node > hi if hi_in else node >= hi))
         if bad:
             lo_s = "" if lo is None else f"{'>=' if lo_in else '>'} {lo}"
             hi_s = "" if hi is None else f"{'<=' if hi_in else '<'} {hi}"
             raise SpecrnnError(f"config '{key}' must be {' and '.join(x for x in (lo_s, hi_s) if x)}, got {node!r}")
+    fe = cfg.model.frontend
+    for name in ("channels", "time_strides", "freq_pools"):
+        values = getattr(fe, name)
+        if values is not None and any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
+            raise SpecrnnError(f"config 'model.frontend.{name}' must hold whole numbers >= 1, got {values!r}")
     f = cfg.features
     if f.win_length > f.n_fft:
         raise SpecrnnError(f"config 'features.win_length' ({f.win_length}) must not exceed features.n_fft ({f.n_fft})")
@@ -290,7 +298,9 @@ def read_yaml(path: str | Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise SpecrnnError(f"{path}: not valid YAML ({e})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecrnnError(f"{path}: not valid YAML{where} ({getattr(e, 'problem', None) or str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise SpecrnnError(f"{path}: a config file must hold a mapping")
     return data

@@ -149,8 +149,8 @@ def cv(
     def one(run):
         fold, seed, csv_path, run_dir = run
         resume = (run_dir / "config.yaml").is_file() and (run_dir / "run.json").is_file()
-        args = ["train", str(csv_path), "--out", str(run_dir), "--config", str(cfg_path), "--set", f"seed={seed}"]
-        args += ["--resume"] if resume else ["--overwrite"]
+        args = (["train", "--resume", "--out", str(run_dir)] if resume else
+                ["train", str(csv_path), "--out", str(run_dir), "--config", str(cfg_path), "--set", f"seed={seed}", "--overwrite"])
         if jobs == 1:
             from .pipeline import train
 

@@ -448,7 +448,14 @@ class OnnxStreamingClassifier:
     probabilities; `finish()` flushes an incomplete stacked group."""
 
     def __init__(self, path_or_session, threads: int = 1):
-        self.sess = session(path_or_session, threads) if isinstance(path_or_session, (str, Path)) else path_or_session
+        if isinstance(path_or_session, (str, Path)):
+            try:
+                self.sess = session(path_or_session, threads)
+            except Exception as e:  # onnxruntime's NoSuchFile, InvalidProtobuf, ...
+                raise SpecrnnError(f"{path_or_session}: cannot open as an ONNX model ({type(e).__name__}: "
+                                   f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+        else:
+            self.sess = path_or_session
         meta = metadata(self.sess)
         if meta.get("specrnn_kind") != "streaming":
             raise SpecrnnError("not a specrnn streaming model (export it with `specrnn export RUN --streaming`)")
@@ -597,6 +604,8 @@ def export_run(run_dir: str | Path, out: str | Path, streaming: bool = False, ch
         raise SpecrnnError(f"ONNX export needs onnx and onnxscript ({e}); pip install 'specrnn[export]'") from None
     from .inference import Predictor
 
+    if Path(out).is_dir():
+        raise SpecrnnError(f"--out {out}: a folder is there; give the ONNX file's name, e.g. {Path(out) / 'model.onnx'}")
     pred = Predictor.load(run_dir, device="cpu")
     model = pred.model.eval()
     export = export_streaming if streaming else export_offline

@@ -83,6 +83,8 @@ class Predictor:
 
     def predict(self, paths: list[str | Path], batch_size: int = 64) -> list[Prediction]:
         """One Prediction per path; an unusable file gives a Prediction with `error` set (others still run)."""
+        if isinstance(paths, (str, Path)):  # one path, not a sequence of characters
+            paths = [paths]
         f = self.cfg.features
         waves, errors = [], {}
         for i, p in enumerate(paths):

@@ -154,11 +154,17 @@ def train(
             log(f"no DATA given: using the built-in demo data set (8 synthetic sound-event classes) in {data}")
         data = str(Path(data).resolve())
         load_manifest(data)  # fail on bad DATA before anything is written
+        if run_dir.exists() and not run_dir.is_dir():
+            raise SpecrnnError(f"--out {run_dir}: a file is there, not a folder; choose another --out")
         if run_dir.exists() and any(run_dir.iterdir()):
+            if not (run_dir / "config.yaml").is_file() or not (run_dir / "run.json").is_file():
+                # only folders specrnn made are ever deleted: --out . or --out ~ must not wipe anything
+                raise SpecrnnError(f"--out {run_dir}: this folder holds files and is not a specrnn run folder; "
+                                   "choose a new or empty folder")
             trained = (run_dir / MODEL_FILE).exists() or (run_dir / CHECKPOINT_FILE).exists()
             if trained and not overwrite:
                 raise SpecrnnError(f"{run_dir} already holds a trained run: choose another --out, --resume it, or --overwrite")
-            shutil.rmtree(run_dir)  # a folder of a run that stopped before training (e.g. on bad files) is reused
+            shutil.rmtree(run_dir)  # a run folder (finished with --overwrite, or stopped before training) is reused
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         write_json(run_dir / "run.json", {"data": data, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "version": _version()})

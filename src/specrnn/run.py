@@ -114,6 +114,15 @@ def _torch_load(path: Path, what: str, hint: str):
     import torch
 
     try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except FileNotFoundError:
+        raise SpecrnnError(f"{path}: no such {what}") from None
+    except OSError as e:
+        raise SpecrnnError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
+    if head and not head.startswith((b"PK\x03\x04", b"\x80")):  # neither torch.save's zip nor a pickle: e.g. a WAV
+        raise SpecrnnError(f"{path}: not a {what} (not a PyTorch file; it starts {head!r}); {hint}")
+    try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"(?:unsupported|Unsupported global:)\s*(GLOBAL \S+)", str(e))

@@ -230,7 +230,7 @@ class StreamingClassifier:
         """End of stream: flush the STFT, an incomplete stacked group and the CNN's right context."""
         if self.resampler is not None:  # the resampler's delayed tail
             self.push_features(self.stft.push(self.resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)))
-        if self.stft is not None:
+        if self.stft is not None and self.stft.samples:  # audio was pushed: its last frames wait in the STFT
             tail = self.stft.finish()
             if tail.shape[0]:
                 self.frames_in += tail.shape[0]
