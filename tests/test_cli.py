@@ -229,6 +229,10 @@ def test_review_findings_on_predict_evaluate_and_pipes(tiny_run, tmp_path):
     assert r.returncode == 2 and "not a model file (not a PyTorch file" in r.stderr
     preds = specrnn.load(run).predict(str(wav))  # one path as a string: one prediction, not one per character
     assert len(preds) == 1 and preds[0].error is None
+    r = cli("predict", run, wav, "--chunk-ms", 50, check=False)
+    assert r.returncode == 2 and "--chunk-ms sets the chunk of --stream" in r.stderr
+    r = cli("predict", run, wav, "--stream", "--chunk-ms", 0.01, check=False)
+    assert r.returncode == 2 and "shorter than one feature frame (10 ms)" in r.stderr
     r = subprocess.run(f"{sys.executable} -m specrnn models config search_space | head -1", shell=True, capture_output=True,
                        text=True)
     assert r.stdout.strip() and "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr

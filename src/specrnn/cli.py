@@ -49,11 +49,20 @@ def _evaluate(a) -> int:
 def _predict(a) -> int:
     from .inference import load
 
+    from .errors import SpecrnnError
+
+    if a.chunk_ms is not None and not a.stream:
+        raise SpecrnnError("--chunk-ms sets the chunk of --stream; add --stream (or drop --chunk-ms)")
     predictor = load(a.run_dir)
     if a.stream:
         from .streaming import print_stream
 
-        return print_stream(predictor, a.files, a.chunk_ms, a.json)
+        f = predictor.cfg.features
+        frame_ms = 1000 * f.hop_length / f.sample_rate
+        chunk_ms = 100.0 if a.chunk_ms is None else a.chunk_ms
+        if chunk_ms < frame_ms:
+            raise SpecrnnError(f"--chunk-ms {chunk_ms:g} is shorter than one feature frame ({frame_ms:g} ms)")
+        return print_stream(predictor, a.files, chunk_ms, a.json)
     preds = predictor.predict(a.files)
     failed = 0
     if a.json:
@@ -218,10 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("predict", help="labels and probabilities for audio files")
     r.add_argument("run_dir", help="run folder made by `specrnn train` (or its model.pt)")
     r.add_argument("files", nargs="+", help="audio files (WAV, FLAC, OGG, MP3; any rate and channel count)")
-    r.add_argument("--top-k", type=_positive(int), default=3, help="how many labels to show per file (default 3)")
+    r.add_argument("--top-k", type=_positive(int), default=3,
+                   help="how many labels to show per file (default 3; --stream prints the top label per chunk)")
     r.add_argument("--json", action="store_true", help="print JSON (one list; with --stream one object per line)")
     r.add_argument("--stream", action="store_true", help="feed each file in chunks and print the running top label")
-    r.add_argument("--chunk-ms", type=_positive(float), default=100.0, help="chunk length for --stream (default 100 ms)")
+    r.add_argument("--chunk-ms", type=_positive(float), help="chunk length for --stream (default 100 ms, at least one frame)")
     r.set_defaults(func=_predict)
 
     m = sub.add_parser("manifest", help="CSV manifest from file names, e.g. FSDD's {label}_{speaker}_{take}.wav")
