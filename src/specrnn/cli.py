@@ -167,12 +167,10 @@ def _positive(kind: type):
 
 def _at_least(low: int):
     """argparse type: a whole number >= low (cross-validation needs at least 2 folds)."""
+    positive = _positive(int)
 
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        value = positive(text)
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
         return value

@@ -257,7 +257,7 @@ class StreamingStep(nn.Module):
             if buf is not None:
                 new_buffers.append(seq[:, :, seq.shape[2] - plan["buffer"] :])
             fed = fed // s
-            real = (real + 2 * plan["pad"] - plan["kernel"]) // s + 1  # the offline output length (ConvBlock.out_lengths)
+            real = block.out_lengths(real)  # the offline output length
             steps = torch.ones_like(y[0, 0, :, 0], dtype=torch.int64).cumsum(0) - 1  # 0 .. outputs-1, no size arg
             j = fed + steps - plan["junk"]  # offline index of each output
             valid = (j >= 0) & (j < real)
