@@ -91,6 +91,39 @@ def test_streaming_export_matches_streaming_classifier_and_offline(tmp_path):
     np.testing.assert_allclose(p.sum(), 1.0, rtol=1e-5)
 
 
+@pytest.mark.parametrize("preset, sets", [("lstm", []), ("crnn", ["model.bidirectional=false", "model.frontend.channels=[4,4]"])])
+def test_onnx_stream_takes_audio_like_the_pytorch_stream(tmp_path, preset, sets):
+    """push_audio builds the features from the settings stored in the ONNX metadata: audio at another rate,
+    in chunks that split frames, ends where PyTorch's StreamingClassifier and the offline model end."""
+    import soxr
+
+    from specrnn.features import FeatureExtractor
+    from specrnn.streaming import StreamingClassifier
+
+    cfg, model = _model(preset, "features.top_db=null", *sets)
+    path = export.export_streaming(model, tmp_path / "s.onnx", cfg, CLASSES)
+    ex = FeatureExtractor(cfg.features)
+    wave8k = (np.sin(np.arange(6001) * 0.3) * np.random.default_rng(0).uniform(0.05, 0.5, 6001)).astype(np.float32)
+    wave = soxr.resample(wave8k, 8000, cfg.features.sample_rate, quality="HQ").astype(np.float32)
+    with torch.no_grad():
+        feats, n = ex(torch.from_numpy(wave)[None], torch.tensor([len(wave)]))
+        offline = model(feats, n).numpy()
+    ours, ref = export.OnnxStreamingClassifier(path), StreamingClassifier(model, ex)
+    for i in range(0, len(wave8k), 777):
+        ours.push_audio(wave8k[i : i + 777], sample_rate=8000)
+        ref.push_audio(wave8k[i : i + 777], sample_rate=8000)
+    ours.finish(), ref.finish()
+    np.testing.assert_allclose(ours.logits(), ref.logits().numpy(), atol=TOL, rtol=0)
+    np.testing.assert_allclose(ours.logits(), offline, atol=1e-3, rtol=0)  # soxr's stream vs one call: 1e-3
+    ours.reset()  # a new stream, at the model's own rate
+    for i in range(0, len(wave), 1601):
+        ours.push_audio(wave[i : i + 1601])
+    ours.finish()
+    np.testing.assert_allclose(ours.logits(), offline, atol=TOL, rtol=0)
+    with pytest.raises(SpecrnnError, match="mono"):
+        ours.push_audio(np.zeros((2, 100), np.float32))
+
+
 @pytest.mark.parametrize("pooling, stack, strides, cell", [
     ("last", 1, [2, 1], "lstm"), ("mean", 2, [1, 1], "lstm"), ("meanstd", 1, [1, 1], "gru"),
     ("max", 2, [2, 1], "gru"), ("attention", 1, [1, 1], "lstm"),

@@ -118,6 +118,12 @@ def test_predict_stream_cli_prints_running_labels_and_matches_offline(tone_folde
     assert lines[-1]["label"] == offline["label"] and abs(lines[-1]["probability"] - offline["probability"]) < 1e-3
     text = cli("predict", run, f, "--stream").stdout
     assert "end" in text
+    top3 = [json.loads(x) for x in cli("predict", run, f, "--stream", "--top-k", 3, "--json").stdout.splitlines()]
+    final = top3[-1]["top"]
+    assert final[0]["label"] == lines[-1]["label"] and len(final) == 2  # the tone folder has two classes
+    assert final[0]["probability"] >= final[1]["probability"] and abs(sum(x["probability"] for x in final) - 1) < 1e-3
+    assert text.splitlines()[-1].count("%") == 1
+    assert cli("predict", run, f, "--stream", "--top-k", 2).stdout.splitlines()[-1].count("%") == 2
     r = cli("predict", tmp_path / "nope", f, "--stream", check=False)
     assert r.returncode == 2
 

@@ -62,17 +62,18 @@ def _predict(a) -> int:
         chunk_ms = 100.0 if a.chunk_ms is None else a.chunk_ms
         if chunk_ms < frame_ms:
             raise SpecrnnError(f"--chunk-ms {chunk_ms:g} is shorter than one feature frame ({frame_ms:g} ms)")
-        return print_stream(predictor, a.files, chunk_ms, a.json)
+        return print_stream(predictor, a.files, chunk_ms, a.json, a.top_k or 1)
+    top_k = a.top_k or 3
     preds = predictor.predict(a.files)
     failed = 0
     if a.json:
-        print(json.dumps([p.to_dict(a.top_k) for p in preds]))
+        print(json.dumps([p.to_dict(top_k) for p in preds]))
     for p in preds:
         if p.error:
             failed += 1
             print(f"specrnn: error: {p.path}: {p.error}", file=sys.stderr)
         elif not a.json:
-            tops = ", ".join(f"{lab} {100 * prob:.1f}%" for lab, prob in p.top(a.top_k))
+            tops = ", ".join(f"{lab} {100 * prob:.1f}%" for lab, prob in p.top(top_k))
             print(f"{p.path}\t{p.label}\t({tops})")
     return 1 if failed else 0
 
@@ -225,10 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("predict", help="labels and probabilities for audio files")
     r.add_argument("run_dir", help="run folder made by `specrnn train` (or its model.pt)")
     r.add_argument("files", nargs="+", help="audio files (WAV, FLAC, OGG, MP3; any rate and channel count)")
-    r.add_argument("--top-k", type=_positive(int), default=3,
-                   help="how many labels to show per file (default 3; --stream prints the top label per chunk)")
+    r.add_argument("--top-k", type=_positive(int),
+                   help="how many labels to show per file (default 3), or per chunk with --stream (default 1)")
     r.add_argument("--json", action="store_true", help="print JSON (one list; with --stream one object per line)")
-    r.add_argument("--stream", action="store_true", help="feed each file in chunks and print the running top label")
+    r.add_argument("--stream", action="store_true", help="feed each file in chunks and print the running top label(s)")
     r.add_argument("--chunk-ms", type=_positive(float), help="chunk length for --stream (default 100 ms, at least one frame)")
     r.set_defaults(func=_predict)
 

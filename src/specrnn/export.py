@@ -444,8 +444,9 @@ def metadata(sess) -> dict[str, str]:
 
 
 class OnnxStreamingClassifier:
-    """Drive a streaming ONNX step model like `StreamingClassifier`: push feature chunks of any size, read running
-    probabilities; `finish()` flushes an incomplete stacked group."""
+    """Drive a streaming ONNX step model like `StreamingClassifier`: push audio or feature chunks of any size, read
+    running probabilities; `finish()` flushes the STFT, an incomplete stacked group and a CNN's right context.
+    Audio becomes features with the feature settings stored in the model's metadata (PyTorch's STFT)."""
 
     def __init__(self, path_or_session, threads: int = 1):
         if isinstance(path_or_session, (str, Path)):
@@ -465,6 +466,7 @@ class OnnxStreamingClassifier:
         self.multiple = int(json.loads(meta.get("time_multiple", str(self.stack))))
         self.cnn, self.junk = json.loads(meta.get("cnn", "[]")), int(json.loads(meta.get("junk", "0")))
         self.spec = json.loads(meta["states"])
+        self.features = json.loads(meta["features"])
         self.names = [s["name"] for s in self.spec]
         self.out_names = ["logits", *[n + "_out" for n in self.names]]
         self.reset()
@@ -475,6 +477,7 @@ class OnnxStreamingClassifier:
         self.latest: np.ndarray | None = None
         self.frame_outputs: list[np.ndarray] = []
         self.fed = self.real = 0  # feature frames given to the model so far: all, and real ones
+        self.audio = None  # an AudioStream, made when audio is first pushed
 
     def _run(self, frames: np.ndarray, total: int | None = None) -> None:
         """One step on `frames` (real), zero-padded to `total` frames (default: the next multiple)."""
@@ -504,9 +507,21 @@ class OnnxStreamingClassifier:
         self.pending = chunk[n:]
         return self.probabilities()
 
+    def push_audio(self, samples: np.ndarray, sample_rate: int | None = None) -> np.ndarray | None:
+        """Mono samples; at `sample_rate` if given (resampled on the fly), else at the model's rate."""
+        if self.audio is None:
+            from .config import FeatureConfig
+            from .features import FeatureExtractor
+            from .streaming import AudioStream
+
+            self.audio = AudioStream(FeatureExtractor(FeatureConfig(**self.features)))
+        return self.push_features(self.audio.push(samples, sample_rate).numpy())
+
     def finish(self) -> np.ndarray | None:
-        """The last step: the pending frames, then (with a CNN front-end) the zeros that push the last real frames
-        through every block. The stream ends here; `reset()` starts a new one."""
+        """The last step: the audio's last frames (if audio was pushed), the pending frames, then (with a CNN
+        front-end) the zeros that push the last real frames through every block. `reset()` starts a new stream."""
+        if self.audio is not None:
+            self.push_features(self.audio.finish().numpy())
         real = self.real + self.pending.shape[0]
         if self.cnn and real:
             need = _cnn_frames_needed(self.cnn, self.junk, real, self.stack)

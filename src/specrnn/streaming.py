@@ -75,6 +75,41 @@ class StreamingSTFT:
         return self._frames(self.next_frame * self.cfg.hop_length + len(self.buf), count=1 + self.samples // self.cfg.hop_length)
 
 
+class AudioStream:
+    """Audio chunks of any size -> feature frames: soxr's streaming resampler (when the chunks come at another
+    rate) then `StreamingSTFT`. Shared by the PyTorch and the ONNX streaming classifiers."""
+
+    def __init__(self, extractor):
+        self.stft = StreamingSTFT(extractor)
+        self.resampler, self.resampler_rate = None, None
+
+    def push(self, samples: np.ndarray, sample_rate: int | None = None) -> Tensor:
+        """Mono samples at `sample_rate` (default: the model's rate); returns the frames they complete."""
+        samples = np.asarray(samples, dtype=np.float32)
+        if samples.ndim != 1:
+            raise SpecrnnError(f"push_audio takes mono samples (1-D), got shape {samples.shape}")
+        rate = self.stft.cfg.sample_rate
+        if sample_rate is not None and sample_rate != rate:
+            if self.resampler is None:
+                import soxr
+
+                self.resampler = soxr.ResampleStream(sample_rate, rate, 1, dtype="float32", quality="HQ")
+                self.resampler_rate = sample_rate
+            elif sample_rate != self.resampler_rate:
+                raise SpecrnnError(f"the stream's sample rate changed from {self.resampler_rate} to {sample_rate} Hz")
+            samples = self.resampler.resample_chunk(samples)
+        return self.stft.push(samples)
+
+    def finish(self) -> Tensor:
+        """The frames still held back: the resampler's delayed tail, then the STFT's right padding. None pushed: none."""
+        frames = []
+        if self.resampler is not None:
+            frames.append(self.stft.push(self.resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)))
+        if self.stft.samples:
+            frames.append(self.stft.finish())
+        return torch.cat(frames) if frames else torch.zeros(0, self.stft.cfg.n_features)
+
+
 class _ConvBlockStream:
     """One CNN block over a stream: conv with time padding done by hand (zeros at the start and the end)."""
 
@@ -184,8 +219,7 @@ class StreamingClassifier:
         self.reset()
 
     def reset(self) -> None:
-        self.stft = StreamingSTFT(self.extractor) if self.extractor is not None else None
-        self.resampler, self.resampler_rate = None, None
+        self.audio = AudioStream(self.extractor) if self.extractor is not None else None
         self.pending = None  # frames waiting to complete a stacked group
         self.blocks = [_ConvBlockStream(b) for b in self.model.frontend.blocks] if self.model.frontend is not None else []
         self.state = None
@@ -208,33 +242,15 @@ class StreamingClassifier:
     def push_audio(self, samples: np.ndarray, sample_rate: int | None = None) -> np.ndarray | None:
         """Mono samples; at `sample_rate` if given (resampled on the fly with soxr's streaming resampler),
         else at the model's rate."""
-        if self.stft is None:
+        if self.audio is None:
             raise SpecrnnError("no feature extractor: use push_features, or build the stream from a Predictor")
-        samples = np.asarray(samples, dtype=np.float32)
-        if samples.ndim != 1:
-            raise SpecrnnError(f"push_audio takes mono samples (1-D), got shape {samples.shape}")
-        rate = self.stft.cfg.sample_rate
-        if sample_rate is not None and sample_rate != rate:
-            if self.resampler is None:
-                import soxr
-
-                self.resampler = soxr.ResampleStream(sample_rate, rate, 1, dtype="float32", quality="HQ")
-                self.resampler_rate = sample_rate
-            elif sample_rate != self.resampler_rate:
-                raise SpecrnnError(f"the stream's sample rate changed from {self.resampler_rate} to {sample_rate} Hz")
-            samples = self.resampler.resample_chunk(samples)
-        return self.push_features(self.stft.push(samples))
+        return self.push_features(self.audio.push(samples, sample_rate))
 
     @torch.no_grad()
     def finish(self) -> np.ndarray | None:
-        """End of stream: flush the STFT, an incomplete stacked group and the CNN's right context."""
-        if self.resampler is not None:  # the resampler's delayed tail
-            self.push_features(self.stft.push(self.resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)))
-        if self.stft is not None and self.stft.samples:  # audio was pushed: its last frames wait in the STFT
-            tail = self.stft.finish()
-            if tail.shape[0]:
-                self.frames_in += tail.shape[0]
-                self._stacked(self.model.normalizer(tail[None], torch.tensor([tail.shape[0]])), final=False)
+        """End of stream: flush the resampler and the STFT, an incomplete stacked group and the CNN's right context."""
+        if self.audio is not None:
+            self.push_features(self.audio.finish())
         self._stacked(None, final=True)
         return self.probabilities()
 
@@ -298,8 +314,8 @@ def stream(predictor) -> StreamingClassifier:
     return StreamingClassifier(predictor.model.cpu(), predictor.extractor.cpu(), predictor.classes, predictor.cfg.model.multilabel)
 
 
-def print_stream(predictor, files: list[str], chunk_ms: float, as_json: bool) -> int:
-    """`specrnn predict --stream`: the running top label after every chunk of each file."""
+def print_stream(predictor, files: list[str], chunk_ms: float, as_json: bool, top_k: int = 1) -> int:
+    """`specrnn predict --stream`: the running top label (and the next top_k - 1) after every chunk of each file."""
     import json
 
     from .audio import load_audio
@@ -322,16 +338,18 @@ def print_stream(predictor, files: list[str], chunk_ms: float, as_json: bool) ->
         events.append((len(wave) / f.sample_rate, s.finish()))
         for i, (t, p) in enumerate(events):
             final = i == len(events) - 1
-            if p is None:
-                line = {"path": str(path), "time": round(t, 3), "label": None}
-            else:
-                k = int(np.argmax(p))
-                line = {"path": str(path), "time": round(t, 3), "label": s.classes[k], "probability": round(float(p[k]), 4)}
+            line = {"path": str(path), "time": round(t, 3), "label": None}
+            if p is not None:
+                best = np.argsort(-p, kind="stable")[:top_k]
+                line.update(label=s.classes[best[0]], probability=round(float(p[best[0]]), 4))
+                if top_k > 1:
+                    line["top"] = [{"label": s.classes[k], "probability": round(float(p[k]), 4)} for k in best]
             if final:
                 line["final"] = True
             if as_json:
                 print(json.dumps(line))
             else:
-                label = "-" if line["label"] is None else f"{line['label']} ({100 * line['probability']:.1f}%)"
+                tops = line.get("top", [line] if p is not None else [])
+                label = ", ".join(f"{x['label']} ({100 * x['probability']:.1f}%)" for x in tops) or "-"
                 print(f"{path}\t{'end' if final else f'{t:7.2f}s'}\t{label}")
     return 1 if failed else 0
