@@ -70,13 +70,27 @@ def test_pattern_manifest_with_split_rules(tmp_path):
     with pytest.raises(SpecrnnError, match="bad split rule"):
         from_pattern(tmp_path, "{label}_{speaker}_{take}.wav", ["nofield<3=test"])
     # a pattern with a field too few matches no whole name: it is refused, not read from the name's end
-    for short in ("{label}_{take}.wav", "{label}.wav", "ann_{label}.wav"):
+    for short in ("{label}_{take}.wav", "ann_{label}.wav"):
         with pytest.raises(SpecrnnError, match="no audio file name matches"):
             from_pattern(tmp_path, short)
+    assert "0_ann_3" in from_pattern(tmp_path, "{label}.wav").labels  # no '_' in the pattern: the whole name
     (tmp_path / "dogs").mkdir()
     write(tmp_path / "dogs" / "bark_1.wav", tone(300))
     m = from_pattern(tmp_path, "{label}/{name}_{take}.wav")  # a folder in the pattern starts at a folder
     assert m.labels == ["dogs"] and m.extra["name"] == ["bark"]
+
+
+def test_pattern_fields_hold_underscores_where_no_underscore_separates_them(tmp_path):
+    write(tmp_path / "dog_bark" / "take_1.wav", tone())
+    write(tmp_path / "rain drops" / "ñandú 2.flac", tone(), format="FLAC")
+    write(tmp_path / "rain drops" / "x_3.wav", tone())
+    m = from_pattern(tmp_path, "{label}/{name}.wav")
+    assert sorted(zip(m.labels, m.extra["name"])) == [("dog_bark", "take_1"), ("rain drops", "x_3")]
+    assert m.extra["_unmatched"] == ["rain drops/ñandú 2.flac"]  # named with its folder
+    m = from_pattern(tmp_path, "{label}/*")  # any name, any extension
+    assert sorted(m.labels) == ["dog_bark", "rain drops", "rain drops"]
+    m = from_pattern(tmp_path, "{label}/{_}_{take}.*")  # '_' separates: no field of that name holds '_'
+    assert sorted(zip(m.labels, m.extra["take"])) == [("dog_bark", "1"), ("rain drops", "3")]
 
 
 def _table(n_per_class=30, classes=("a", "b", "c"), groups=None):

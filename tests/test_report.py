@@ -63,5 +63,5 @@ def test_report_refuses_a_folder_that_is_not_a_run(tmp_path):
     (tmp_path / "fold-1").mkdir()
     with pytest.raises(SpecrnnError, match="this cross-validation has not finished"):
         specrnn.report(tmp_path)
-    with pytest.raises(SpecrnnError, match="give it a .html name"):
+    with pytest.raises(SpecrnnError, match="needs a .html or .htm name"):
         specrnn.report(tmp_path, tmp_path / "report.md")

@@ -437,3 +437,33 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(data, tmp_path, command):
         assert f"training interrupted; resume with: specrnn train --resume --out {out}" in err
     else:
         assert "interrupted; finished runs are kept: rerun the same command to resume" in err
+
+
+def test_single_file_outputs_never_replace_a_users_file(reference, data, tmp_path, capsys):
+    """export, manifest and report write one file each: a wrong suffix, a missing folder and a file that specrnn
+    did not write are refused before any work (the run's own model.pt included); their own files are rewritten."""
+    pytest.importorskip("onnx", reason="ONNX export needs onnx (pip install 'specrnn[export]')")
+    pytest.importorskip("onnxscript", reason="ONNX export needs onnxscript (pip install 'specrnn[export]')")
+    run = _copy(reference, tmp_path / "run")
+    model = (run / "model.pt").read_bytes()
+    mine = {name: tmp_path / name for name in ("notes.onnx", "notes.csv", "notes.html", "song.wav")}
+    for path in mine.values():
+        path.write_bytes(b"a user's own file")
+    tries = {
+        ("export", run, "--out", run / "model.pt"): "needs a .onnx name",
+        ("export", run, "--out", mine["notes.onnx"]): "specrnn did not write",
+        ("export", run, "--out", tmp_path / "nosuch" / "m.onnx"): "no such folder",
+        ("manifest", data, "--pattern", "{label}/*", "--out", mine["song.wav"]): "needs a .csv name",
+        ("manifest", data, "--pattern", "{label}/*", "--out", mine["notes.csv"]): "specrnn did not write",
+        ("report", run, "--out", mine["notes.html"]): "specrnn did not write",
+    }
+    for args, message in tries.items():
+        rc, _, err = main_cli(capsys, *args)
+        assert rc == 2 and message in err, (args, err)
+    assert (run / "model.pt").read_bytes() == model
+    assert all(p.read_bytes() == b"a user's own file" for p in mine.values())
+    for args in (("export", run, "--out", tmp_path / "m.onnx"), ("manifest", data, "--pattern", "{label}/*", "--out",
+                 tmp_path / "m.csv"), ("report", run, "--out", tmp_path / "r.html")):
+        for _ in range(2):  # the second time over its own file
+            rc, _, err = main_cli(capsys, *args)
+            assert rc == 0, err

@@ -80,10 +80,12 @@ def _predict(a) -> int:
 
 def _manifest(a) -> int:
     from .data.manifest import from_pattern
+    from .run import check_output_file
 
+    out = a.out or os.path.join(a.dir, "manifest.csv")
+    check_output_file(out, (".csv",), b"path,label", "manifest", "--out" if a.out else "the manifest (default --out)")
     man = from_pattern(a.dir, a.pattern, a.split_rule)
     unmatched = man.extra.pop("_unmatched")
-    out = a.out or os.path.join(a.dir, "manifest.csv")
     man.to_csv(out, relative_to=os.path.dirname(os.path.abspath(out)))
     counts = {}
     for s in man.splits or ["(no split)"] * len(man):
@@ -235,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("manifest", help="CSV manifest from file names, e.g. FSDD's {label}_{speaker}_{take}.wav")
     m.add_argument("dir")
-    m.add_argument("--pattern", required=True, help="fields in braces; {label} required; {group} keeps a group in one split")
+    m.add_argument("--pattern", required=True, help="fields in braces, e.g. '{label}_{group}_{take}.wav' or '{label}/*'; {label} required; "
+                   "{group} keeps a group in one split; a field holds no '_' when '_' follows it; {_} and * match anything")
     m.add_argument("--split-rule", action="append", help="FIELD OP VALUE=SPLIT, first match wins, e.g. 'take<5=test'; unmatched rows are train")
     m.add_argument("--out", help="CSV to write (default DIR/manifest.csv)")
     m.set_defaults(func=_manifest)

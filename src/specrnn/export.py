@@ -25,6 +25,9 @@ from torch import Tensor, nn
 
 from .errors import SpecrnnError
 from .models.build import SpecRNN
+from .run import check_output_file
+
+ONNX_MARK = "specrnn"  # the model's doc_string starts with it
 
 OPSET = 18
 
@@ -317,6 +320,7 @@ def _save(program, path: Path, meta: dict[str, str]) -> None:
     from .run import atomic_write_bytes
 
     proto = program.model_proto
+    proto.doc_string = f"{ONNX_MARK} {meta['specrnn_kind']} model"  # near the file's start: check_output_file reads it
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=v)
     atomic_write_bytes(path, proto.SerializeToString())
@@ -619,8 +623,7 @@ def export_run(run_dir: str | Path, out: str | Path, streaming: bool = False, ch
         raise SpecrnnError(f"ONNX export needs onnx and onnxscript ({e}); pip install 'specrnn[export]'") from None
     from .inference import Predictor
 
-    if Path(out).is_dir():
-        raise SpecrnnError(f"--out {out}: a folder is there; give the ONNX file's name, e.g. {Path(out) / 'model.onnx'}")
+    check_output_file(out, (".onnx",), ONNX_MARK.encode(), "ONNX model")
     pred = Predictor.load(run_dir, device="cpu")
     model = pred.model.eval()
     export = export_streaming if streaming else export_offline

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SpecrnnError
-from .run import atomic_write_text
+from .run import atomic_write_text, check_output_file
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
@@ -154,8 +154,8 @@ std over folds){ens}; macro-F1 {_pct(s['macro_f1_mean'])}; pooled accuracy {_pct
 def report(path: str | Path, out: str | Path | None = None) -> Path:
     """Write report.html for a run folder or a CV folder; returns its path."""
     path = Path(path)
-    if out is not None and Path(out).suffix.lower() not in (".html", ".htm"):
-        raise SpecrnnError(f"--out {out}: the report is one HTML file (images inside); give it a .html name")
+    if out is not None:
+        check_output_file(out, (".html", ".htm"), b"<title>specrnn report", "report (one HTML file, images inside)")
     if (path / "cv.json").is_file():
         body = cv_report(path)
     elif (path / "metrics.json").is_file():

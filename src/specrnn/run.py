@@ -70,6 +70,25 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def check_output_file(path: str | Path, suffixes: tuple[str, ...], ours: bytes, what: str, flag: str = "--out") -> Path:
+    """An output file's name before anything is computed: it must end in one of `suffixes`, its folder must exist,
+    and an existing file is only replaced when its first 4 KB hold `ours` (a file specrnn wrote), never a user's."""
+    path = Path(path)
+    if path.is_dir():
+        raise SpecrnnError(f"{flag} {path}: a folder is there; give the {what}'s file name, e.g. {path / ('out' + suffixes[0])}")
+    if path.suffix.lower() not in suffixes:
+        raise SpecrnnError(f"{flag} {path}: the {what} needs a {' or '.join(suffixes)} name")
+    if not path.parent.is_dir():
+        raise SpecrnnError(f"{flag} {path}: no such folder {path.parent}")
+    if path.exists():
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        if ours not in head:
+            raise SpecrnnError(f"{flag} {path}: a file is there that specrnn did not write; it is left alone "
+                               "(remove it or choose another name)")
+    return path
+
+
 def write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 

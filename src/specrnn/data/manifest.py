@@ -209,17 +209,23 @@ def split_difference(split_csv: str | Path, man: Manifest) -> str | None:
 
 # ---------------------------------------------------------------- file-name patterns
 def pattern_regex(pattern: str) -> re.Pattern:
-    """'{label}_{group}_{take}.wav' -> a regex with one named group per field (fields match no '/' or '_').
-    It matches whole names: the pattern starts where a file name (or, with '/' in it, a folder) starts, so
-    '{label}_{take}.wav' does not quietly read 'george' as the label of '0_george_0.wav'."""
-    parts = re.split(r"(\{[A-Za-z_][A-Za-z0-9_]*\})", pattern)
-    rx = ""
-    for part in parts:
-        if part.startswith("{") and part.endswith("}"):
-            rx += f"(?P<{part[1:-1]}>[^/_]+?)" if part != "{_}" else "[^/]*?"
-        else:
-            rx += re.escape(part)
-    return re.compile(r"(?:^|/)" + rx + r"$")
+    """'{label}_{group}_{take}.wav' -> a regex with one named group per field. A field never holds '/'; where '_'
+    separates fields within a name, no field of that name holds '_' (so '{label}_{take}.wav' does not match
+    '0_george_0.wav'), while '{label}/*' keeps 'dog_bark' whole. '{_}' and '*' match anything within a name. The
+    pattern starts where a file name (or, with '/' in it, a folder) starts, so it matches whole names only."""
+    field = r"(\{[A-Za-z_][A-Za-z0-9_]*\})"
+    segments = []
+    for segment in pattern.split("/"):
+        parts = re.split(field, segment)
+        chars = "[^/_]+?" if "_" in "".join(parts[::2]) else "[^/]+?"  # parts[::2]: the text between fields
+        rx = ""
+        for part in parts:
+            if part.startswith("{") and part.endswith("}"):
+                rx += f"(?P<{part[1:-1]}>{chars})" if part != "{_}" else "[^/]*?"
+            else:
+                rx += "[^/]*?".join(re.escape(piece) for piece in part.split("*"))
+        segments.append(rx)
+    return re.compile(r"(?:^|/)" + "/".join(segments) + r"$")
 
 
 RULE = re.compile(r"^\s*(\w+)\s*(<=|>=|==|!=|<|>| in )\s*(.+?)\s*=\s*(train|val|test)\s*$")
@@ -255,7 +261,7 @@ def from_pattern(root: str | Path, pattern: str, split_rules: list[str] | None =
     for f in walk_audio(root):
         m = rx.search(f.relative_to(root).as_posix())
         if not m:
-            unmatched.append(f.name)
+            unmatched.append(f.relative_to(root).as_posix())
             continue
         cols["path"].append(str(f.resolve()))
         for k, v in m.groupdict().items():
