@@ -387,7 +387,26 @@ def test_a_noise_folder_that_is_not_there_names_the_option(tmp_path, capsys):
             write(tmp_path / "d" / label / f"{i}.wav", tone(f + 10 * i, 0.3, seed=i))
     rc, _, err = main_cli(capsys, "train", tmp_path / "d", "--out", tmp_path / "run", *TINY, "--set",
                           f"augment.noise_dir={tmp_path / 'nowhere'}")
-    assert rc == 2 and f"augment.noise_dir {tmp_path / 'nowhere'}: not a folder" in err, err
+    assert rc == 2 and f"augment.noise_dir {tmp_path / 'nowhere'}: no such folder" in err, err
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    (noise / "broken.wav").write_bytes(b"RIFF\x00\x01")
+    for on_error in ("stop", "skip"):  # no usable noise: an error either way, never a training without its noise
+        rc, _, err = main_cli(capsys, "train", tmp_path / "d", "--out", tmp_path / f"run-{on_error}", *TINY,
+                              "--on-error", on_error, "--set", f"augment.noise_dir={noise}")
+        assert rc == 2 and "broken.wav" in err and "none of its files is usable" in err, err
+    write(noise / "hum.wav", tone(50, 1.0))
+    rc, _, err = main_cli(capsys, "train", tmp_path / "d", "--out", tmp_path / "run2", *TINY, "--set", f"augment.noise_dir={noise}")
+    assert rc == 2 and "broken.wav" in err and "--on-error skip" in err, err  # stop (the default) stops on any bad file
+
+
+def test_a_diverging_training_stops_with_an_error_and_keeps_what_it_had(tmp_path):
+    for label, f in (("a", 300), ("b", 3000)):
+        for i in range(10):
+            write(tmp_path / "d" / label / f"{i}.wav", tone(f + 10 * i, 0.3, seed=i))
+    r = run_cli("train", tmp_path / "d", "--out", tmp_path / "run", *TINY, "--max-epochs", 3, "--set", "train.lr=1e30")
+    assert r.returncode == 2 and "training diverged in epoch" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()  # not reported as a finished run
 
 
 def test_every_case_is_in_the_documented_table():

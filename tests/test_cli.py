@@ -189,6 +189,10 @@ def test_fsdd_manifest_train_evaluate(fsdd, tmp_path):
     ("train.lr=inf", "'train.lr' must be a finite number"),
     ("model.frontend.channels=[8, -1]", "'model.frontend.channels' must hold whole numbers >= 1"),
     ("model.frontend.time_strides=[0, 1]", "'model.frontend.time_strides' must hold whole numbers >= 1"),
+    ("augment.noise_snr_db=[a, b]", "'augment.noise_snr_db' expects a list of float"),
+    ("augment.noise_snr_db=[.nan, 10]", "'augment.noise_snr_db' must hold finite numbers"),
+    ("augment.noise_snr_db=[-1000, 1000]", r"-50 <= low <= high <= 100"),
+    ("model.frontend.channels=[4, x]", "'model.frontend.channels' expects a list of int"),
 ])
 def test_config_values_that_mean_nothing_are_refused(setting, message):
     from specrnn.config import load_config

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,8 +207,9 @@ def _check_ranges(cfg: "Config") -> None:
     bad_colors = sorted(set(cfg.augment.noise_colors) - set(NOISE_COLORS))
     if bad_colors:
         raise SpecrnnError(f"config 'augment.noise_colors' knows {', '.join(NOISE_COLORS)}; got {', '.join(map(repr, bad_colors))}")
-    if len(cfg.augment.noise_snr_db) != 2 or cfg.augment.noise_snr_db[0] > cfg.augment.noise_snr_db[1]:
-        raise SpecrnnError(f"config 'augment.noise_snr_db' must be [low, high], got {cfg.augment.noise_snr_db}")
+    snr = cfg.augment.noise_snr_db
+    if len(snr) != 2 or snr[0] > snr[1] or snr[0] < -50 or snr[1] > 100:
+        raise SpecrnnError(f"config 'augment.noise_snr_db' must be [low, high] with -50 <= low <= high <= 100 (dB), got {snr}")
 
 
 def _build(cls, values: dict, prefix: str):
@@ -222,7 +224,7 @@ def _build(cls, values: dict, prefix: str):
         if dataclasses.is_dataclass(default):
             kwargs[key] = _build(type(default), value, f"{prefix}{key}.")
         else:
-            kwargs[key] = _coerce(value, default, f"{prefix}{key}")
+            kwargs[key] = _coerce(value, default, f"{prefix}{key}", str(known[key].type))
     obj = cls(**kwargs)
     for f in dataclasses.fields(cls):
         name = f"{prefix}{f.name}"
@@ -231,9 +233,20 @@ def _build(cls, values: dict, prefix: str):
     return obj
 
 
-def _coerce(value: Any, default: Any, name: str) -> Any:
-    """Check a value against its default's type; YAML's '1e-3' (a string) becomes a float."""
+def _coerce(value: Any, default: Any, name: str, annotation: str = "") -> Any:
+    """Check a value against its default's type; YAML's '1e-3' (a string) becomes a float. A list's items are
+    checked against the field's `list[...]` annotation, one by one."""
     if value is None or default is None or name in FREE_TYPED:
+        return value
+    item = re.fullmatch(r"list\[(int|float|str)\]", annotation.replace(" ", ""))
+    if isinstance(default, list) and isinstance(value, list) and item:
+        sample = {"int": 0, "float": 0.0, "str": ""}[item.group(1)]
+        try:
+            value = [_coerce(v, sample, name) for v in value]
+        except SpecrnnError:
+            raise SpecrnnError(f"config '{name}' expects a list of {item.group(1)}, got {value!r}") from None
+        if item.group(1) == "float" and not all(math.isfinite(v) for v in value):
+            raise SpecrnnError(f"config '{name}' must hold finite numbers, got {value!r}")
         return value
     ok = True
     if isinstance(default, bool):

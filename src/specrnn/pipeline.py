@@ -269,12 +269,15 @@ def batch_augment(cfg: Config, n_classes: int, log=print):
         from .data.manifest import walk_audio
 
         if not Path(a.noise_dir).is_dir():
-            raise SpecrnnError(f"augment.noise_dir {a.noise_dir}: not a folder")
+            raise SpecrnnError(f"augment.noise_dir {a.noise_dir}: {'not a folder' if Path(a.noise_dir).exists() else 'no such folder'}")
         paths = [str(p) for p in walk_audio(Path(a.noise_dir))]
         if not paths:
             raise SpecrnnError(f"augment.noise_dir {a.noise_dir}: no audio files")
         feats, errors = compute_features(paths, cfg.features, cfg.data.cache_dir, desc="noise")
         clips = [torch.from_numpy(x) for x in feats if x is not None]
+        if errors and (cfg.data.on_error == "stop" or not clips):  # training must not quietly run without its noise
+            raise BadFilesError(errors, f"They are in augment.noise_dir {a.noise_dir}" + (
+                "; none of its files is usable." if not clips else ". Fix or remove them, or pass --on-error skip."))
         noise += clips
         log(f"background noise: {len(clips)} clip(s) from {a.noise_dir}" + (f" ({len(errors)} unusable)" if errors else ""))
     return BatchAugment(a, n_classes, noise, dct=dct_matrix(f.n_mels, f.n_mfcc) if f.kind == "mfcc" else None)

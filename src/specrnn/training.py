@@ -95,12 +95,26 @@ class LitClassifier(L.LightningModule):
         n = sum(v[2] for v in self._val)
         stats = torch.tensor([loss, correct, n], dtype=torch.float64, device=self.device)
         stats = self.trainer.strategy.reduce(stats, reduce_op="sum") if self.trainer.world_size > 1 else stats
-        self.log("val_loss", float(stats[0] / stats[2]))
-        self.log("val_acc", float(stats[1] / stats[2]), prog_bar=True)
+        train_loss = None
         if self._train:  # validation closes each training epoch: record the epoch's training figures here
             n = sum(b for _, b in self._train)
-            self.log("train_loss", float(sum(float(loss) * b for loss, b in self._train) / n), prog_bar=True, sync_dist=True)
+            train_loss = float(sum(float(loss) * b for loss, b in self._train) / n)
+        self._check_finite(float(stats[0] / stats[2]), train_loss)
+        self.log("val_loss", float(stats[0] / stats[2]))
+        self.log("val_acc", float(stats[1] / stats[2]), prog_bar=True)
+        if train_loss is not None:
+            self.log("train_loss", train_loss, prog_bar=True, sync_dist=True)
         self.log("epoch_seconds", time.perf_counter() - getattr(self, "_epoch_start", time.perf_counter()), sync_dist=True)
+
+    def _check_finite(self, val_loss: float, train_loss: float | None) -> None:
+        """A diverged training (a NaN or infinite loss) ends the run with an error before this epoch is kept or
+        checkpointed, instead of finishing with a model that outputs NaN."""
+        if self.trainer.sanity_checking or (math.isfinite(val_loss) and (train_loss is None or math.isfinite(train_loss))):
+            return
+        raise SpecrnnError(
+            f"training diverged in epoch {self.current_epoch + 1}: training loss {train_loss}, validation loss {val_loss}. "
+            "Lower train.lr, set train.grad_clip, or check the augment values; model.pt and last.ckpt keep the last "
+            "finite epochs (this run is unfinished)")
 
     def configure_optimizers(self):
         t = self.cfg.train
