@@ -112,14 +112,19 @@ def test_onnx_stream_takes_audio_like_the_pytorch_stream(tmp_path, preset, sets)
     for i in range(0, len(wave8k), 777):
         ours.push_audio(wave8k[i : i + 777], sample_rate=8000)
         ref.push_audio(wave8k[i : i + 777], sample_rate=8000)
-    ours.finish(), ref.finish()
+    p = ours.finish()
+    ref.finish()
     np.testing.assert_allclose(ours.logits(), ref.logits().numpy(), atol=TOL, rtol=0)
+    np.testing.assert_array_equal(ours.finish(), p)  # finishing again changes nothing
+    with pytest.raises(SpecrnnError, match="stream has finished"):
+        ours.push_audio(wave8k[:100], sample_rate=8000)
     np.testing.assert_allclose(ours.logits(), offline, atol=1e-3, rtol=0)  # soxr's stream vs one call: 1e-3
     ours.reset()  # a new stream, at the model's own rate
     for i in range(0, len(wave), 1601):
         ours.push_audio(wave[i : i + 1601])
     ours.finish()
     np.testing.assert_allclose(ours.logits(), offline, atol=TOL, rtol=0)
+    ours.reset()
     with pytest.raises(SpecrnnError, match="mono"):
         ours.push_audio(np.zeros((2, 100), np.float32))
 

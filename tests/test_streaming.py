@@ -140,10 +140,28 @@ def test_audio_at_another_rate_is_resampled_on_the_fly():
     s = StreamingClassifier(model, ex)
     for i in range(0, len(wave8k), 800):
         s.push_audio(wave8k[i : i + 800], sample_rate=8000)
-    s.finish()
+    p = s.finish()
     torch.testing.assert_close(s.logits(), _offline(model, feats[0]), atol=1e-3, rtol=0)
-    with pytest.raises(SpecrnnError, match="rate changed"):
-        s.push_audio(wave8k[:10], sample_rate=22050)
+    np.testing.assert_array_equal(s.finish(), p)  # finishing again changes nothing
+    with pytest.raises(SpecrnnError, match="stream has finished; call reset"):
+        s.push_audio(wave8k[:10], sample_rate=8000)
+    s.reset()
+    s.push_audio(wave8k[:10], sample_rate=8000)
+    with pytest.raises(SpecrnnError, match="rate changed from 8000 to 16000 Hz"):
+        s.push_audio(wave8k[:10])  # no rate given: the model's own
+
+
+@pytest.mark.parametrize("samples, rate, message", [
+    ((np.ones(100) * 1000).astype(np.int16), None, "float samples in"),
+    (np.full(100, np.nan, np.float32), None, "NaN or infinite"),
+    (np.zeros(100, np.float32), 0, "sample_rate must be"),
+    (np.zeros(100, np.float32), 8000.5, "sample_rate must be"),
+    (np.zeros((2, 100), np.float32), None, "mono samples"),
+])
+def test_audio_that_a_stream_cannot_take_is_refused(samples, rate, message):
+    s = StreamingClassifier(_randomise(build_model(load_config("lstm").model, 64, 3)), FeatureExtractor(FeatureConfig()))
+    with pytest.raises(SpecrnnError, match=message):
+        s.push_audio(samples, sample_rate=rate)
 
 
 def test_features_pushed_to_an_audio_capable_stream_equal_offline():

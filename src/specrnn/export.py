@@ -482,6 +482,7 @@ class OnnxStreamingClassifier:
         self.frame_outputs: list[np.ndarray] = []
         self.fed = self.real = 0  # feature frames given to the model so far: all, and real ones
         self.audio = None  # an AudioStream, made when audio is first pushed
+        self.finished = False
 
     def _run(self, frames: np.ndarray, total: int | None = None) -> None:
         """One step on `frames` (real), zero-padded to `total` frames (default: the next multiple)."""
@@ -501,6 +502,10 @@ class OnnxStreamingClassifier:
 
     def push_features(self, chunk: np.ndarray) -> np.ndarray | None:
         """A (t, F) chunk of un-normalised features; returns the running probabilities (None before the first step)."""
+        if self.finished:
+            from .streaming import FINISHED
+
+            raise SpecrnnError(FINISHED)
         chunk = np.asarray(chunk, dtype=np.float32)
         if self.pending.shape[0]:
             chunk = np.concatenate([self.pending, chunk])
@@ -523,14 +528,21 @@ class OnnxStreamingClassifier:
 
     def finish(self) -> np.ndarray | None:
         """The last step: the audio's last frames (if audio was pushed), the pending frames, then (with a CNN
-        front-end) the zeros that push the last real frames through every block. `reset()` starts a new stream."""
+        front-end) the zeros that push the last real frames through every block. `reset()` starts a new stream;
+        called again, it returns the same probabilities."""
+        if not self.finished:
+            self._flush()
+            self.finished = True
+        return self.probabilities()
+
+    def _flush(self) -> None:
         if self.audio is not None:
             self.push_features(self.audio.finish().numpy())
         real = self.real + self.pending.shape[0]
         if self.cnn and real:
             need = _cnn_frames_needed(self.cnn, self.junk, real, self.stack)
             if need <= self.fed and not self.pending.shape[0]:
-                return self.probabilities()
+                return
             total = max(need - self.fed, self.pending.shape[0], self.multiple * (self.junk + 1))
             total = -(-total // self.multiple) * self.multiple
             frames = self.pending if self.pending.shape[0] else np.zeros((0, self.states_width()), np.float32)
@@ -538,7 +550,6 @@ class OnnxStreamingClassifier:
         elif self.pending.shape[0]:
             self._run(np.ascontiguousarray(self.pending))
         self.pending = self.pending[:0]
-        return self.probabilities()
 
     def states_width(self) -> int:
         """Feature bins per frame (from the model's input)."""

@@ -75,33 +75,50 @@ class StreamingSTFT:
         return self._frames(self.next_frame * self.cfg.hop_length + len(self.buf), count=1 + self.samples // self.cfg.hop_length)
 
 
+FINISHED = "this stream has finished; call reset() to start a new one"
+
+
 class AudioStream:
     """Audio chunks of any size -> feature frames: soxr's streaming resampler (when the chunks come at another
     rate) then `StreamingSTFT`. Shared by the PyTorch and the ONNX streaming classifiers."""
 
     def __init__(self, extractor):
         self.stft = StreamingSTFT(extractor)
-        self.resampler, self.resampler_rate = None, None
+        self.resampler, self.rate, self.finished = None, None, False
 
     def push(self, samples: np.ndarray, sample_rate: int | None = None) -> Tensor:
-        """Mono samples at `sample_rate` (default: the model's rate); returns the frames they complete."""
-        samples = np.asarray(samples, dtype=np.float32)
+        """Mono float samples in [-1, 1] at `sample_rate` (default: the model's rate); returns the frames they complete."""
+        if self.finished:
+            raise SpecrnnError(FINISHED)
+        samples = np.asarray(samples)
         if samples.ndim != 1:
             raise SpecrnnError(f"push_audio takes mono samples (1-D), got shape {samples.shape}")
-        rate = self.stft.cfg.sample_rate
-        if sample_rate is not None and sample_rate != rate:
+        if not np.issubdtype(samples.dtype, np.floating):
+            raise SpecrnnError(f"push_audio takes float samples in [-1, 1], got {samples.dtype} "
+                               "(for int16 audio, divide by 32768)")
+        samples = samples.astype(np.float32, copy=False)
+        if not np.isfinite(samples).all():
+            raise SpecrnnError("push_audio got NaN or infinite samples")
+        model_rate = self.stft.cfg.sample_rate
+        rate = model_rate if sample_rate is None else sample_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
+            raise SpecrnnError(f"sample_rate must be a whole number of Hz above 0, got {sample_rate!r}")
+        if self.rate is not None and rate != self.rate:
+            raise SpecrnnError(f"the stream's sample rate changed from {self.rate} to {rate} Hz; call reset() first")
+        self.rate = rate
+        if rate != model_rate:
             if self.resampler is None:
                 import soxr
 
-                self.resampler = soxr.ResampleStream(sample_rate, rate, 1, dtype="float32", quality="HQ")
-                self.resampler_rate = sample_rate
-            elif sample_rate != self.resampler_rate:
-                raise SpecrnnError(f"the stream's sample rate changed from {self.resampler_rate} to {sample_rate} Hz")
+                self.resampler = soxr.ResampleStream(rate, model_rate, 1, dtype="float32", quality="HQ")
             samples = self.resampler.resample_chunk(samples)
         return self.stft.push(samples)
 
     def finish(self) -> Tensor:
         """The frames still held back: the resampler's delayed tail, then the STFT's right padding. None pushed: none."""
+        if self.finished:
+            return torch.zeros(0, self.stft.cfg.n_features)
+        self.finished = True
         frames = []
         if self.resampler is not None:
             frames.append(self.stft.push(self.resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)))
@@ -224,13 +241,15 @@ class StreamingClassifier:
         self.blocks = [_ConvBlockStream(b) for b in self.model.frontend.blocks] if self.model.frontend is not None else []
         self.state = None
         self.pool = _RunningPool(self.model.pooling) if self.model.pooling is not None else None
-        self.frames_in = 0
+        self.frames_in, self.finished = 0, False
         self.latest: Tensor | None = None
         self.frame_outputs: list[Tensor] = []
 
     @torch.no_grad()
     def push_features(self, chunk: np.ndarray | Tensor) -> np.ndarray | None:
         """A (t, F) chunk of un-normalised features (as the FeatureExtractor makes them)."""
+        if self.finished:
+            raise SpecrnnError(FINISHED)
         x = torch.as_tensor(np.asarray(chunk, dtype=np.float32))[None]
         self.frames_in += x.shape[1]
         if x.shape[1]:
@@ -248,10 +267,14 @@ class StreamingClassifier:
 
     @torch.no_grad()
     def finish(self) -> np.ndarray | None:
-        """End of stream: flush the resampler and the STFT, an incomplete stacked group and the CNN's right context."""
+        """End of stream: flush the resampler and the STFT, an incomplete stacked group and the CNN's right context.
+        Called again, it returns the same probabilities."""
+        if self.finished:
+            return self.probabilities()
         if self.audio is not None:
             self.push_features(self.audio.finish())
         self._stacked(None, final=True)
+        self.finished = True
         return self.probabilities()
 
     def _stacked(self, x: Tensor | None, final: bool) -> None:
