@@ -180,7 +180,9 @@ def test_fsdd_manifest_train_evaluate(fsdd, tmp_path):
         w.writerows(subset)
     cli("train", sub, "--out", tmp_path / "run", "--max-epochs", 8, "--set", "model.hidden=48", "--set", "model.layers=1")
     m = json.loads(cli("evaluate", tmp_path / "run", sub, "--json").stdout)
-    assert m["n"] == 120
+    assert m["n"] == 120 and m["seen_in_training"] == {}  # the test rows: never trained or validated on
+    r = cli("evaluate", tmp_path / "run", sub, "--split", "train")
+    assert "warning: of these 600 clips, this run had 540 in its train split and 60 in its val split" in r.stderr, r.stderr
     assert m["accuracy"] > 0.5, m["accuracy"]  # chance is 0.1; a broken pipeline (labels, padding) stays near it
 
 

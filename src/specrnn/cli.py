@@ -43,6 +43,10 @@ def _evaluate(a) -> int:
         print(format_metrics(m, f"evaluation of {a.run_dir} on {where if a.data else own}"))
         for s in m["skipped"]:
             print(f"skipped {s['path']}: {s['reason']}", file=sys.stderr)
+    seen = m.get("seen_in_training") or {}
+    if seen:
+        parts = " and ".join(f"{n} in its {s} split" for s, n in seen.items())
+        print(f"warning: of these {m['n']} clips, this run had {parts}: the figures are optimistic", file=sys.stderr)
     return 0
 
 

@@ -358,4 +358,16 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str | N
     metrics = evaluate_features(predictor, fs)
     metrics["skipped"] = [{"path": e.path, "reason": e.reason} for e in fs.errors]
     metrics["split"] = split  # None: every row of DATA
+    if data is not None:
+        metrics["seen_in_training"] = _seen_in_training(run_dir, man.paths)
     return metrics
+
+
+def _seen_in_training(run_dir: Path, paths: list[str]) -> dict[str, int]:
+    """How many of these files the run trained on or validated on (from its split.csv): scores on them are optimistic."""
+    if not (run_dir / SPLIT_FILE).is_file():
+        return {}
+    own = load_manifest(run_dir / SPLIT_FILE)
+    where = {os.path.realpath(p): s for p, s in zip(own.paths, own.splits or [])}
+    seen = [where.get(os.path.realpath(p)) for p in paths]
+    return {s: seen.count(s) for s in ("train", "val") if seen.count(s)}
