@@ -14,6 +14,12 @@ def test_run_report_is_self_contained(tone_folder, tmp_path):
         assert f"<h2>{section}" in text
     assert len(re.findall(r"data:image/png;base64,", text)) >= 2 and "src=\"http" not in text
     assert "mistakes" in text and ("No mistakes" in text or "most confident" in text)
+    split = (tmp_path / "run" / "split.csv").read_text().splitlines()[1:]
+    n = {s: sum(row.endswith("," + s) for row in split) for s in ("train", "val", "test")}
+    assert f"Data: <code>{tone_folder}</code>" in text and f"clips: train {n['train']}, val {n['val']}, test {n['test']}" in text
+    assert text.count("<img alt=") == text.count("<img ")  # every image says what it shows
+    if "most confident" in text:  # mistakes are named with their class folder, not the bare file name
+        assert re.search(r"<b>(low|high)/[^<]+\.wav</b>", text)
 
 
 def test_cv_report(tone_folder, tmp_path):

@@ -72,16 +72,18 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], out: str | Path, ti
     _save(fig, out)
 
 
-def spectrogram(features: np.ndarray, out, title: str = "", attention: np.ndarray | None = None) -> None:
-    """(T, F) features as an image; attention weights (T',) drawn under it when given."""
+def spectrogram(features: np.ndarray, out, title: str = "", attention: np.ndarray | None = None,
+                frame_seconds: float | None = None, ylabel: str = "bin") -> None:
+    """(T, F) features as an image, over seconds when `frame_seconds` is given; attention weights (T',) under it."""
     plt = _plt()
     rows = 2 if attention is not None else 1
     fig, axes = plt.subplots(rows, 1, figsize=(6, 3 if rows == 1 else 4), squeeze=False, sharex=False,
                              gridspec_kw={"height_ratios": [3, 1][:rows]})
-    axes[0, 0].imshow(features.T, origin="lower", aspect="auto", cmap="magma")
-    axes[0, 0].set_ylabel("bin"), axes[0, 0].set_title(title, fontsize=9)
+    end = features.shape[0] * (frame_seconds or 1)
+    axes[0, 0].imshow(features.T, origin="lower", aspect="auto", cmap="magma", extent=(0, end, 0, features.shape[1]))
+    axes[0, 0].set_ylabel(ylabel), axes[0, 0].set_title(title, fontsize=9)
     if attention is not None:
-        t = np.linspace(0, features.shape[0], len(attention))
-        axes[1, 0].plot(t, attention), axes[1, 0].set_xlim(0, features.shape[0]), axes[1, 0].set_ylabel("attention")
-    axes[-1, 0].set_xlabel("frame")
+        t = np.linspace(0, end, len(attention))
+        axes[1, 0].plot(t, attention), axes[1, 0].set_xlim(0, end), axes[1, 0].set_ylabel("attention")
+    axes[-1, 0].set_xlabel("time (s)" if frame_seconds else "frame")
     _save(fig, out)

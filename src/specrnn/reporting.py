@@ -7,6 +7,7 @@ import base64
 import html
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-widt
 .grid{display:flex;flex-wrap:wrap;gap:1em}.card{border:1px solid #ddd;padding:.5em;width:340px;font-size:.9em}.bad{color:#b00}"""
 
 
-def _img(path_or_fig) -> str:
+def _img(path_or_fig, alt: str) -> str:
     if isinstance(path_or_fig, (str, Path)):
         p = Path(path_or_fig)
         if not p.is_file():
@@ -28,7 +29,7 @@ def _img(path_or_fig) -> str:
         data = p.read_bytes()
     else:
         data = path_or_fig
-    return f'<img src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
 def _pct(x) -> str:
@@ -55,11 +56,14 @@ def per_class_from_confusion(cm: np.ndarray, classes: list[str], runs_per_clip: 
     return {"per_class": out}
 
 
-def _spectrogram_png(features: np.ndarray, title: str, attention: np.ndarray | None) -> bytes:
+def _spectrogram_png(features: np.ndarray, title: str, attention: np.ndarray | None, fcfg) -> bytes:
     from . import plots
 
     buf = io.BytesIO()
-    plots.spectrogram(features, buf, title, attention)
+    top = fcfg.f_max or fcfg.sample_rate / 2
+    ylabel = {"logmel": f"mel band ({fcfg.f_min:g}-{top:g} Hz)", "mfcc": "MFCC",
+              "logpower": f"frequency bin (0-{fcfg.sample_rate / 2:g} Hz)"}[fcfg.kind]
+    plots.spectrogram(features, buf, title, attention, fcfg.hop_length / fcfg.sample_rate, ylabel)
     return buf.getvalue()
 
 
@@ -82,18 +86,40 @@ def _mistakes(run_dir: Path, split: str, limit: int = 8) -> str:
     if not len(wrong):
         return f"<p>No mistakes on the {split} split ({len(fs)} clips).</p>"
     wrong = wrong[np.argsort(-probs[wrong, pred[wrong]])][:limit]
+    base = os.path.commonpath([os.path.dirname(x) for x in fs.paths])  # names shown relative to the data's folder
     cards = []
     for i in wrong:
         f = fs.features[i]
         att = p.model.attention(torch.from_numpy(f)[None], torch.tensor([len(f)]))
         weights = None if att is None else att[0][0, : int(att[1][0]), 0].numpy()
         true, guess = p.classes[fs.targets[i]], p.classes[pred[i]]
-        png = _spectrogram_png(f, f"{Path(fs.paths[i]).name}: {true} -> {guess}", weights)
-        cards.append(f'<div class="card">{_img(png)}<br><b>{html.escape(Path(fs.paths[i]).name)}</b><br>'
+        name = os.path.relpath(fs.paths[i], base)
+        png = _spectrogram_png(f, f"{name}: {true} -> {guess}", weights, p.cfg.features)
+        alt = f"spectrogram of {name}" + (" with attention weights" if weights is not None else "")
+        cards.append(f'<div class="card">{_img(png, alt)}<br><b>{html.escape(name)}</b><br>'
                      f'true <b>{html.escape(true)}</b>, predicted <b class="bad">{html.escape(guess)}</b> '
                      f"({100 * probs[i, pred[i]]:.1f}%; true class {100 * probs[i, fs.targets[i]]:.1f}%)</div>")
     return f'<p>{len(np.flatnonzero(pred != fs.targets))} of {len(fs)} {split} clips are wrong; the {len(wrong)} most confident:</p>' \
            f'<div class="grid">{"".join(cards)}</div>'
+
+
+def _provenance(run_dir: Path) -> str:
+    """Where the run's data came from, when it ran, and how many clips each split held (and were skipped)."""
+    import csv
+
+    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    parts = [f"Data: <code>{html.escape(str(info.get('data', '?')))}</code>",
+             f"started {html.escape(str(info.get('created', '?')).replace('T', ' '))}",
+             f"specrnn {html.escape(str(info.get('version', '?')))}"]
+    if (run_dir / "split.csv").is_file():
+        with open(run_dir / "split.csv", newline="", encoding="utf-8") as f:
+            splits = [row.get("split", "") for row in csv.DictReader(f)]
+        parts.append("clips: " + ", ".join(f"{s} {splits.count(s):,}" for s in ("train", "val", "test") if splits.count(s)))
+    if (run_dir / "bad_files.csv").is_file():
+        with open(run_dir / "bad_files.csv", newline="", encoding="utf-8") as f:
+            n = sum(1 for _ in csv.DictReader(f))
+        parts.append(f'<b class="bad">{n} unusable file(s) skipped</b> (listed in bad_files.csv)')
+    return "; ".join(parts) + "."
 
 
 def run_report(run_dir: Path) -> str:
@@ -109,12 +135,13 @@ def run_report(run_dir: Path) -> str:
                       for s in ("val", "test") if s in m)
     config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
     return f"""<h1>specrnn run: {html.escape(run_dir.name)}</h1>
+<p>{_provenance(run_dir)}</p>
 <p>Model: <b>{html.escape(m['model'])}</b>, {m['parameters']:,} parameters, {len(m['classes'])} classes.
 Best epoch {m['best_epoch']} of {m['epochs_run']}; training took {m['train_seconds']:.0f} s.
 {note}</p>
 <h2>Metrics</h2><table><tr><th>split</th><th>n</th><th>accuracy</th><th>macro-F1</th></tr>{summary}</table>
-<h2>Learning curves</h2>{_img(run_dir / 'learning_curves.png')}
-<h2>Confusion matrix ({split})</h2>{_img(run_dir / 'confusion_matrix.png')}
+<h2>Learning curves</h2>{_img(run_dir / 'learning_curves.png', 'loss and accuracy per epoch')}
+<h2>Confusion matrix ({split})</h2>{_img(run_dir / 'confusion_matrix.png', f'confusion matrix on the {split} split')}
 <h2>Per class ({split})</h2>{_per_class_table(m[split])}
 <h2>Most confident mistakes ({split})</h2>{_mistakes(run_dir, split)}
 <h2>Config</h2><pre>{html.escape(config)}</pre>"""
@@ -146,7 +173,7 @@ fold's test clips were never used for training, early stopping or normalisation.
 std over folds){ens}; macro-F1 {_pct(s['macro_f1_mean'])}; pooled accuracy {_pct(s['pooled_accuracy'])}.</p>
 <h2>Per fold</h2><table><tr><th>fold</th><th>n</th><th>accuracy</th><th>macro-F1</th><th>{html.escape(seed_head)} (%)</th>
 {'<th>seeds together</th>' if together else ''}<th>train s</th></tr>{rows}</table>
-<h2>Pooled confusion matrix</h2><p>Every fold's test predictions added up.{counted}</p>{_img(cv_dir / 'confusion_matrix.png')}
+<h2>Pooled confusion matrix</h2><p>Every fold's test predictions added up.{counted}</p>{_img(cv_dir / 'confusion_matrix.png', 'pooled confusion matrix of every fold')}
 <h2>Per class (pooled over folds{' and seeds' if n_seeds > 1 else ''})</h2>{_per_class_table(per_class)}
 <h2>Config</h2><pre>{html.escape(config)}</pre>"""
 
