@@ -156,3 +156,19 @@ def test_group_aware_validation_with_too_few_rows_per_class_to_stratify():
     m = Manifest([f"/x/{i}" for i in range(20)], labels, splits=["train"] * 20, groups=[f"g{i}" for i in range(20)])
     out = assign_splits(m, 0.1, 0.1, 0)
     assert out.splits.count("val") >= 1 and out.splits.count("train") >= 10
+
+
+def test_manifest_warns_when_split_rules_put_a_group_in_two_splits(tmp_path, capsys):
+    from specrnn.cli import main
+
+    for spk in ("ann", "bob"):
+        for take in range(4):
+            write(tmp_path / f"0_{spk}_{take}.wav", tone(200 + take))
+            write(tmp_path / f"1_{spk}_{take}.wav", tone(900 + take))
+    out = tmp_path / "m.csv"
+    assert main(["manifest", str(tmp_path), "--pattern", "{label}_{group}_{take}.wav", "--split-rule", "take<1=test",
+                 "--out", str(out)]) == 0
+    assert "put group(s) ann, bob in more than one split" in capsys.readouterr().err
+    assert main(["manifest", str(tmp_path), "--pattern", "{label}_{group}_{take}.wav", "--split-rule", "group in bob=test",
+                 "--out", str(out)]) == 0
+    assert "more than one split" not in capsys.readouterr().err

@@ -97,6 +97,15 @@ def _manifest(a) -> int:
     print(f"wrote {out}: {len(man)} files, {len(man.classes)} labels, splits {counts}")
     if unmatched:
         print(f"{len(unmatched)} audio file(s) did not match the pattern, e.g. {unmatched[0]}", file=sys.stderr)
+    if man.groups is not None and man.splits is not None:
+        where: dict[str, set] = {}
+        for g, s in zip(man.groups, man.splits):
+            where.setdefault(g, set()).add(s)
+        crossing = sorted(g for g, s in where.items() if len(s) > 1)
+        if crossing:
+            print(f"warning: the split rules put group(s) {', '.join(crossing[:5])}{' ...' if len(crossing) > 5 else ''} "
+                  "in more than one split; `specrnn train` refuses that (a {group} must stay in one split: split by "
+                  "the group field, or name the field otherwise)", file=sys.stderr)
     return 0
 
 
