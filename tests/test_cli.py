@@ -235,6 +235,11 @@ def test_review_findings_on_predict_evaluate_and_pipes(tiny_run, tmp_path):
     assert r.returncode == 2 and "not a model file (not a PyTorch file" in r.stderr
     preds = specrnn.load(run).predict(str(wav))  # one path as a string: one prediction, not one per character
     assert len(preds) == 1 and preds[0].error is None
+    folder = json.loads(cli("predict", run, root, "--json").stdout)  # a folder: every audio file below it
+    assert [p["path"] for p in folder] == [str(f) for f in sorted(root.rglob("*.wav"))]
+    (tmp_path / "empty").mkdir()
+    r = cli("predict", run, tmp_path / "empty", check=False)
+    assert r.returncode == 2 and "no audio files in this folder" in r.stderr
     r = cli("predict", run, wav, "--chunk-ms", 50, check=False)
     assert r.returncode == 2 and "--chunk-ms sets the chunk of --stream" in r.stderr
     r = cli("predict", run, wav, "--stream", "--chunk-ms", 0.01, check=False)

@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 
 def _train(a) -> int:
@@ -50,6 +51,23 @@ def _evaluate(a) -> int:
     return 0
 
 
+def _expand_folders(paths: list[str]) -> list[str]:
+    """Each folder among `paths` becomes the audio files below it (sorted); files stay as given."""
+    from .data.manifest import walk_audio
+    from .errors import SpecrnnError
+
+    out = []
+    for p in paths:
+        if os.path.isdir(p):
+            found = walk_audio(Path(p))
+            if not found:
+                raise SpecrnnError(f"{p}: no audio files in this folder")
+            out += [str(f) for f in found]
+        else:
+            out.append(p)
+    return out
+
+
 def _predict(a) -> int:
     from .inference import load
 
@@ -57,6 +75,7 @@ def _predict(a) -> int:
 
     if a.chunk_ms is not None and not a.stream:
         raise SpecrnnError("--chunk-ms sets the chunk of --stream; add --stream (or drop --chunk-ms)")
+    files = _expand_folders(a.files)
     predictor = load(a.run_dir)
     if a.stream:
         from .streaming import print_stream
@@ -66,9 +85,9 @@ def _predict(a) -> int:
         chunk_ms = 100.0 if a.chunk_ms is None else a.chunk_ms
         if chunk_ms < frame_ms:
             raise SpecrnnError(f"--chunk-ms {chunk_ms:g} is shorter than one feature frame ({frame_ms:g} ms)")
-        return print_stream(predictor, a.files, chunk_ms, a.json, a.top_k or 1)
+        return print_stream(predictor, files, chunk_ms, a.json, a.top_k or 1)
     top_k = a.top_k or 3
-    preds = predictor.predict(a.files)
+    preds = predictor.predict(files)
     failed = 0
     if a.json:
         print(json.dumps([p.to_dict(top_k) for p in preds]))
@@ -240,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("predict", help="labels and probabilities for audio files")
     r.add_argument("run_dir", help="run folder made by `specrnn train` (or its model.pt)")
-    r.add_argument("files", nargs="+", help="audio files (WAV, FLAC, OGG, MP3; any rate and channel count)")
+    r.add_argument("files", nargs="+", help="audio files (WAV, FLAC, OGG, MP3; any rate and channel count) or folders of them")
     r.add_argument("--top-k", type=_positive(int),
                    help="how many labels to show per file (default 3), or per chunk with --stream (default 1)")
     r.add_argument("--json", action="store_true", help="print JSON (one list; with --stream one object per line)")
