@@ -141,7 +141,8 @@ def main(argv=None) -> dict:
     res["tables"].append(table("Accuracy on real data (test sets never used for training, early stopping or statistics)",
                                ["task", "protocol", "accuracy", "macro-F1", "training s per run", "epochs", "parameters", "config"],
                                rows, note=("QUICK SMOKE TEST (1-2 epochs, subsets): not a result. " if q else "") +
-                               f"ESC-10 {ESC10_REFERENCES}."))
+                               "± is the standard deviation over every run (folds x seeds); the figures above give "
+                               f"it over folds. ESC-10 {ESC10_REFERENCES}."))
     if fold_rows:
         res["tables"].append(table("Per fold (test speaker or official fold)", ["protocol", "fold", "clips", "accuracy", "macro-F1"],
                                    fold_rows))

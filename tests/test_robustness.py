@@ -185,13 +185,19 @@ def test_resume_after_early_stopping_does_not_train_on():
     assert BestModel(Path("unused"), {}, patience=1).state_dict()["stopped"] is False
 
 
-def test_resume_of_a_folder_that_is_not_a_started_run_says_why(tmp_path, capsys):
+def test_resume_of_a_folder_that_is_not_a_started_run_says_why(data, tmp_path, capsys):
     rc, _, err = main_cli(capsys, "train", "--resume", "--out", tmp_path / "nothing")
     assert rc == 2 and "nothing to resume (no config.yaml)" in err
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "config.yaml").write_text("seed: 0\n")  # killed between config.yaml and run.json
     rc, _, err = main_cli(capsys, "train", "--resume", "--out", tmp_path / "half")
     assert rc == 2 and "interrupted before it was set up" in err and "--overwrite" in err
+    (tmp_path / "half" / "mine.txt").write_text("a user's file")  # then it is not only a half-made run: left alone
+    rc, _, err = main_cli(capsys, "train", data, "--out", tmp_path / "half", "--overwrite", *TINY, "--max-epochs", 1)
+    assert rc == 2 and "not a specrnn run folder" in err
+    (tmp_path / "half" / "mine.txt").unlink()
+    rc, _, err = main_cli(capsys, "train", data, "--out", tmp_path / "half", "--overwrite", *TINY, "--max-epochs", 1)
+    assert rc == 0 and (tmp_path / "half" / "run.json").is_file(), err  # the advice given above works
 
 
 def test_resume_refuses_data_that_changed_since_the_run_started(reference, tmp_path, capsys):

@@ -157,7 +157,7 @@ def train(
         if run_dir.exists() and not run_dir.is_dir():
             raise SpecrnnError(f"--out {run_dir}: a file is there, not a folder; choose another --out")
         if run_dir.exists() and any(run_dir.iterdir()):
-            if not (run_dir / "config.yaml").is_file() or not (run_dir / "run.json").is_file():
+            if not _made_by_specrnn(run_dir):
                 # only folders specrnn made are ever deleted: --out . or --out ~ must not wipe anything
                 raise SpecrnnError(f"--out {run_dir}: this folder holds files and is not a specrnn run folder; "
                                    "choose a new or empty folder")
@@ -180,6 +180,15 @@ def train(
         if changed:
             raise SpecrnnError(f"{data}: the data changed since {run_dir} started: {changed}; start a new run instead")
     return fit(prep, cfg, run_dir, resume=resume, log=log, t_start=t_start)
+
+
+def _made_by_specrnn(run_dir: Path) -> bool:
+    """A run folder (config.yaml and run.json), or one killed while it was being set up: nothing in it but
+    config.yaml and its temp file. Only such folders are ever emptied for a new run."""
+    if (run_dir / "config.yaml").is_file() and (run_dir / "run.json").is_file():
+        return True
+    return all(p.name == "config.yaml" or (p.name.startswith(".config.yaml.") and p.name.endswith(".tmp"))
+               for p in run_dir.iterdir())
 
 
 def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=print, callbacks=(), t_start: float | None = None,
