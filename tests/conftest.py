@@ -44,6 +44,11 @@ def esc10() -> Path:
     return need(ESC10)
 
 
+@pytest.fixture(scope="session")
+def yesno() -> Path:
+    return need(YESNO)
+
+
 def tone(freq: float = 440.0, seconds: float = 0.5, sr: int = 16000, amp: float = 0.3, seed: int = 0) -> np.ndarray:
     t = np.arange(int(seconds * sr)) / sr
     noise = np.random.default_rng(seed).standard_normal(len(t)) * 0.01

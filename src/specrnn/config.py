@@ -65,7 +65,7 @@ class ModelConfig:
     projection: int | None = None  # linear projection between RNN layers
     pooling: str = "attention"  # last | mean | max | meanstd | attention | dot (| padded_last: the known-wrong seed recipe)
     attention_heads: int = 1
-    head: str = "clip"  # clip | frame
+    head: str = "clip"  # clip | frame | ctc (token sequences: labels like "yes no yes")
     head_hidden: list[int] = field(default_factory=list)  # hidden sizes of an MLP head (ReLU); [] = one linear layer
     multilabel: bool = False
     rnn_impl: str = "auto"  # auto | padded | packed (identical results; speed differs by device) | naive (known-wrong)
@@ -144,7 +144,7 @@ CHOICES = {
     "model.frontend.type": {"none", "cnn"},
     "model.cell": {"lstm", "gru"},
     "model.pooling": {"last", "mean", "max", "meanstd", "attention", "dot", "padded_last"},
-    "model.head": {"clip", "frame"},
+    "model.head": {"clip", "frame", "ctc"},
     "model.rnn_impl": {"auto", "padded", "packed", "naive"},
     "train.schedule": {"onecycle", "cosine", "constant"},
     "data.on_error": {"stop", "skip"},
@@ -207,6 +207,9 @@ def _check_ranges(cfg: "Config") -> None:
     bad_colors = sorted(set(cfg.augment.noise_colors) - set(NOISE_COLORS))
     if bad_colors:
         raise SpecrnnError(f"config 'augment.noise_colors' knows {', '.join(NOISE_COLORS)}; got {', '.join(map(repr, bad_colors))}")
+    if cfg.model.head == "ctc" and (cfg.model.multilabel or cfg.augment.mixup > 0 or cfg.augment.time_shift > 0):
+        raise SpecrnnError("model.head: ctc learns token sequences; it cannot be multi-label (model.multilabel), "
+                           "blend labels (augment.mixup) or roll clips (augment.time_shift reorders the tokens)")
     snr = cfg.augment.noise_snr_db
     if len(snr) != 2 or snr[0] > snr[1] or snr[0] < -50 or snr[1] > 100:
         raise SpecrnnError(f"config 'augment.noise_snr_db' must be [low, high] with -50 <= low <= high <= 100 (dB), got {snr}")

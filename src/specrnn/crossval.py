@@ -112,6 +112,9 @@ def cv(
         raise SpecrnnError(f"--folds must be at least 2, got {folds}")
     out = Path(out)
     cfg = load_config(config, overrides)
+    if cfg.model.head == "ctc":
+        raise SpecrnnError("cv pools class predictions (confusion matrices, per-class tables); CTC runs are not "
+                           "supported by it yet: train and evaluate each split with `specrnn train`")
     man = load_manifest(data)
     if group_column:
         man.groups = _column(man, group_column)

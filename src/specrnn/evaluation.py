@@ -42,9 +42,35 @@ def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]
     }
 
 
+def sequence_metrics(refs: list[list[int]], hyps: list[list[int]], tokens: list[str], paths: list[str] | None = None,
+                     keep_errors: int = 50) -> dict:
+    """Token sequences (CTC): exact-sequence accuracy, token error rate (edits / reference tokens, the WER when
+    tokens are words), and the first `keep_errors` wrong sequences."""
+    from .tasks.ctc import edit_distance
+
+    edits = [edit_distance(h, r) for h, r in zip(hyps, refs)]
+    n_tokens = sum(len(r) for r in refs)
+    words = lambda seq: " ".join(tokens[t] for t in seq)  # noqa: E731
+    wrong = [i for i, e in enumerate(edits) if e]
+    return {
+        "n": len(refs),
+        "accuracy": float(np.mean([e == 0 for e in edits])) if refs else float("nan"),
+        "token_error_rate": sum(edits) / n_tokens if n_tokens else float("nan"),
+        "tokens": n_tokens,
+        "classes": list(tokens),
+        "errors": [{"path": paths[i] if paths else str(i), "true": words(refs[i]), "predicted": words(hyps[i]),
+                    "edits": edits[i]} for i in wrong[:keep_errors]],
+    }
+
+
 def format_metrics(m: dict, title: str = "") -> str:
     """A one-screen text report."""
     lines = [title] if title else []
+    if "token_error_rate" in m:
+        lines.append(f"n={m['n']}  sequences right={100 * m['accuracy']:.2f}%  token error rate={100 * m['token_error_rate']:.2f}% "
+                     f"(over {m['tokens']} tokens)")
+        lines += [f"  {e['path']}: true '{e['true']}', decoded '{e['predicted']}'" for e in m["errors"][:10]]
+        return "\n".join(lines)
     lines.append(f"n={m['n']}  accuracy={100 * m['accuracy']:.2f}%  macro-F1={100 * m['macro_f1']:.2f}% (over the classes present)")
     width = max(len(c) for c in m["classes"])
     lines.append(f"  {'class':<{width}}  {'precision':>9}  {'recall':>6}  {'f1':>6}  {'support':>7}")

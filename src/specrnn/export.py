@@ -109,6 +109,8 @@ class OfflineGraph(nn.Module):
 def streaming_unsupported(model: SpecRNN) -> str | None:
     """Why this model cannot be exported for streaming, or None."""
     c = model.cfg
+    if c.head == "ctc":
+        return "CTC models are exported offline only (decode the frame outputs of the offline model)"
     if c.bidirectional:
         return "a bidirectional RNN reads each clip backwards from its end, so it cannot stream"
     if c.normalize == "utterance":

@@ -16,6 +16,7 @@ from .errors import AudioError
 from .features import FeatureExtractor
 from .models import SpecRNN, build_model
 from .run import load_model_file
+from .tasks import make_task
 from .tasks.classification import clip_logits
 
 
@@ -51,7 +52,7 @@ class Predictor:
     def load(cls, run: str | Path, device: str | None = None) -> "Predictor":
         state, meta = load_model_file(run)
         cfg = config_from_dict(meta["config"])
-        model = build_model(cfg.model, cfg.features.n_features, len(meta["classes"]))
+        model = build_model(cfg.model, cfg.features.n_features, make_task(cfg.model, meta["classes"]).n_outputs)
         model.load_state_dict(state)
         return cls(model, cfg, meta["classes"], meta, device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
@@ -66,6 +67,26 @@ class Predictor:
             idx = order[s : s + batch_size]
             x, lengths = pad_batch([torch.from_numpy(features[i]) for i in idx])
             out[idx] = clip_logits(self.model(x.to(self.device), lengths.to(self.device))).float().cpu().numpy()
+        return out
+
+    @torch.no_grad()
+    def decode(self, features: list[np.ndarray], batch_size: int = 64) -> list[tuple[list[int], float]]:
+        """CTC models: the best path's token indices for each (T, F) feature array, and that path's probability."""
+        from .data.batching import pad_batch
+        from .tasks.ctc import greedy_decode
+
+        blank = len(self.classes)
+        out: list = [None] * len(features)
+        order = np.argsort([len(f) for f in features], kind="stable")
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            x, lengths = pad_batch([torch.from_numpy(features[i]) for i in idx])
+            frames, steps = self.model(x.to(self.device), lengths.to(self.device))
+            best = torch.log_softmax(frames.float(), -1).max(-1).values  # (B, T') log-probability of the best path
+            mask = torch.arange(frames.shape[1], device=frames.device)[None] < steps[:, None]
+            path_p = torch.exp((best * mask).sum(1)).cpu().numpy()
+            for i, seq, p in zip(idx, greedy_decode(frames, steps, blank), path_p):
+                out[i] = (seq, float(p))
         return out
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
@@ -92,7 +113,10 @@ class Predictor:
                 waves.append(load_audio(p, f.sample_rate, f.max_seconds, f.crop))
             except AudioError as e:
                 errors[i] = e.reason
-        probs = self.probabilities(self.logits_from_features(self.features_of(waves), batch_size)) if waves else []
+        if self.cfg.model.head == "ctc":
+            probs = self.decode(self.features_of(waves), batch_size) if waves else []
+        else:
+            probs = self.probabilities(self.logits_from_features(self.features_of(waves), batch_size)) if waves else []
         out, k = [], 0
         for i, p in enumerate(paths):
             if i in errors:
@@ -100,6 +124,10 @@ class Predictor:
                 continue
             row = probs[k]
             k += 1
+            if self.cfg.model.head == "ctc":  # the decoded sequence, with its best path's probability
+                label = " ".join(self.classes[t] for t in row[0])
+                out.append(Prediction(str(p), label, {label: row[1]}))
+                continue
             label = self.classes[int(np.argmax(row))]
             if self.cfg.model.multilabel:
                 label = ";".join(c for c, v in zip(self.classes, row) if v >= 0.5)

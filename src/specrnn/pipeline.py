@@ -17,7 +17,7 @@ from .data.manifest import Manifest, load_manifest
 from .data.splits import assign_splits
 from .errors import BadFilesError, Interrupted, SpecrnnError
 from .run import MODEL_FILE, atomic_write_text, write_json
-from .tasks.classification import encode_labels, label_names
+from .tasks import encode, label_kind, label_names
 
 SPLIT_FILE = "split.csv"
 RUN_DIR_ENV = "SPECRNN_RUN_DIR"
@@ -56,8 +56,9 @@ def _set_threads(cfg: Config) -> None:
 
 def prepare_data(man: Manifest, cfg: Config, run_dir: Path | None = None, log=print) -> Prepared:
     """Assign splits, compute (cached) features for every row, handle unusable files per `data.on_error`."""
+    kind = label_kind(cfg.model)
     man = assign_splits(man, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed, warn=log,
-                        group_val=cfg.data.group_val)
+                        group_val=cfg.data.group_val, stratify=kind != "sequence")
     t0 = time.perf_counter()
     feats, errors = compute_features(man.paths, cfg.features, cfg.data.cache_dir, _device())
     if errors:
@@ -70,9 +71,8 @@ def prepare_data(man: Manifest, cfg: Config, run_dir: Path | None = None, log=pr
     man = man.select(keep)
     feats = [feats[i] for i in keep]
     assert man.splits is not None
-    ml = cfg.model.multilabel
-    classes = label_names([lab for lab, s in zip(man.labels, man.splits) if s == "train"], ml)
-    unseen = sorted(set(label_names([lab for lab, s in zip(man.labels, man.splits) if s != "train"], ml)) - set(classes))
+    classes = label_names([lab for lab, s in zip(man.labels, man.splits) if s == "train"], kind)
+    unseen = sorted(set(label_names([lab for lab, s in zip(man.labels, man.splits) if s != "train"], kind)) - set(classes))
     if unseen:
         raise SpecrnnError(f"label(s) {', '.join(map(repr, unseen))} appear in val/test but not in the training split")
     if len(classes) < 2:
@@ -83,7 +83,7 @@ def prepare_data(man: Manifest, cfg: Config, run_dir: Path | None = None, log=pr
     for name in ("train", "val", "test"):
         rows = [i for i, s in enumerate(man.splits) if s == name]
         groups = np.array([group_index[man.groups[i]] for i in rows]) if name == "train" and train_groups else None
-        sets[name] = FeatureSet([feats[i] for i in rows], encode_labels([man.labels[i] for i in rows], classes, ml),
+        sets[name] = FeatureSet([feats[i] for i in rows], encode([man.labels[i] for i in rows], classes, kind),
                                 [man.paths[i] for i in rows], groups=groups)
     if cfg.train.adversary > 0 and len(train_groups) < 2:
         hint = ("" if not man.groups or not cfg.data.group_val else
@@ -202,15 +202,17 @@ def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=pr
 
     from .models import build_model
     from .models.build import count_parameters
-    from .tasks import ClassificationTask
+    from .tasks import make_task
     from .training import BestModel, History, LitClassifier, make_trainer, weight_averaging
 
     _set_threads(cfg)
     L.seed_everything(cfg.seed, verbose=False)
     prep.manifest.to_csv(run_dir / SPLIT_FILE)
     sets = prep.sets
-    task = ClassificationTask(prep.classes, cfg.train.label_smoothing, cfg.model.multilabel)
+    task = make_task(cfg.model, prep.classes, cfg.train.label_smoothing)
     model = build_model(cfg.model, cfg.features.n_features, task.n_outputs, cfg.augment)
+    if cfg.model.head == "ctc":
+        check_ctc_lengths(model, sets)
     model.normalizer.fit(sets["train"].features)  # training rows only: val/test never shape the statistics
     train_loader, val_loader = _loader(sets["train"], cfg, True), _loader(sets["val"], cfg, False)
     meta = {"config": cfg.to_dict(), "classes": prep.classes, "specrnn_version": _version()}
@@ -301,12 +303,34 @@ def _version() -> str:
 def describe(cfg: Config) -> str:
     m = cfg.model
     front = "cnn + " if m.frontend.type == "cnn" else ""
-    return f"{front}{'bi' if m.bidirectional else ''}{m.cell} {m.layers}x{m.hidden} + {m.pooling}"
+    end = {"ctc": "CTC", "frame": "frame outputs"}.get(m.head, m.pooling)
+    return f"{front}{'bi' if m.bidirectional else ''}{m.cell} {m.layers}x{m.hidden} + {end}"
+
+
+def check_ctc_lengths(model, sets: dict[str, FeatureSet]) -> None:
+    """Each clip needs as many encoder steps as its token sequence (a blank between repeated tokens); fewer, and
+    CTC cannot emit it: say which file, before training."""
+    import torch
+
+    from .tasks.ctc import steps_needed
+
+    for fs in sets.values():
+        steps = model.output_lengths(torch.as_tensor(fs.lengths)).numpy() if len(fs) else []
+        for path, n, target in zip(fs.paths, steps, fs.targets):
+            if n < steps_needed(target):
+                raise SpecrnnError(f"{path}: {n} encoder steps cannot hold its {steps_needed(target)}-step token sequence "
+                                   "(CTC); lower model.stack or the CNN's time strides")
 
 
 def evaluate_features(predictor, fs: FeatureSet) -> dict:
     from .evaluation import classification_metrics, multilabel_metrics
 
+    if predictor.cfg.model.head == "ctc":
+        from .evaluation import sequence_metrics
+        from .tasks.ctc import unpad
+
+        return sequence_metrics(unpad(fs.targets), [seq for seq, _ in predictor.decode(fs.features)], predictor.classes,
+                                fs.paths)
     logits = predictor.logits_from_features(fs.features)
     if predictor.cfg.model.multilabel:
         return multilabel_metrics(fs.targets, predictor.probabilities(logits), predictor.classes)
@@ -326,10 +350,14 @@ def _plots(run_dir: Path, metrics: dict, classes: list[str]) -> None:
 
 
 def summary(run_dir: Path, m: dict) -> str:
-    lines = ["", "=" * 64, f"specrnn: {m['model']}, {m['parameters']:,} parameters, {len(m['classes'])} classes",
+    what = "tokens" if m["model"].endswith("CTC") else "classes"
+    lines = ["", "=" * 64, f"specrnn: {m['model']}, {m['parameters']:,} parameters, {len(m['classes'])} {what}",
              f"best epoch {m['best_epoch']} of {m['epochs_run']} run"]
     for name in ("val", "test"):
-        if name in m:
+        if name in m and "token_error_rate" in m[name]:
+            lines.append(f"{name:>4} sequences right {100 * m[name]['accuracy']:6.2f}%   token error rate "
+                         f"{100 * m[name]['token_error_rate']:6.2f}%   (n={m[name]['n']})")
+        elif name in m:
             lines.append(f"{name:>4} accuracy {100 * m[name]['accuracy']:6.2f}%   macro-F1 {100 * m[name]['macro_f1']:6.2f}%   "
                          f"(n={m[name]['n']})")
     lines += [f"time: training {m['train_seconds']:.1f} s, whole run {m['total_seconds']:.1f} s",
@@ -360,7 +388,7 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str | N
     if not len(man):
         raise SpecrnnError(f"no rows to evaluate in {man.source} (split {split})")
     fs = build_feature_set(man, predictor.cfg.features, predictor.classes, predictor.cfg.data.cache_dir, desc="evaluate",
-                           multilabel=predictor.cfg.model.multilabel)
+                           kind=label_kind(predictor.cfg.model))
     if fs.errors:
         if on_error == "stop":
             raise BadFilesError(fs.errors, "Fix or remove them, or pass --on-error skip.")

@@ -131,9 +131,11 @@ def run_report(run_dir: Path) -> str:
         note = ('<b class="bad">This run has no test split:</b> the figures below are on the validation split, which '
                 "also chose the model (best epoch), so they are optimistic. Evaluate on held-out data with "
                 "<code>specrnn evaluate RUN DATA</code>.")
+    config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
+    if "token_error_rate" in m[split]:
+        return _sequence_report(run_dir, m, split, note, config)
     summary = "".join(f"<tr><td>{s}</td><td>{m[s]['n']}</td><td>{_pct(m[s]['accuracy'])}</td><td>{_pct(m[s]['macro_f1'])}</td></tr>"
                       for s in ("val", "test") if s in m)
-    config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
     return f"""<h1>specrnn run: {html.escape(run_dir.name)}</h1>
 <p>{_provenance(run_dir)}</p>
 <p>Model: <b>{html.escape(m['model'])}</b>, {m['parameters']:,} parameters, {len(m['classes'])} classes.
@@ -144,6 +146,29 @@ Best epoch {m['best_epoch']} of {m['epochs_run']}; training took {m['train_secon
 <h2>Confusion matrix ({split})</h2>{_img(run_dir / 'confusion_matrix.png', f'confusion matrix on the {split} split')}
 <h2>Per class ({split})</h2>{_per_class_table(m[split])}
 <h2>Most confident mistakes ({split})</h2>{_mistakes(run_dir, split)}
+<h2>Config</h2><pre>{html.escape(config)}</pre>"""
+
+
+def _sequence_report(run_dir: Path, m: dict, split: str, note: str, config: str) -> str:
+    """A CTC run: sequences right and token error rate, learning curves, the wrong sequences, the config."""
+    summary = "".join(f"<tr><td>{s}</td><td>{m[s]['n']}</td><td>{m[s]['tokens']}</td><td>{_pct(m[s]['accuracy'])}</td>"
+                      f"<td>{_pct(m[s]['token_error_rate'])}</td></tr>" for s in ("val", "test") if s in m)
+    errors = m[split]["errors"]
+    base = os.path.commonpath([os.path.dirname(e["path"]) for e in errors]) if errors else ""
+    rows = "".join(f"<tr><td>{html.escape(os.path.relpath(e['path'], base))}</td><td>{html.escape(e['true'])}</td>"
+                   f"<td>{html.escape(e['predicted'])}</td><td>{e['edits']}</td></tr>" for e in errors)
+    wrong = (f"<table><tr><th>clip</th><th>true</th><th>decoded</th><th>edits</th></tr>{rows}</table>" if errors
+             else f"<p>Every {split} sequence is decoded right.</p>")
+    return f"""<h1>specrnn run: {html.escape(run_dir.name)}</h1>
+<p>{_provenance(run_dir)}</p>
+<p>Model: <b>{html.escape(m['model'])}</b>, {m['parameters']:,} parameters, tokens {html.escape(', '.join(m['classes']))}
+(and the CTC blank). Best epoch {m['best_epoch']} of {m['epochs_run']}; training took {m['train_seconds']:.0f} s.
+{note}</p>
+<h2>Metrics</h2><table><tr><th>split</th><th>clips</th><th>tokens</th><th>sequences right</th><th>token error rate</th></tr>
+{summary}</table><p>Token error rate: substitutions, insertions and deletions over the true tokens (the word error rate
+when tokens are words).</p>
+<h2>Learning curves</h2>{_img(run_dir / 'learning_curves.png', 'loss and token accuracy per epoch')}
+<h2>Wrong sequences ({split})</h2>{wrong}
 <h2>Config</h2><pre>{html.escape(config)}</pre>"""
 
 

@@ -222,6 +222,8 @@ class StreamingClassifier:
 
     def __init__(self, model: SpecRNN, feature_extractor=None, classes: list[str] | None = None, multilabel: bool = False):
         cfg = model.cfg
+        if cfg.head == "ctc":
+            raise SpecrnnError("streaming CTC decoding is not supported yet; decode whole clips with `specrnn predict`")
         if cfg.bidirectional:
             raise SpecrnnError("this model is bidirectional: it reads each clip backwards from its end, so it cannot stream. "
                                "Train a unidirectional model (model.bidirectional=false) for streaming.")

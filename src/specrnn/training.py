@@ -19,7 +19,7 @@ from .config import Config
 from .errors import SpecrnnError
 from .models import SpecRNN
 from .run import MODEL_FILE, atomic_write_bytes, atomic_write_text, checkpoint_bytes, load_checkpoint_file, save_model
-from .tasks import ClassificationTask
+from .tasks import ClassificationTask, CTCTask
 
 
 class _ReverseGradient(torch.autograd.Function):
@@ -36,7 +36,7 @@ class _ReverseGradient(torch.autograd.Function):
 
 
 class LitClassifier(L.LightningModule):
-    def __init__(self, model: SpecRNN, task: ClassificationTask, cfg: Config, steps_per_epoch: int, augment=None,
+    def __init__(self, model: SpecRNN, task: ClassificationTask | CTCTask, cfg: Config, steps_per_epoch: int, augment=None,
                  n_groups: int = 0):
         super().__init__()
         self.model, self.task, self.cfg, self.steps_per_epoch = model, task, cfg, steps_per_epoch
@@ -82,7 +82,7 @@ class LitClassifier(L.LightningModule):
         out = self.model(batch["features"], batch["lengths"])
         y = batch["targets"]
         loss = self.task.loss(out, y, reduction="sum", smoothing=False)
-        self._val.append((loss.detach(), self.task.correct(out, y).detach(), y.shape[0]))
+        self._val.append((loss.detach(), self.task.correct(out, y).detach(), self.task.units(y)))
 
     def on_validation_epoch_start(self):
         self._val = []

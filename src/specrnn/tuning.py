@@ -119,6 +119,8 @@ def tune(data, out, trials: int = 20, timeout: float | None = None, storage: str
     if timeout is not None and timeout <= 0:
         raise SpecrnnError(f"--timeout must be above 0 seconds, got {timeout}")
     base = load_config(config, overrides)
+    if base.model.head == "ctc":
+        raise SpecrnnError("tune's search space and objective are for classifiers; CTC runs are not supported by it yet")
     base_d = base.to_dict()
     space_d = read_space(space, base_d)
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"

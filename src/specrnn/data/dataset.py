@@ -73,12 +73,13 @@ def compute_features(
 
 def build_feature_set(
     man: Manifest, cfg: FeatureConfig, classes: list[str], cache_dir: str | None = None, device: str = "cpu",
-    desc: str = "features", multilabel: bool = False,
+    desc: str = "features", kind: str = "single",
 ) -> FeatureSet:
-    """Features of every row; rows whose file is unusable are dropped and reported in `errors`."""
-    from ..tasks.classification import encode_labels, label_names
+    """Features of every row; rows whose file is unusable are dropped and reported in `errors`. `kind`: the
+    labels' kind (tasks.label_kind)."""
+    from ..tasks import encode, label_names
 
-    unknown = sorted(set(label_names(man.labels, multilabel)) - set(classes))
+    unknown = sorted(set(label_names(man.labels, kind)) - set(classes))
     if unknown:
         raise SpecrnnError(
             f"label(s) {', '.join(map(repr, unknown))} in {man.source or 'the data'} were never seen in training "
@@ -88,7 +89,7 @@ def build_feature_set(
     keep = [i for i, f in enumerate(feats) if f is not None]
     return FeatureSet(
         [feats[i] for i in keep],  # type: ignore[misc]
-        encode_labels([man.labels[i] for i in keep], classes, multilabel),
+        encode([man.labels[i] for i in keep], classes, kind),
         [man.paths[i] for i in keep],
         errors,
     )

@@ -4,6 +4,7 @@ Test rows are never re-labelled as val: validation is carved from training rows 
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Callable
 
@@ -67,7 +68,7 @@ def _hold_out(man: Manifest, idx: np.ndarray, frac: float, seed: int) -> tuple[n
 
 
 def assign_splits(man: Manifest, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
-                  warn: Callable[[str], None] | None = None, group_val: bool = True) -> Manifest:
+                  warn: Callable[[str], None] | None = None, group_val: bool = True, stratify: bool = True) -> Manifest:
     """Return a copy with every row in train, val or test.
 
     - no split column: stratified (group-aware) test_fraction test, val_fraction val, rest train;
@@ -76,8 +77,12 @@ def assign_splits(man: Manifest, val_fraction: float = 0.1, test_fraction: float
     Test never shares a group with train or val. `group_val=False` draws val rows from the training groups
     (stratified by label): every group is learnt from, but validation then measures seen groups.
     A class too small to place in every split stays in train; `warn` (e.g. print) is told which.
+    `stratify=False` ignores the labels (sequence labels, where nearly every label is unique).
     """
     n = len(man)
+    labelled = man
+    if not stratify:
+        man = dataclasses.replace(man, labels=[""] * n)
     splits = list(man.splits) if man.splits is not None else None
     if splits is None:
         all_idx = np.arange(n)
@@ -97,10 +102,10 @@ def assign_splits(man: Manifest, val_fraction: float = 0.1, test_fraction: float
             _, val = _stratified(man.labels, train_idx, frac, np.random.default_rng(seed + 1))
         for i in val:
             splits[i] = "val"
-    out = man.select(list(range(n)))
+    out = labelled.select(list(range(n)))
     out.splits = splits
     check_no_leak(out, ignore_val=not group_val)
-    notes = small_class_notes(out) if warn is not None else []
+    notes = small_class_notes(out) if warn is not None and stratify else []
     for note in notes[:5]:
         warn(f"warning: {note}")  # type: ignore[misc]
     if len(notes) > 5:

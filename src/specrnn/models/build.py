@@ -32,7 +32,7 @@ class SpecRNN(nn.Module):
             rnn_in, cfg.cell, cfg.hidden, cfg.layers, cfg.bidirectional, cfg.dropout, cfg.layer_norm, cfg.projection, cfg.rnn_impl
         )
         size = self.encoder.output_size
-        if cfg.head == "frame":
+        if cfg.head in ("frame", "ctc"):
             self.pooling = None
             self.head: nn.Module = Head(size, n_outputs, cfg.dropout, cfg.head_hidden)
         else:
@@ -47,8 +47,15 @@ class SpecRNN(nn.Module):
             x, lengths = self.frontend(x, lengths)
         return self.encoder(x, lengths), lengths
 
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        """Encoder steps per clip of these feature lengths (after frame stacking and the CNN's time strides)."""
+        lengths = (lengths + self.cfg.stack - 1) // self.cfg.stack
+        for block in self.frontend.blocks if self.frontend is not None else []:
+            lengths = block.out_lengths(lengths)
+        return lengths
+
     def forward(self, features: Tensor, lengths: Tensor):
-        """Clip head: logits (B, C). Frame head: (logits (B, T', C), lengths (B,))."""
+        """Clip head: logits (B, C). Frame and CTC heads: (logits (B, T', C), lengths (B,))."""
         if self.pooling is None:
             h, lengths = self.encode(features, lengths)
             return self.head(h), lengths

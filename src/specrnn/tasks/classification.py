@@ -60,6 +60,10 @@ class ClassificationTask:
         logits = clip_logits(outputs)
         return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, -1)
 
+    def units(self, targets: Tensor) -> int:
+        """What validation accuracy counts: clips."""
+        return targets.shape[0]
+
     def correct(self, outputs, targets: Tensor) -> Tensor:
         """Correct clips: the arg-max class, or (multi-label) every label right at threshold 0.5."""
         logits = clip_logits(outputs)

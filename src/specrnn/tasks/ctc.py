@@ -1,0 +1,92 @@
+"""Sequence recognition without alignments (CTC, Graves et al. 2006): a clip's label is a sequence of tokens
+separated by spaces ("yes no no yes"); a frame head scores every token and a blank at each RNN step, and the CTC
+loss sums over every alignment of the sequence to the steps. Greedy decoding: the best class per step, repeats
+merged, blanks dropped."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def token_names(labels: list[str]) -> list[str]:
+    """The sorted vocabulary of space-separated token sequences."""
+    return sorted({t for lab in labels for t in lab.split()})
+
+
+def encode_sequences(labels: list[str], tokens: list[str]) -> np.ndarray:
+    """(N, S) token indices, each row padded with -1 to the longest sequence."""
+    index = {t: i for i, t in enumerate(tokens)}
+    rows = [[index[t] for t in lab.split()] for lab in labels]
+    out = np.full((len(rows), max((len(r) for r in rows), default=0)), -1, dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+def steps_needed(target: np.ndarray) -> int:
+    """The fewest RNN steps that can emit `target` (-1 padded): a step per token, and a blank between repeats."""
+    t = target[target >= 0]
+    return int(len(t) + np.sum(t[1:] == t[:-1]))
+
+
+def greedy_decode(logits: Tensor, lengths: Tensor, blank: int) -> list[list[int]]:
+    """Best path: (B, T, C) frame logits -> token indices per clip, over each clip's real steps only."""
+    best = logits.argmax(-1).cpu().numpy()
+    out = []
+    for row, n in zip(best, lengths.cpu().numpy()):
+        path = row[: int(n)]
+        keep = np.ones(len(path), dtype=bool)
+        keep[1:] = path[1:] != path[:-1]
+        out.append([int(k) for k in path[keep] if k != blank])
+    return out
+
+
+def edit_distance(a: list, b: list) -> int:
+    """Levenshtein distance (substitutions, insertions, deletions) between two token lists."""
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+def unpad(targets: np.ndarray | Tensor) -> list[list[int]]:
+    rows = targets.cpu().numpy() if isinstance(targets, Tensor) else targets
+    return [[int(t) for t in row if t >= 0] for row in rows]
+
+
+class CTCTask:
+    """Token sequences from frame outputs; the blank is the last output (index len(tokens))."""
+
+    multilabel = False
+
+    def __init__(self, tokens: list[str]):
+        self.classes, self.blank = tokens, len(tokens)
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.classes) + 1
+
+    def loss(self, outputs, targets: Tensor, reduction: str = "mean", smoothing: bool = True) -> Tensor:
+        """CTC loss per clip (mean over the batch, or the sum); `smoothing` does not apply."""
+        frames, lengths = outputs
+        log_probs = F.log_softmax(frames.float(), -1).transpose(0, 1)  # (T, B, C)
+        target_lengths = (targets >= 0).sum(1)
+        loss = F.ctc_loss(log_probs, targets.clamp_min(0), lengths.to(log_probs.device), target_lengths, blank=self.blank,
+                          reduction="sum", zero_infinity=True)
+        return loss / targets.shape[0] if reduction == "mean" else loss
+
+    def correct(self, outputs, targets: Tensor) -> Tensor:
+        """Tokens right: reference tokens minus edits, per clip at least 0 (so validation accuracy is 1 - token error
+        rate, a finer guide for early stopping than whole sequences)."""
+        frames, lengths = outputs
+        hyp = greedy_decode(frames, lengths, self.blank)
+        return torch.tensor(sum(max(0, len(r) - edit_distance(h, r)) for h, r in zip(hyp, unpad(targets))))
+
+    def units(self, targets: Tensor) -> int:
+        """What validation accuracy counts: reference tokens."""
+        return int((targets >= 0).sum())
