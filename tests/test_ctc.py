@@ -149,4 +149,5 @@ def test_yesno_with_the_documented_config(tmp_path, yesno):
     m = specrnn.train(yesno / "labels.csv", out=tmp_path / "run", config=str(ROOT / "configs" / "yesno-ctc.yaml"),
                       log=lambda *a: None)
     assert m["test"]["n"] == 30 and m["test"]["tokens"] == 240
-    assert m["test"]["token_error_rate"] <= 0.08, m["test"]["errors"]  # measured 0.03-0.05 over seeds: docs/experiments.md
+    # seed 0 (the default): 3.3% measured; four seeds in five give 2.1-4.2%, seed 4 fails (docs/experiments.md)
+    assert m["test"]["token_error_rate"] <= 0.08, m["test"]["errors"]
