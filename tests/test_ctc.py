@@ -3,6 +3,7 @@ changes a clip's loss or decoding; a real training learns synthetic tone sequenc
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 
 import numpy as np
@@ -18,7 +19,7 @@ from specrnn.tasks.ctc import edit_distance, greedy_decode, steps_needed
 
 from .conftest import ROOT, tone, write
 
-CTC = ["model.head=ctc", "augment.mixup=0"]
+CTC = ["model.head=ctc", "features.max_seconds=null"]
 
 
 def test_labels_tokens_and_targets():
@@ -80,6 +81,7 @@ def _tone_sequences(root, n: int, seed: int) -> list[tuple[str, str]]:
 
 
 def test_train_evaluate_predict_report_on_tone_sequences(tmp_path, capsys):
+    import specrnn
     from specrnn.cli import main
 
     rows = _tone_sequences(tmp_path, 48, 0)
@@ -88,7 +90,7 @@ def test_train_evaluate_predict_report_on_tone_sequences(tmp_path, capsys):
         w.writerow(["path", "label", "split"])
         w.writerows((p, lab, "test" if i >= 40 else "train") for i, (p, lab) in enumerate(rows))
     run = tmp_path / "run"
-    sets = ["model.head=ctc", "model.bidirectional=true", "model.hidden=32", "model.stack=4", "model.normalize=utterance",
+    sets = [*CTC, "model.bidirectional=true", "model.hidden=32", "model.stack=4", "model.normalize=utterance",
             "train.batch_size=4", "train.lr=1e-2", "augment.time_masks=0", "data.val_fraction=0.2"]
     assert main(["train", str(tmp_path / "seq.csv"), "--out", str(run), "--max-epochs", "40",
                  *[arg for s in sets for arg in ("--set", s)]]) == 0
@@ -104,6 +106,14 @@ def test_train_evaluate_predict_report_on_tone_sequences(tmp_path, capsys):
     pred = json.loads(capsys.readouterr().out)[0]
     assert set(pred["label"].split()) <= {"hi", "lo"} and pred["top"][0]["label"] == pred["label"]
     assert 0 < pred["top"][0]["probability"] <= 1
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnxscript"):
+        from specrnn import export
+
+        assert main(["export", str(run), "--out", str(tmp_path / "m.onnx")]) == 0  # frame outputs, checked vs PyTorch
+        meta = export.metadata(export.session(tmp_path / "m.onnx"))
+        assert meta["head"] == "ctc" and meta["blank"] == "2" and json.loads(meta["classes"]) == ["hi", "lo"]
+    with pytest.raises(SpecrnnError, match="no clip logits"):
+        specrnn.load(run).logits_from_features([np.zeros((50, 64), np.float32)])
     assert main(["report", str(run)]) == 0
     text = (run / "report.html").read_text()
     assert "token error rate" in text and ("Wrong sequences" in text)
@@ -113,10 +123,11 @@ def test_train_evaluate_predict_report_on_tone_sequences(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("setting, message", [("augment.mixup=0.2", "blend labels"), ("augment.time_shift=0.1", "reorders"),
-                                              ("model.multilabel=true", "multi-label")])
+                                              ("model.multilabel=true", "multi-label"),
+                                              ("features.max_seconds=30", "needs whole clips")])
 def test_ctc_refuses_what_breaks_a_sequence(setting, message):
     with pytest.raises(SpecrnnError, match=message):
-        load_config("gru", ["model.head=ctc", setting])
+        load_config("gru", [*CTC, setting])
 
 
 def test_a_clip_too_short_for_its_sequence_is_named(tmp_path, capsys):
@@ -127,10 +138,21 @@ def test_a_clip_too_short_for_its_sequence_is_named(tmp_path, capsys):
     rows += _tone_sequences(tmp_path, 12, 1)
     with open(tmp_path / "d.csv", "w", newline="") as f:
         csv.writer(f).writerows([("path", "label"), *rows])
-    rc = main(["train", str(tmp_path / "d.csv"), "--out", str(tmp_path / "run"), "--set", "model.head=ctc",
-               "--set", "data.val_fraction=0.2", "--set", "data.test_fraction=0", "--max-epochs", "1"])
+    args = ["train", str(tmp_path / "d.csv"), "--max-epochs", "1", *[a for s in [*CTC, "data.val_fraction=0.2",
+            "data.test_fraction=0"] for a in ("--set", s)]]
+    rc = main([*args, "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert rc == 2 and "short.wav" in err and "cannot hold its 40-step token sequence" in err, err
+    # speed perturbation shortens training clips: checked at the fastest speed. 0.5 s = 51 frames = 13 steps of 4
+    # frames hold 10 alternating tokens; 1.5x faster, 34 frames = 9 steps do not.
+    write(tmp_path / "dense.wav", tone(300, 0.5))
+    (tmp_path / "d.csv").write_text("path,label\n" + "".join(f"{p},{lab}\n" for p, lab in rows[1:]) +
+                                    "dense.wav," + " ".join(["lo", "hi"] * 5) + "\n")
+    with_stack = [*args, "--set", "model.stack=4"]  # seed 0 puts dense.wav in the training split
+    rc = main([*with_stack, "--out", str(tmp_path / "run2"), "--set", "augment.speed=0.5"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "dense.wav: 9 encoder steps when played 1.5x faster (augment.speed)" in err, err
+    assert main([*with_stack, "--out", str(tmp_path / "run3")]) == 0  # unperturbed, the same clip fits
 
 
 def test_cv_and_tune_refuse_ctc(tmp_path):

@@ -96,7 +96,7 @@ def _predict(a) -> int:
             failed += 1
             print(f"specrnn: error: {p.path}: {p.error}", file=sys.stderr)
         elif not a.json and predictor.cfg.model.head == "ctc":  # a token sequence, and its best path's probability
-            print(f"{p.path}\t{p.label}\t(best path {100 * p.probabilities[p.label]:.1f}%)")
+            print(f"{p.path}\t{p.label or '(nothing decoded)'}\t(best path {100 * p.probabilities[p.label]:.1f}%)")
         elif not a.json:
             tops = ", ".join(f"{lab} {100 * prob:.1f}%" for lab, prob in p.top(top_k))
             print(f"{p.path}\t{p.label}\t({tops})")

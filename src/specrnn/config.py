@@ -210,6 +210,9 @@ def _check_ranges(cfg: "Config") -> None:
     if cfg.model.head == "ctc" and (cfg.model.multilabel or cfg.augment.mixup > 0 or cfg.augment.time_shift > 0):
         raise SpecrnnError("model.head: ctc learns token sequences; it cannot be multi-label (model.multilabel), "
                            "blend labels (augment.mixup) or roll clips (augment.time_shift reorders the tokens)")
+    if cfg.model.head == "ctc" and cfg.features.max_seconds is not None:
+        raise SpecrnnError("model.head: ctc needs whole clips: set features.max_seconds: null (a crop would cut tokens "
+                           "off the audio while the label keeps them)")
     snr = cfg.augment.noise_snr_db
     if len(snr) != 2 or snr[0] > snr[1] or snr[0] < -50 or snr[1] > 100:
         raise SpecrnnError(f"config 'augment.noise_snr_db' must be [low, high] with -50 <= low <= high <= 100 (dB), got {snr}")

@@ -312,7 +312,9 @@ class StreamingStep(nn.Module):
 # ---------------------------------------------------------------- export
 def _meta(model: SpecRNN, cfg, classes: list[str], kind: str, extra: dict | None = None) -> dict[str, str]:
     meta = {"specrnn_kind": kind, "classes": json.dumps(classes), "features": json.dumps(cfg.features.__dict__),
-            "stack": str(model.cfg.stack), "multilabel": json.dumps(model.cfg.multilabel)}
+            "stack": str(model.cfg.stack), "multilabel": json.dumps(model.cfg.multilabel), "head": model.cfg.head}
+    if model.cfg.head == "ctc":  # frame outputs over the tokens, then the CTC blank
+        meta["blank"] = str(len(classes))
     meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
     return meta
 

@@ -12,7 +12,7 @@ import torch
 
 from .audio import load_audio
 from .config import Config, config_from_dict
-from .errors import AudioError
+from .errors import AudioError, SpecrnnError
 from .features import FeatureExtractor
 from .models import SpecRNN, build_model
 from .run import load_model_file
@@ -60,6 +60,9 @@ class Predictor:
     def logits_from_features(self, features: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
         """Logits (N, C) for (T, F) feature arrays, batched by length."""
         from .data.batching import pad_batch
+
+        if self.cfg.model.head == "ctc":
+            raise SpecrnnError("a CTC model has no clip logits: use decode() or predict()")
 
         order = np.argsort([len(f) for f in features], kind="stable")
         out = np.zeros((len(features), len(self.classes)), dtype=np.float32)

@@ -90,8 +90,8 @@ def prepare_data(man: Manifest, cfg: Config, run_dir: Path | None = None, log=pr
                 "; validation takes whole groups (data.group_val: true), so with few groups set data.group_val: false")
         raise SpecrnnError(f"train.adversary needs a 'group' column with at least 2 groups (speakers) in the training split, "
                            f"found {len(train_groups)}{hint}")
-    log(f"features: {len(man)} clips ready in {time.perf_counter() - t0:.1f} s "
-        f"(train {len(sets['train'])}, val {len(sets['val'])}, test {len(sets['test'])}; {len(classes)} classes)")
+    log(f"features: {len(man)} clips ready in {time.perf_counter() - t0:.1f} s (train {len(sets['train'])}, "
+        f"val {len(sets['val'])}, test {len(sets['test'])}; {len(classes)} {'tokens' if kind == 'sequence' else 'classes'})")
     if not len(sets["val"]):
         raise SpecrnnError("the validation split is empty: add data or raise data.val_fraction")
     return Prepared(man, classes, sets)
@@ -212,7 +212,7 @@ def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=pr
     task = make_task(cfg.model, prep.classes, cfg.train.label_smoothing)
     model = build_model(cfg.model, cfg.features.n_features, task.n_outputs, cfg.augment)
     if cfg.model.head == "ctc":
-        check_ctc_lengths(model, sets)
+        check_ctc_lengths(model, sets, cfg.augment.speed)
     model.normalizer.fit(sets["train"].features)  # training rows only: val/test never shape the statistics
     train_loader, val_loader = _loader(sets["train"], cfg, True), _loader(sets["val"], cfg, False)
     meta = {"config": cfg.to_dict(), "classes": prep.classes, "specrnn_version": _version()}
@@ -307,19 +307,24 @@ def describe(cfg: Config) -> str:
     return f"{front}{'bi' if m.bidirectional else ''}{m.cell} {m.layers}x{m.hidden} + {end}"
 
 
-def check_ctc_lengths(model, sets: dict[str, FeatureSet]) -> None:
+def check_ctc_lengths(model, sets: dict[str, FeatureSet], speed: float = 0.0) -> None:
     """Each clip needs as many encoder steps as its token sequence (a blank between repeated tokens); fewer, and
-    CTC cannot emit it: say which file, before training."""
+    CTC cannot emit it: say which file, before training. Training clips are checked at the fastest speed
+    perturbation (`augment.speed`), which shortens them."""
     import torch
 
     from .tasks.ctc import steps_needed
 
-    for fs in sets.values():
-        steps = model.output_lengths(torch.as_tensor(fs.lengths)).numpy() if len(fs) else []
+    for name, fs in sets.items():
+        lengths = torch.as_tensor(fs.lengths)
+        if name == "train" and speed > 0:
+            lengths = torch.ceil(lengths / (1 + speed)).long()  # as augment.stretch_time shortens them
+        steps = model.output_lengths(lengths).numpy() if len(fs) else []
         for path, n, target in zip(fs.paths, steps, fs.targets):
             if n < steps_needed(target):
-                raise SpecrnnError(f"{path}: {n} encoder steps cannot hold its {steps_needed(target)}-step token sequence "
-                                   "(CTC); lower model.stack or the CNN's time strides")
+                faster = f" when played {1 + speed:g}x faster (augment.speed)" if name == "train" and speed > 0 else ""
+                raise SpecrnnError(f"{path}: {n} encoder steps{faster} cannot hold its {steps_needed(target)}-step token "
+                                   "sequence (CTC); lower model.stack, the CNN's time strides or augment.speed")
 
 
 def evaluate_features(predictor, fs: FeatureSet) -> dict:

@@ -82,7 +82,7 @@ class LitClassifier(L.LightningModule):
         out = self.model(batch["features"], batch["lengths"])
         y = batch["targets"]
         loss = self.task.loss(out, y, reduction="sum", smoothing=False)
-        self._val.append((loss.detach(), self.task.correct(out, y).detach(), self.task.units(y)))
+        self._val.append((loss.detach(), self.task.correct(out, y).detach(), self.task.units(y), y.shape[0]))
 
     def on_validation_epoch_start(self):
         self._val = []
@@ -90,17 +90,16 @@ class LitClassifier(L.LightningModule):
     def on_validation_epoch_end(self):
         if not self._val:
             return
-        loss = sum(float(v[0]) for v in self._val)
-        correct = sum(int(v[1]) for v in self._val)
-        n = sum(v[2] for v in self._val)
-        stats = torch.tensor([loss, correct, n], dtype=torch.float64, device=self.device)
+        # loss per clip (as training reports it); accuracy over the task's units (clips, or CTC's tokens)
+        stats = torch.tensor([[float(v[0]), int(v[1]), v[2], v[3]] for v in self._val], dtype=torch.float64,
+                             device=self.device).sum(0)
         stats = self.trainer.strategy.reduce(stats, reduce_op="sum") if self.trainer.world_size > 1 else stats
         train_loss = None
         if self._train:  # validation closes each training epoch: record the epoch's training figures here
             n = sum(b for _, b in self._train)
             train_loss = float(sum(float(loss) * b for loss, b in self._train) / n)
-        self._check_finite(float(stats[0] / stats[2]), train_loss)
-        self.log("val_loss", float(stats[0] / stats[2]))
+        self._check_finite(float(stats[0] / stats[3]), train_loss)
+        self.log("val_loss", float(stats[0] / stats[3]))
         self.log("val_acc", float(stats[1] / stats[2]), prog_bar=True)
         if train_loss is not None:
             self.log("train_loss", train_loss, prog_bar=True, sync_dist=True)
