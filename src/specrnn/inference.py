@@ -59,32 +59,32 @@ class Predictor:
     @torch.no_grad()
     def logits_from_features(self, features: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
         """Logits (N, C) for (T, F) feature arrays, batched by length."""
-        from .data.batching import pad_batch
-
         if self.cfg.model.head == "ctc":
             raise SpecrnnError("a CTC model has no clip logits: use decode() or predict()")
+        out = np.zeros((len(features), len(self.classes)), dtype=np.float32)
+        for idx, x, lengths in self._batches(features, batch_size):
+            out[idx] = clip_logits(self.model(x, lengths)).float().cpu().numpy()
+        return out
+
+    def _batches(self, features: list[np.ndarray], batch_size: int):
+        """(row indices, padded batch, lengths) on the model's device, rows grouped by length."""
+        from .data.batching import pad_batch
 
         order = np.argsort([len(f) for f in features], kind="stable")
-        out = np.zeros((len(features), len(self.classes)), dtype=np.float32)
         for s in range(0, len(order), batch_size):
             idx = order[s : s + batch_size]
             x, lengths = pad_batch([torch.from_numpy(features[i]) for i in idx])
-            out[idx] = clip_logits(self.model(x.to(self.device), lengths.to(self.device))).float().cpu().numpy()
-        return out
+            yield idx, x.to(self.device), lengths.to(self.device)
 
     @torch.no_grad()
     def decode(self, features: list[np.ndarray], batch_size: int = 64) -> list[tuple[list[int], float]]:
         """CTC models: the best path's token indices for each (T, F) feature array, and that path's probability."""
-        from .data.batching import pad_batch
         from .tasks.ctc import greedy_decode
 
         blank = len(self.classes)
         out: list = [None] * len(features)
-        order = np.argsort([len(f) for f in features], kind="stable")
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
-            x, lengths = pad_batch([torch.from_numpy(features[i]) for i in idx])
-            frames, steps = self.model(x.to(self.device), lengths.to(self.device))
+        for idx, x, lengths in self._batches(features, batch_size):
+            frames, steps = self.model(x, lengths)
             best = torch.log_softmax(frames.float(), -1).max(-1).values  # (B, T') log-probability of the best path
             mask = torch.arange(frames.shape[1], device=frames.device)[None] < steps[:, None]
             path_p = torch.exp((best * mask).sum(1)).cpu().numpy()
