@@ -87,10 +87,15 @@ def warp_frequency(x: Tensor, factors: Tensor) -> Tensor:
     return _interpolate(x, pos, F - 1, dim=2)
 
 
+def stretched_lengths(lengths: Tensor, rates: Tensor | float) -> Tensor:
+    """Clip lengths after playing them `rates` times faster (speed perturbation); at least one frame."""
+    return torch.ceil(lengths / rates).long().clamp_min(1)
+
+
 def stretch_time(x: Tensor, lengths: Tensor, rates: Tensor) -> tuple[Tensor, Tensor]:
     """Play each clip `rates[b]` times faster (speed perturbation on features): frame t' of the output is the
     linear interpolation of input frames at t' * rate, inside the clip's own length."""
-    new_len = torch.ceil(lengths / rates).long().clamp_min(1)
+    new_len = stretched_lengths(lengths, rates)
     last = (lengths - 1).clamp_min(0)[:, None]
     pos = torch.arange(int(new_len.max()), device=x.device, dtype=x.dtype)[None, :] * rates[:, None]
     pos = torch.minimum(pos, last.to(x.dtype))

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from .errors import SpecrnnError
 from .models.build import SpecRNN
+from .models.frontends import stacked_lengths
 from .run import check_output_file
 
 ONNX_MARK = "specrnn"  # the model's doc_string starts with it
@@ -95,7 +96,7 @@ class OfflineGraph(nn.Module):
     def forward(self, features: Tensor, lengths: Tensor):
         m, k = self.m, self.m.cfg.stack
         x = stack_exact(m.normalizer(features, lengths), k)
-        lengths = (lengths + k - 1) // k
+        lengths = stacked_lengths(lengths, k)
         if m.frontend is not None:
             x, lengths = m.frontend(x, lengths)
         h = exact_encoder(m.encoder, x, lengths)
@@ -219,7 +220,7 @@ class StreamingStep(nn.Module):
             fed, real = rest.pop(0), rest.pop(0)
             buffers = [rest.pop(0) if b["buffer"] else None for b in self.cnn]
             started = fed > 0
-            x, valid, new_cnn = self._frontend(x, fed, (real + length + k - 1) // k, buffers)
+            x, valid, new_cnn = self._frontend(x, fed, stacked_lengths(real + length, k), buffers)
             new_cnn = [fed + features.shape[1] // k, real + length, *new_cnn]
         hs, cs = [], []
         T, J = x.shape[1], self.junk

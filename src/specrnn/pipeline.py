@@ -313,12 +313,13 @@ def check_ctc_lengths(model, sets: dict[str, FeatureSet], speed: float = 0.0) ->
     perturbation (`augment.speed`), which shortens them."""
     import torch
 
+    from .augment import stretched_lengths
     from .tasks.ctc import steps_needed
 
     for name, fs in sets.items():
         lengths = torch.as_tensor(fs.lengths)
         if name == "train" and speed > 0:
-            lengths = torch.ceil(lengths / (1 + speed)).long()  # as augment.stretch_time shortens them
+            lengths = stretched_lengths(lengths, 1 + speed)
         steps = model.output_lengths(lengths).numpy() if len(fs) else []
         for path, n, target in zip(fs.paths, steps, fs.targets):
             if n < steps_needed(target):
@@ -355,7 +356,7 @@ def _plots(run_dir: Path, metrics: dict, classes: list[str]) -> None:
 
 
 def summary(run_dir: Path, m: dict) -> str:
-    what = "tokens" if m["model"].endswith("CTC") else "classes"
+    what = "tokens" if "token_error_rate" in m.get("val", {}) else "classes"
     lines = ["", "=" * 64, f"specrnn: {m['model']}, {m['parameters']:,} parameters, {len(m['classes'])} {what}",
              f"best epoch {m['best_epoch']} of {m['epochs_run']} run"]
     for name in ("val", "test"):

@@ -8,7 +8,7 @@ from ..augment import SpecAugment
 from ..config import AugmentConfig, ModelConfig
 from ..features import Normalizer
 from .encoders import RNNEncoder
-from .frontends import CNNFrontend, stack_frames
+from .frontends import CNNFrontend, stack_frames, stacked_lengths
 from .heads import Head
 from .pooling import Pooling
 
@@ -49,7 +49,7 @@ class SpecRNN(nn.Module):
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         """Encoder steps per clip of these feature lengths (after frame stacking and the CNN's time strides)."""
-        lengths = (lengths + self.cfg.stack - 1) // self.cfg.stack
+        lengths = stacked_lengths(lengths, self.cfg.stack)
         for block in self.frontend.blocks if self.frontend is not None else []:
             lengths = block.out_lengths(lengths)
         return lengths

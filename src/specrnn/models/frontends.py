@@ -12,6 +12,11 @@ from ..errors import SpecrnnError
 from ..features import lengths_to_mask
 
 
+def stacked_lengths(lengths: Tensor, k: int) -> Tensor:
+    """Clip lengths after stacking k frames into one: a last, incomplete group counts."""
+    return (lengths + k - 1) // k
+
+
 def stack_frames(x: Tensor, lengths: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """(B, T, F) -> (B, ceil(T/k), k*F): k consecutive frames side by side; lengths -> ceil(lengths/k).
     A clip's last group is completed with zeros, exactly what the (zeroed) padding of a batch holds."""
@@ -21,7 +26,7 @@ def stack_frames(x: Tensor, lengths: Tensor, k: int) -> tuple[Tensor, Tensor]:
     pad = (-T) % k
     if pad:
         x = torch.nn.functional.pad(x, (0, 0, 0, pad))
-    return x.reshape(B, (T + pad) // k, k * F), (lengths + k - 1) // k
+    return x.reshape(B, (T + pad) // k, k * F), stacked_lengths(lengths, k)
 
 
 class MaskedBatchNorm2d(nn.BatchNorm2d):
