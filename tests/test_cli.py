@@ -49,6 +49,20 @@ def test_run_folder_holds_everything(tiny_run):
     assert metrics["test"]["accuracy"] >= 0.9  # low tones vs high tones: trivially separable
 
 
+@pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
+def test_mixed_precision_trains_with_gradient_clipping(tiny_run, tmp_path, precision):
+    """Mixed precision (`auto` on a GPU) once crashed at the first step: Lightning refuses to clip the gradients of
+    a fused AdamW. The same check runs on CPU, where Lightning runs 16-mixed as bf16-mixed."""
+    _, root = tiny_run
+    cli("train", root, "--out", tmp_path / "run", "--max-epochs", 2, *TINY, "--set", f"train.precision={precision}",
+        "--set", "train.grad_clip=1.0")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    import torch
+
+    expected = f"cuda:0, {precision}" if torch.cuda.is_available() else "cpu, bf16-mixed"
+    assert metrics["hardware"] == expected and metrics["epochs_run"] == 2
+
+
 def test_evaluate_json(tiny_run, tmp_path):
     run, root = tiny_run
     m = json.loads(cli("evaluate", run, "--json").stdout)

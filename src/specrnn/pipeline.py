@@ -223,7 +223,7 @@ def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=pr
     n_groups = int(sets["train"].groups.max()) + 1 if cfg.train.adversary > 0 else 0
     lit = LitClassifier(model, task, cfg, len(train_loader), batch_augment(cfg, task.n_outputs, log), n_groups)
     log(f"training {describe(cfg)} ({count_parameters(model):,} parameters) on {len(sets['train'])} clips, "
-        f"validating on {len(sets['val'])}")
+        f"validating on {len(sets['val'])}; {_hardware(trainer)}")
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     t_train = time.perf_counter()
     try:
@@ -247,7 +247,7 @@ def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=pr
     metrics: dict = {"best_epoch": predictor.meta["epoch"] + 1, "epochs_run": trainer.current_epoch,
                      "best_val_loss": predictor.meta.get("val_loss"),
                      "parameters": count_parameters(model), "train_seconds": round(train_seconds, 2),
-                     "classes": prep.classes, "model": describe(cfg)}
+                     "classes": prep.classes, "model": describe(cfg), "hardware": _hardware(trainer)}
     for name in ("val", "test") if evaluate_test else ("val",):
         if len(sets[name]):
             metrics[name] = evaluate_features(predictor, sets[name])
@@ -256,6 +256,12 @@ def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=pr
     _plots(run_dir, metrics, prep.classes)
     log(summary(run_dir, metrics))
     return metrics
+
+
+def _hardware(trainer) -> str:
+    """Where and how the training runs, e.g. 'cuda:0, bf16-mixed' or 'cpu x 2 processes, 32-true'."""
+    procs = f" x {trainer.world_size} processes" if trainer.world_size > 1 else ""
+    return f"{trainer.strategy.root_device}{procs}, {trainer.precision}"
 
 
 def batch_augment(cfg: Config, n_classes: int, log=print):
