@@ -8,12 +8,13 @@ max, the last state, or the running log-sum-exp of attention scores.
 """
 from __future__ import annotations
 
+import copy
 import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .errors import SpecrnnError
 from .features import AMIN
@@ -216,6 +217,12 @@ class _RunningPool:
         return (self.num / self.den[..., None]).reshape(self.num.shape[0], -1)
 
 
+def _on_cpu(module: nn.Module) -> nn.Module:
+    """The module itself when it is on the CPU, else a copy there."""
+    on_cpu = all(t.device.type == "cpu" for t in [*module.parameters(), *module.buffers()])
+    return module if on_cpu else copy.deepcopy(module).cpu()
+
+
 class StreamingClassifier:
     """Run a trained unidirectional model on a stream. `push_audio`/`push_features` return the running class
     probabilities (None until the first frame reaches the RNN); `finish()` flushes the right context."""
@@ -233,8 +240,11 @@ class StreamingClassifier:
         if cfg.pooling in ("dot", "padded_last") or cfg.rnn_impl == "naive":
             raise SpecrnnError(f"pooling '{cfg.pooling}' needs the whole clip before it can score any frame; "
                                "use last, mean, max, meanstd or attention pooling for streaming.")
-        self.model = model.eval()
-        self.extractor, self.classes, self.multilabel = feature_extractor, classes, multilabel
+        # A stream steps a few frames at a time, which the CPU does faster than a GPU; a model on a GPU stays there
+        # for its other users and the stream runs on a CPU copy.
+        self.model = _on_cpu(model).eval()
+        self.extractor = _on_cpu(feature_extractor) if feature_extractor is not None else None
+        self.classes, self.multilabel = classes, multilabel
         self.reset()
 
     def reset(self) -> None:
@@ -336,7 +346,7 @@ class StreamingClassifier:
 
 def stream(predictor) -> StreamingClassifier:
     """A StreamingClassifier for a loaded Predictor (`specrnn.load(run).stream()`)."""
-    return StreamingClassifier(predictor.model.cpu(), predictor.extractor.cpu(), predictor.classes, predictor.cfg.model.multilabel)
+    return StreamingClassifier(predictor.model, predictor.extractor, predictor.classes, predictor.cfg.model.multilabel)
 
 
 def print_stream(predictor, files: list[str], chunk_ms: float, as_json: bool, top_k: int = 1) -> int:
