@@ -2,8 +2,8 @@
 
 Exact by construction: a forward RNN's output at a real frame never depends on later (padded) frames,
 and the backward direction runs on each clip reversed *within its own length*, so padding is read only
-after every real frame. `impl="packed"` gives the same numbers with pack_padded_sequence; which one is
-faster depends on the device (see benchmarks/), so `auto` picks padded on CPU and packed on CUDA.
+after every real frame. `impl="packed"` gives the same numbers with pack_padded_sequence. `auto` is the padded
+form: it was the faster one on a 2-core CPU and on an H100 (benchmarks/NOTES.md, "GPU check").
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ class RNNEncoder(nn.Module):
         return reverse_within_length(x, lengths)
 
     def _use_packed(self, x: Tensor) -> bool:
-        return self.impl == "packed" or (self.impl == "auto" and x.is_cuda)
+        return self.impl == "packed"
 
     def _run(self, rnn: nn.Module, x: Tensor, lengths: Tensor, state=None):
         if self._use_packed(x):
