@@ -15,6 +15,20 @@ ESC10 = SHARED / "esc10"
 YESNO = SHARED / "yesno"
 
 
+def onnx_export_skip_reason() -> str | None:
+    """Why ONNX export cannot be tested here (a missing package, or a torch whose exporter fails on RNNs), else None."""
+    import importlib.util
+
+    import torch
+
+    for name in ("onnx", "onnxscript", "onnxruntime"):
+        if importlib.util.find_spec(name) is None:
+            return f"ONNX export needs {name} (pip install 'specrnn[export]')"
+    if tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) < (2, 13):
+        return f"torch {torch.__version__}'s exporter fails on recurrent layers (seen with 2.11); export is tested with 2.13"
+    return None
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
     """Keep the user's ~/.cache untouched: every test session gets its own feature cache."""

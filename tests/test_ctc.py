@@ -3,7 +3,6 @@ changes a clip's loss or decoding; a real training learns synthetic tone sequenc
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 
 import numpy as np
@@ -17,7 +16,7 @@ from specrnn.models import build_model
 from specrnn.tasks import CTCTask, encode, label_kind, label_names
 from specrnn.tasks.ctc import edit_distance, greedy_decode, steps_needed
 
-from .conftest import ROOT, tone, write
+from .conftest import ROOT, onnx_export_skip_reason, tone, write
 
 CTC = ["model.head=ctc", "features.max_seconds=null"]
 
@@ -106,7 +105,7 @@ def test_train_evaluate_predict_report_on_tone_sequences(tmp_path, capsys):
     pred = json.loads(capsys.readouterr().out)[0]
     assert set(pred["label"].split()) <= {"hi", "lo"} and pred["top"][0]["label"] == pred["label"]
     assert 0 < pred["top"][0]["probability"] <= 1
-    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnxscript"):
+    if onnx_export_skip_reason() is None:
         from specrnn import export
 
         assert main(["export", str(run), "--out", str(tmp_path / "m.onnx")]) == 0  # frame outputs, checked vs PyTorch

@@ -9,9 +9,10 @@ from specrnn.errors import SpecrnnError
 from specrnn.models import build_model
 from specrnn.run import save_model
 
-pytest.importorskip("onnx", reason="ONNX export needs onnx (pip install 'specrnn[export]')")
-pytest.importorskip("onnxscript", reason="ONNX export needs onnxscript (pip install 'specrnn[export]')")
-pytest.importorskip("onnxruntime", reason="checking an exported model needs onnxruntime (pip install 'specrnn[export]')")
+from .conftest import onnx_export_skip_reason
+
+if onnx_export_skip_reason():
+    pytest.skip(onnx_export_skip_reason(), allow_module_level=True)
 
 from specrnn import export  # noqa: E402
 

@@ -21,7 +21,7 @@ import torch
 from specrnn.errors import SpecrnnError
 from specrnn.run import atomic_write_bytes, load_checkpoint_file, load_model_file, save_model
 
-from .conftest import ROOT, tone, write
+from .conftest import ROOT, onnx_export_skip_reason, tone, write
 from .test_bad_inputs import TINY, main_cli, run_cli
 
 EPOCHS = 6
@@ -448,8 +448,8 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(data, tmp_path, command):
 def test_single_file_outputs_never_replace_a_users_file(reference, data, tmp_path, capsys):
     """export, manifest and report write one file each: a wrong suffix, a missing folder and a file that specrnn
     did not write are refused before any work (the run's own model.pt included); their own files are rewritten."""
-    pytest.importorskip("onnx", reason="ONNX export needs onnx (pip install 'specrnn[export]')")
-    pytest.importorskip("onnxscript", reason="ONNX export needs onnxscript (pip install 'specrnn[export]')")
+    if onnx_export_skip_reason():
+        pytest.skip(onnx_export_skip_reason())
     run = _copy(reference, tmp_path / "run")
     model = (run / "model.pt").read_bytes()
     mine = {name: tmp_path / name for name in ("notes.onnx", "notes.csv", "notes.html", "song.wav")}

@@ -31,6 +31,7 @@ from .run import check_output_file
 ONNX_MARK = "specrnn"  # the model's doc_string starts with it
 
 OPSET = 18
+TESTED_TORCH = "2.13"  # the exporter's behaviour changes between releases: the one the tests passed on
 
 
 # ---------------------------------------------------------------- shared graph pieces
@@ -350,6 +351,11 @@ def _quiet_export():
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             yield
+    except Exception as e:  # torch.export's own report runs to a page; say what failed and what to do
+        cause = str(e.__cause__ or e).strip().splitlines()
+        raise SpecrnnError(f"torch {torch.__version__} could not export this model to ONNX ({cause[0] if cause else type(e).__name__}). "
+                           f"specrnn's export is tested with torch {TESTED_TORCH}; torch 2.11's exporter fails on "
+                           "recurrent layers. Export with torch 2.13 or 2.14.") from e
     finally:
         log.setLevel(level)
 
