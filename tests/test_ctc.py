@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -154,13 +155,41 @@ def test_a_clip_too_short_for_its_sequence_is_named(tmp_path, capsys):
     assert main([*with_stack, "--out", str(tmp_path / "run3")]) == 0  # unperturbed, the same clip fits
 
 
-def test_cv_and_tune_refuse_ctc(tmp_path):
+def test_tune_refuses_ctc(tmp_path):
     import specrnn
 
     with pytest.raises(SpecrnnError, match="CTC runs are not supported"):
-        specrnn.cv(tmp_path, tmp_path / "cv", overrides=CTC)
-    with pytest.raises(SpecrnnError, match="CTC runs are not supported"):
         specrnn.tune(tmp_path, tmp_path / "tune", overrides=CTC)
+
+
+def test_cross_validation_of_a_ctc_model(tmp_path):
+    """Two unstratified folds (every label sequence is nearly unique), each clip tested exactly once, token error
+    rates per fold and pooled from the runs' own metrics, folds.csv and the HTML report in CTC terms."""
+    import specrnn
+    from specrnn.reporting import report
+
+    rows = _tone_sequences(tmp_path, 40, 1)
+    with open(tmp_path / "seq.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("path", "label"), *rows])
+    sets = [*CTC, "model.bidirectional=true", "model.hidden=32", "model.stack=4", "model.normalize=utterance",
+            "train.batch_size=4", "train.lr=1e-2", "augment.time_masks=0", "data.val_fraction=0.2", "train.max_epochs=30"]
+    lines = []
+    s = specrnn.cv(tmp_path / "seq.csv", tmp_path / "cv", overrides=sets, folds=2, log=lines.append)
+    assert s["task"] == "sequence" and s["protocol"] == "2-fold" and [f["fold"] for f in s["folds"]] == ["1", "2"]
+    tested = []
+    for fold in ("1", "2"):
+        split = list(csv.DictReader(open(tmp_path / "cv" / f"fold-{fold}" / "seed-0" / "split.csv")))
+        tested += [r["path"] for r in split if r["split"] == "test"]
+        assert not {r["path"] for r in split if r["split"] == "test"} & {r["path"] for r in split if r["split"] != "test"}
+    assert sorted(os.path.basename(p) for p in tested) == sorted(p for p, _ in rows)  # each clip tested once
+    tests = [json.loads((tmp_path / "cv" / f"fold-{f}" / "seed-0" / "metrics.json").read_text())["test"] for f in ("1", "2")]
+    assert [f["token_error_rate"] for f in s["folds"]] == [t["token_error_rate"] for t in tests]
+    pooled = sum(t["token_error_rate"] * t["tokens"] for t in tests) / sum(t["tokens"] for t in tests)
+    assert s["pooled_token_error_rate"] == pytest.approx(pooled) and s["token_error_rate_mean"] <= 0.25, s  # chance: ~1
+    assert "token_error_rate" in (tmp_path / "cv" / "folds.csv").read_text().splitlines()[0]
+    assert any("mean token error rate" in line for line in lines)
+    page = report(tmp_path / "cv").read_text()
+    assert "Mean token error rate" in page and "confusion" not in page.lower()
 
 
 def test_yesno_with_the_documented_config(tmp_path, yesno):

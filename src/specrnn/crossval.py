@@ -22,11 +22,12 @@ from .config import load_config
 from .data.manifest import Manifest, load_manifest
 from .errors import SpecrnnError
 from .run import atomic_write_text, write_json
+from .tasks import label_kind
 
 
 def fold_ids(man: Manifest, fold_column: str | None = None, folds: int | None = None, leave_one_group_out: bool = False,
-             seed: int = 0) -> list[str]:
-    """The test fold of every row."""
+             seed: int = 0, stratify: bool = True) -> list[str]:
+    """The test fold of every row. `stratify=False` for labels that are token sequences (CTC), nearly all distinct."""
     if leave_one_group_out:
         if man.groups is None:
             raise SpecrnnError(f"{man.source}: --leave-one-group-out needs a 'group' column (or --group-column)")
@@ -39,7 +40,7 @@ def fold_ids(man: Manifest, fold_column: str | None = None, folds: int | None = 
             raise SpecrnnError(f"{man.source}: column '{fold_column}' has fewer than 2 distinct folds")
         return list(col)
     k = folds or 5
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+    from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 
     idx = np.arange(len(man))
     with warnings.catch_warnings():
@@ -48,16 +49,18 @@ def fold_ids(man: Manifest, fold_column: str | None = None, folds: int | None = 
             if len(set(man.groups)) < k:
                 raise SpecrnnError(f"{man.source}: {len(set(man.groups))} groups cannot make {k} group-aware folds"
                                    + ("" if folds else " (5 is the default: pass --folds K or --leave-one-group-out)"))
-            splits = StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(idx, man.labels, man.groups)
+            kfold = StratifiedGroupKFold(k, shuffle=True, random_state=seed) if stratify else GroupKFold(k, shuffle=True, random_state=seed)
+            splits = kfold.split(idx, man.labels, man.groups)
         else:
-            splits = StratifiedKFold(k, shuffle=True, random_state=seed).split(idx, man.labels)
+            kfold = StratifiedKFold(k, shuffle=True, random_state=seed) if stratify else KFold(k, shuffle=True, random_state=seed)
+            splits = kfold.split(idx, man.labels)
         out = [""] * len(man)
         try:
             for f, (_, test) in enumerate(splits, start=1):
                 for i in test:
                     out[i] = str(f)
         except ValueError as e:
-            raise SpecrnnError(f"{man.source}: cannot make {k} stratified folds: {e}") from None
+            raise SpecrnnError(f"{man.source}: cannot make {k} {'stratified ' if stratify else ''}folds: {e}") from None
     return out
 
 
@@ -112,15 +115,13 @@ def cv(
         raise SpecrnnError(f"--folds must be at least 2, got {folds}")
     out = Path(out)
     cfg = load_config(config, overrides)
-    if cfg.model.head == "ctc":
-        raise SpecrnnError("cv pools class predictions (confusion matrices, per-class tables); CTC runs are not "
-                           "supported by it yet: train and evaluate each split with `specrnn train`")
+    sequences = label_kind(cfg.model) == "sequence"
     man = load_manifest(data)
     if group_column:
         man.groups = _column(man, group_column)
     out.mkdir(parents=True, exist_ok=True)
     man = _usable_rows(man, cfg, out, log)
-    ids = fold_ids(man, fold_column, folds, leave_one_group_out, cfg.seed)
+    ids = fold_ids(man, fold_column, folds, leave_one_group_out, cfg.seed, stratify=not sequences)
     fold_names = sorted(set(ids), key=lambda f: (len(f), f))
     cfg_path = out / "config.yaml"
     if not cfg_path.exists():
@@ -129,7 +130,8 @@ def cv(
         raise SpecrnnError(f"{out} holds a cross-validation with another config ({cfg_path}); choose another --out "
                            "or rerun with the same config to resume it")
     protocol = ("leave-one-group-out" if leave_one_group_out else f"column '{fold_column or 'fold'}'"
-                if (fold_column or (folds is None and man.folds is not None)) else f"stratified {folds or 5}-fold")
+                if (fold_column or (folds is None and man.folds is not None))
+                else f"{'' if sequences else 'stratified '}{folds or 5}-fold")
     _check_protocol(out, protocol + (f", groups from column '{group_column}'" if group_column else ""), fold_names)
     runs = []
     for fold in fold_names:
@@ -167,9 +169,10 @@ def cv(
                 r = subprocess.run([sys.executable, "-m", "specrnn", *args], stdout=logf, stderr=subprocess.STDOUT)
             if r.returncode != 0:
                 raise SpecrnnError(f"fold {fold} seed {seed} failed; see {run_dir.parent / f'seed-{seed}.log'}")
-        m = _read_metrics(run_dir)
-        log(f"  fold {fold} seed {seed}: test accuracy {100 * m['test']['accuracy']:.2f}% "
-            f"({time.perf_counter() - t0:.0f} s elapsed)")
+        t = _read_metrics(run_dir)["test"]
+        score = (f"token error rate {100 * t['token_error_rate']:.2f}%" if "token_error_rate" in t
+                 else f"test accuracy {100 * t['accuracy']:.2f}%")
+        log(f"  fold {fold} seed {seed}: {score} ({time.perf_counter() - t0:.0f} s elapsed)")
 
     if jobs == 1:
         for r in todo:
@@ -262,6 +265,8 @@ def seed_ensemble(run_dirs: list[Path], fold_csv: Path) -> dict | None:
 
 def summarize(runs, fold_names: list[str], protocol: str) -> dict:
     """Per-fold means over seeds, mean and std over folds, and the confusion matrix pooled over every run."""
+    if "token_error_rate" in _read_metrics(runs[0][3])["test"]:
+        return summarize_sequences(runs, fold_names, protocol)
     per_fold = []
     classes: list[str] = []
     for fold in fold_names:
@@ -300,9 +305,38 @@ def summarize(runs, fold_names: list[str], protocol: str) -> dict:
     }
 
 
+def summarize_sequences(runs, fold_names: list[str], protocol: str) -> dict:
+    """CTC runs: per fold the token error rate and sequences right (means over seeds); mean and std over folds,
+    and the pooled token error rate (every run's edits over every run's reference tokens)."""
+    per_fold, edits, tokens = [], 0.0, 0
+    for fold in fold_names:
+        tests = [_read_metrics(r[3])["test"] for r in runs if r[0] == fold]
+        ms = [_read_metrics(r[3]) for r in runs if r[0] == fold]
+        edits += sum(t["token_error_rate"] * t["tokens"] for t in tests)
+        tokens += sum(t["tokens"] for t in tests)
+        ters = [t["token_error_rate"] for t in tests]
+        per_fold.append({"fold": fold, "n": tests[0]["n"], "tokens": tests[0]["tokens"],
+                         "token_error_rate": statistics.mean(ters), "token_error_rate_per_seed": ters,
+                         "accuracy": statistics.mean(t["accuracy"] for t in tests),
+                         "train_seconds": statistics.mean(m["train_seconds"] for m in ms),
+                         "epochs": statistics.mean(m["epochs_run"] for m in ms)})
+    ters, accs = [f["token_error_rate"] for f in per_fold], [f["accuracy"] for f in per_fold]
+    return {"protocol": protocol, "task": "sequence", "folds": per_fold, "n_runs": len(runs),
+            "seeds": sorted({r[1] for r in runs}), "classes": _read_metrics(runs[0][3])["classes"],
+            "token_error_rate_mean": statistics.mean(ters), "token_error_rate_std": statistics.stdev(ters) if len(ters) > 1 else 0.0,
+            "pooled_token_error_rate": edits / max(tokens, 1),
+            "accuracy_mean": statistics.mean(accs), "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0}
+
+
 def _write_tables(out: Path, s: dict) -> None:
     from . import plots
 
+    if s.get("task") == "sequence":
+        lines = ["fold,n,tokens,token_error_rate,sequences_right,train_seconds,epochs"]
+        lines += [f"{f['fold']},{f['n']},{f['tokens']},{f['token_error_rate']:.6f},{f['accuracy']:.6f},"
+                  f"{f['train_seconds']:.1f},{f['epochs']:.1f}" for f in s["folds"]]
+        atomic_write_text(out / "folds.csv", "\n".join(lines) + "\n")
+        return
     lines = ["fold,n,accuracy,macro_f1,train_seconds,epochs,seed_ensemble_accuracy"]
     lines += [f"{f['fold']},{f['n']},{f['accuracy']:.6f},{f['macro_f1']:.6f},{f['train_seconds']:.1f},{f['epochs']:.1f},"
               + (f"{f['ensemble_accuracy']:.6f}" if "ensemble_accuracy" in f else "") for f in s["folds"]]
@@ -313,6 +347,15 @@ def _write_tables(out: Path, s: dict) -> None:
 
 def format_summary(s: dict, out: Path) -> str:
     lines = ["", "=" * 64, f"cross-validation ({s['protocol']}), {len(s['folds'])} folds, {s['n_runs']} runs"]
+    if s.get("task") == "sequence":
+        for f in s["folds"]:
+            seeds = ", ".join(f"{100 * a:.1f}" for a in f["token_error_rate_per_seed"])
+            lines.append(f"  fold {f['fold']:>10}: token error rate {100 * f['token_error_rate']:6.2f}%  "
+                         f"(n={f['n']}, {f['tokens']} tokens; seeds: {seeds})")
+        lines += [f"mean token error rate {100 * s['token_error_rate_mean']:.2f}% ± {100 * s['token_error_rate_std']:.2f} "
+                  f"(std over folds); pooled {100 * s['pooled_token_error_rate']:.2f}%; sequences right "
+                  f"{100 * s['accuracy_mean']:.2f}%", f"CV folder: {out}  (cv.json, folds.csv, fold-*/seed-*/)", "=" * 64]
+        return "\n".join(lines)
     for f in s["folds"]:
         seeds = ", ".join(f"{100 * a:.1f}" for a in f["accuracy_per_seed"])
         ens = f"; seeds together: {100 * f['ensemble_accuracy']:.1f}" if "ensemble_accuracy" in f else ""

@@ -177,6 +177,11 @@ def cv_report(cv_dir: Path) -> str:
 
     s = json.loads((cv_dir / "cv.json").read_text())
     seeds = s.get("seeds")
+    config = yaml.safe_dump(s.get("config", {}), sort_keys=False)
+    if seeds and len(seeds) > 1:
+        config = f"# each run sets its own seed ({', '.join(map(str, seeds))}); the rest is shared\n" + config
+    if s.get("task") == "sequence":
+        return _sequence_cv_report(cv_dir, s, config)
     n_seeds = len(seeds) if seeds else len(s["folds"][0]["accuracy_per_seed"])
     together = any("ensemble_accuracy" in f for f in s["folds"])
     seed_head = ", ".join(f"seed {x}" for x in seeds) if seeds else "per seed"
@@ -188,9 +193,6 @@ def cv_report(cv_dir: Path) -> str:
            if "ensemble_accuracy_mean" in s else "")
     per_class = per_class_from_confusion(s["pooled_confusion_matrix"], s["classes"], n_seeds)
     counted = f" Each test clip is counted once per seed ({n_seeds} times)." if n_seeds > 1 else ""
-    config = yaml.safe_dump(s.get("config", {}), sort_keys=False)
-    if seeds and len(seeds) > 1:
-        config = f"# each run sets its own seed ({', '.join(map(str, seeds))}); the rest is shared\n" + config
     return f"""<h1>specrnn cross-validation: {html.escape(cv_dir.name)}</h1>
 <p>Protocol: {html.escape(s['protocol'])}; {len(s['folds'])} folds x {n_seeds} seed(s) = {s['n_runs']} runs. Each
 fold's test clips were never used for training, early stopping or normalisation.</p>
@@ -200,6 +202,26 @@ std over folds){ens}; macro-F1 {_pct(s['macro_f1_mean'])}; pooled accuracy {_pct
 {'<th>seeds together</th>' if together else ''}<th>train s</th></tr>{rows}</table>
 <h2>Pooled confusion matrix</h2><p>Every fold's test predictions added up.{counted}</p>{_img(cv_dir / 'confusion_matrix.png', 'pooled confusion matrix of every fold')}
 <h2>Per class (pooled over folds{' and seeds' if n_seeds > 1 else ''})</h2>{_per_class_table(per_class)}
+<h2>Config</h2><pre>{html.escape(config)}</pre>"""
+
+
+def _sequence_cv_report(cv_dir: Path, s: dict, config: str) -> str:
+    """A CTC cross-validation: token error rate and sequences right per fold and over folds, the config."""
+    seeds = s["seeds"]
+    rows = "".join(f"<tr><td>{html.escape(str(f['fold']))}</td><td>{f['n']}</td><td>{f['tokens']}</td>"
+                   f"<td>{_pct(f['token_error_rate'])}</td><td>{_pct(f['accuracy'])}</td>"
+                   f"<td>{', '.join(f'{100 * a:.1f}' for a in f['token_error_rate_per_seed'])}</td>"
+                   f"<td>{f['train_seconds']:.0f}</td></tr>" for f in s["folds"])
+    return f"""<h1>specrnn cross-validation: {html.escape(cv_dir.name)}</h1>
+<p>Protocol: {html.escape(s['protocol'])}; {len(s['folds'])} folds x {len(seeds)} seed(s) = {s['n_runs']} runs of a CTC
+model over the tokens {html.escape(', '.join(s['classes']))}. Each fold's test clips were never used for training,
+early stopping or normalisation.</p>
+<p><b>Mean token error rate {_pct(s['token_error_rate_mean'])} ± {100 * s['token_error_rate_std']:.2f}</b> (mean over
+seeds, then over folds; std over folds); pooled over every run {_pct(s['pooled_token_error_rate'])}; sequences
+right {_pct(s['accuracy_mean'])}. Token error rate: substitutions, insertions and deletions over the true tokens.
+Each run's wrong sequences are in its own report (`specrnn report FOLD/SEED`).</p>
+<h2>Per fold</h2><table><tr><th>fold</th><th>clips</th><th>tokens</th><th>token error rate</th><th>sequences right</th>
+<th>{html.escape(', '.join(f'seed {x}' for x in seeds))} (token error, %)</th><th>train s</th></tr>{rows}</table>
 <h2>Config</h2><pre>{html.escape(config)}</pre>"""
 
 

@@ -107,6 +107,8 @@ def tune(data, out, trials: int = 20, timeout: float | None = None, storage: str
 
     With `jobs` > 1 (default on CPU: one per core's worth of threads, as `cv`), extra processes run trials of
     the same study through its SQLite storage; together they stop once `trials` trials have finished."""
+    if load_config(config, overrides).model.head == "ctc":
+        raise SpecrnnError("tune's search space and objective are for classifiers; CTC runs are not supported by it yet")
     import optuna
     from optuna.trial import TrialState
 
@@ -119,8 +121,6 @@ def tune(data, out, trials: int = 20, timeout: float | None = None, storage: str
     if timeout is not None and timeout <= 0:
         raise SpecrnnError(f"--timeout must be above 0 seconds, got {timeout}")
     base = load_config(config, overrides)
-    if base.model.head == "ctc":
-        raise SpecrnnError("tune's search space and objective are for classifiers; CTC runs are not supported by it yet")
     base_d = base.to_dict()
     space_d = read_space(space, base_d)
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
