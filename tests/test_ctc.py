@@ -155,11 +155,36 @@ def test_a_clip_too_short_for_its_sequence_is_named(tmp_path, capsys):
     assert main([*with_stack, "--out", str(tmp_path / "run3")]) == 0  # unperturbed, the same clip fits
 
 
-def test_tune_refuses_ctc(tmp_path):
+def test_tune_a_ctc_model_on_validation_token_accuracy(tmp_path):
+    """The objective is 1 - the validation token error rate; pooling is left out of the space; test rows (here
+    unreadable) are never touched; a trial whose CNN leaves clips too few CTC steps fails alone."""
+    pytest.importorskip("optuna")
     import specrnn
 
-    with pytest.raises(SpecrnnError, match="CTC runs are not supported"):
-        specrnn.tune(tmp_path, tmp_path / "tune", overrides=CTC)
+    rows = _tone_sequences(tmp_path, 24, 2)
+    for i in range(4):
+        (tmp_path / f"test{i}.wav").write_bytes(b"not audio")
+    with open(tmp_path / "seq.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("path", "label", "split"), *[(p, lab, "train") for p, lab in rows],
+                                 *[(f"test{i}.wav", "lo hi", "test") for i in range(4)]])
+    (tmp_path / "space.yaml").write_text("model.hidden: {choices: [16, 32]}\nmodel.pooling: {choices: [mean, last]}\n"
+                                         "model.stack: {choices: [4, 64]}\n")
+    sets = [*CTC, "model.bidirectional=true", "model.normalize=utterance", "train.batch_size=4", "train.lr=1e-2",
+            "augment.time_masks=0", "data.val_fraction=0.25", "train.max_epochs=8"]
+    lines = []
+    r = specrnn.tune(tmp_path / "seq.csv", tmp_path / "tune", trials=4, space=str(tmp_path / "space.yaml"), overrides=sets,
+                     jobs=1, log=lines.append)
+    trials = list(csv.DictReader(open(tmp_path / "tune" / "trials.csv")))
+    assert "val_token_accuracy" in trials[0] and "params_model.pooling" not in trials[0] and "model.pooling" not in trials[0]
+    failed = [t for t in trials if t["state"] == "FAIL"]
+    assert failed and all(t["model.stack"] == "64" for t in failed)  # 64 stacked frames: fewer steps than tokens
+    assert any("trial" in line and "failed" in line and "encoder steps" in line for line in lines)
+    best = next(t for t in trials if int(t["number"]) == r["best_trial"])
+    metrics = json.loads((tmp_path / "tune" / "trials" / f"trial-{r['best_trial']:03d}" / "metrics.json").read_text())
+    assert float(best["val_token_accuracy"]) == pytest.approx(1 - metrics["val"]["token_error_rate"])
+    assert r["best_val_token_accuracy"] == pytest.approx(1 - metrics["val"]["token_error_rate"])
+    cfg = load_config(str(tmp_path / "tune" / "best.yaml"))
+    assert cfg.model.head == "ctc" and cfg.model.stack == 4
 
 
 def test_cross_validation_of_a_ctc_model(tmp_path):

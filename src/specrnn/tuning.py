@@ -13,10 +13,12 @@ from pathlib import Path
 import yaml
 
 from .config import config_from_dict, load_config, preset_path, read_yaml
-from .errors import SpecrnnError
+from .errors import Interrupted, SpecrnnError
 from .run import atomic_write_text, write_json
+from .tasks import label_kind
 
 STUDY = "specrnn"
+SCORE = {False: ("val_accuracy", "val accuracy"), True: ("val_token_accuracy", "val token accuracy")}  # by sequences
 WORKER_ENV = "SPECRNN_TUNE_WORKER"  # set in the extra processes of `tune --jobs N`: they only run trials
 
 
@@ -107,8 +109,6 @@ def tune(data, out, trials: int = 20, timeout: float | None = None, storage: str
 
     With `jobs` > 1 (default on CPU: one per core's worth of threads, as `cv`), extra processes run trials of
     the same study through its SQLite storage; together they stop once `trials` trials have finished."""
-    if load_config(config, overrides).model.head == "ctc":
-        raise SpecrnnError("tune's search space and objective are for classifiers; CTC runs are not supported by it yet")
     import optuna
     from optuna.trial import TrialState
 
@@ -123,6 +123,9 @@ def tune(data, out, trials: int = 20, timeout: float | None = None, storage: str
     base = load_config(config, overrides)
     base_d = base.to_dict()
     space_d = read_space(space, base_d)
+    sequences = label_kind(base.model) == "sequence"
+    if sequences:  # a CTC head scores every step: pooling plays no part, and searching it would waste trials
+        space_d = {k: v for k, v in space_d.items() if not k.startswith(("model.pooling", "model.attention_heads"))}
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     worker = int(os.environ.get(WORKER_ENV, 0))
@@ -144,7 +147,7 @@ def tune(data, out, trials: int = 20, timeout: float | None = None, storage: str
         log(f"resuming study in {storage}: {done} trial(s) finished")
 
     # validation data only: the test rows are dropped before features are computed
-    man = assign_splits(load_manifest(data), base.data.val_fraction, base.data.test_fraction, base.seed)
+    man = assign_splits(load_manifest(data), base.data.val_fraction, base.data.test_fraction, base.seed, stratify=not sequences)
     man = man.select([i for i, s in enumerate(man.splits) if s != "test"])
     prep = prepare_data(man, base, None, log)
     assert not len(prep.sets["test"])
@@ -155,19 +158,28 @@ def tune(data, out, trials: int = 20, timeout: float | None = None, storage: str
         run_dir.mkdir(parents=True, exist_ok=True)
         pruning = Pruning(trial)
         t0 = time.perf_counter()
-        m = fit(prep, cfg, run_dir, log=lambda *a: None, callbacks=[pruning], evaluate_test=False)
-        # accuracy first; the loss only breaks ties (its term stays below 1e-5, under one clip in 100,000)
-        value = m["val"]["accuracy"] - 1e-6 * min(float(m["best_val_loss"]), 10.0)
-        trial.set_user_attr("val_accuracy", m["val"]["accuracy"])
+        try:
+            m = fit(prep, cfg, run_dir, log=lambda *a: None, callbacks=[pruning], evaluate_test=False)
+        except Interrupted:
+            raise
+        except SpecrnnError as e:  # e.g. a CNN stride that leaves a clip too few CTC steps: this trial fails, not the study
+            log(f"trial {trial.number} failed: {e}")
+            trial.set_user_attr("error", str(e))
+            return float("nan")  # Optuna records a failed trial (without the traceback an exception would print)
+        # the score first (accuracy; 1 - token error rate for CTC); the loss only breaks ties (its term stays
+        # below 1e-5, under one clip in 100,000)
+        score = 1.0 - m["val"]["token_error_rate"] if sequences else m["val"]["accuracy"]
+        value = score - 1e-6 * min(float(m["best_val_loss"]), 10.0)
+        trial.set_user_attr(SCORE[sequences][0], score)
         trial.set_user_attr("seconds", round(time.perf_counter() - t0, 1))
-        log(f"trial {trial.number}: val accuracy {100 * m['val']['accuracy']:.2f}% "
+        log(f"trial {trial.number}: {SCORE[sequences][1]} {100 * score:.2f}% "
             f"({'pruned' if pruning.pruned else 'complete'}, {time.perf_counter() - t0:.0f} s)")
         if pruning.pruned:
             raise optuna.TrialPruned()
         return value
 
     if done >= trials:
-        return _report(study, base_d, out, log)
+        return _report(study, base_d, out, log, sequences)
     from .crossval import _auto_jobs
 
     jobs = 1 if worker else (jobs or _auto_jobs(trials - done))
@@ -180,7 +192,7 @@ def tune(data, out, trials: int = 20, timeout: float | None = None, storage: str
     finally:
         for p in procs:
             p.wait()
-    return {} if worker else _report(study, base_d, out, log)
+    return {} if worker else _report(study, base_d, out, log, sequences)
 
 
 def _start_worker(k: int, data, out: Path, trials: int, timeout, storage: str, space, base_d: dict) -> subprocess.Popen:
@@ -194,31 +206,32 @@ def _start_worker(k: int, data, out: Path, trials: int, timeout, storage: str, s
         return subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=dict(os.environ, **{WORKER_ENV: str(k)}))
 
 
-def _report(study, base_d: dict, out: Path, log) -> dict:
+def _report(study, base_d: dict, out: Path, log, sequences: bool = False) -> dict:
     from optuna.trial import TrialState
 
+    key, name = SCORE[sequences]
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         raise SpecrnnError("no trial completed; nothing to report")
     best = study.best_trial
     best_cfg = apply(base_d, best.params)
-    atomic_write_text(out / "best.yaml", f"# specrnn tune: best of {len(complete)} complete trials, validation accuracy "
-                      f"{100 * best.user_attrs.get('val_accuracy', float('nan')):.2f}% (trial {best.number})\n"
+    atomic_write_text(out / "best.yaml", f"# specrnn tune: best of {len(complete)} complete trials, {name} "
+                      f"{100 * best.user_attrs.get(key, float('nan')):.2f}% (trial {best.number})\n"
                       + yaml.safe_dump(best_cfg, sort_keys=False))
     keys = sorted({k for t in study.trials for k in t.params})
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["number", "state", "value", "val_accuracy", "seconds", *keys])
+    w.writerow(["number", "state", "value", key, "seconds", *keys])
     for t in study.trials:
-        w.writerow([t.number, t.state.name, t.value, t.user_attrs.get("val_accuracy"), t.user_attrs.get("seconds"),
+        w.writerow([t.number, t.state.name, t.value, t.user_attrs.get(key), t.user_attrs.get("seconds"),
                     *[t.params.get(k) for k in keys]])
     atomic_write_text(out / "trials.csv", buf.getvalue())
     _plots(study, out)
-    result = {"best_trial": best.number, "best_value": best.value, "best_val_accuracy": best.user_attrs.get("val_accuracy"),
+    result = {"best_trial": best.number, "best_value": best.value, f"best_{key}": best.user_attrs.get(key),
               "best_params": best.params, "n_complete": len(complete),
               "n_pruned": len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))), "best_config": str(out / "best.yaml")}
     write_json(out / "tune.json", result)
-    log(f"best trial {best.number}: val accuracy {100 * result['best_val_accuracy']:.2f}%; "
+    log(f"best trial {best.number}: {name} {100 * result[f'best_{key}']:.2f}%; "
         f"{result['n_complete']} complete, {result['n_pruned']} pruned\n"
         f"best config: {out / 'best.yaml'}  (specrnn train DATA --config {out / 'best.yaml'})")
     return result
