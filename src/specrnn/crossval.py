@@ -310,8 +310,8 @@ def summarize_sequences(runs, fold_names: list[str], protocol: str) -> dict:
     and the pooled token error rate (every run's edits over every run's reference tokens)."""
     per_fold, edits, tokens = [], 0.0, 0
     for fold in fold_names:
-        tests = [_read_metrics(r[3])["test"] for r in runs if r[0] == fold]
         ms = [_read_metrics(r[3]) for r in runs if r[0] == fold]
+        tests = [m["test"] for m in ms]
         edits += sum(t["token_error_rate"] * t["tokens"] for t in tests)
         tokens += sum(t["tokens"] for t in tests)
         ters = [t["token_error_rate"] for t in tests]
