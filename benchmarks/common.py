@@ -26,7 +26,6 @@ def fsdd_manifest(label: str = "digit") -> Path:
 
     pattern = "{label}_{speaker}_{take}.wav" if label == "digit" else "{digit}_{label}_{take}.wav"
     man = from_pattern(SHARED / "fsdd" / "recordings", pattern, ["take<5=test"])
-    man.extra.pop("_unmatched", None)
     out = OUT / f"fsdd_{label}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     man.to_csv(out)
@@ -137,7 +136,6 @@ def fsdd_groups_manifest() -> Path:
     from specrnn.data.manifest import from_pattern
 
     man = from_pattern(SHARED / "fsdd" / "recordings", "{label}_{group}_{take}.wav")
-    man.extra.pop("_unmatched", None)
     out = OUT / "fsdd_loso.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     man.to_csv(out)

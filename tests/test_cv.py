@@ -59,6 +59,7 @@ def test_cv_runs_folds_keeps_test_out_of_validation_and_resumes(grouped_csv, tmp
     assert len(s["folds"]) == 3 and sum(f["n"] for f in s["folds"]) == 36
     assert np.asarray(s["pooled_confusion_matrix"]).sum() == 36
     assert json.loads((out / "cv.json").read_text())["accuracy_mean"] == pytest.approx(s["accuracy_mean"])
+    assert "test accuracy" in (out / "fold-1" / "seed-0.log").read_text()  # in-process runs keep their log too
     for fold in ("1", "2", "3"):
         rows = list(csv.DictReader(open(out / f"fold-{fold}" / "seed-0" / "split.csv")))
         test = {r["group"] for r in rows if r["split"] == "test"}

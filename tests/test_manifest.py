@@ -63,7 +63,6 @@ def test_pattern_manifest_with_split_rules(tmp_path):
     for s, take in zip(m.splits, m.extra["take"]):
         assert s == ("test" if int(take) < 3 else "val" if take in ("3", "4") else "train")
     out = tmp_path / "sub" / "m.csv"
-    m.extra.pop("_unmatched")
     m.to_csv(out, relative_to=out.parent)
     again = load_manifest(out)
     assert again.paths == m.paths and again.splits == m.splits and again.extra["speaker"] == m.extra["speaker"]
@@ -86,7 +85,7 @@ def test_pattern_fields_hold_underscores_where_no_underscore_separates_them(tmp_
     write(tmp_path / "rain drops" / "x_3.wav", tone())
     m = from_pattern(tmp_path, "{label}/{name}.wav")
     assert sorted(zip(m.labels, m.extra["name"])) == [("dog_bark", "take_1"), ("rain drops", "x_3")]
-    assert m.extra["_unmatched"] == ["rain drops/ñandú 2.flac"]  # named with its folder
+    assert m.unmatched == ["rain drops/ñandú 2.flac"]  # named with its folder
     m = from_pattern(tmp_path, "{label}/*")  # any name, any extension
     assert sorted(m.labels) == ["dog_bark", "rain drops", "rain drops"]
     m = from_pattern(tmp_path, "{label}/{_}_{take}.*")  # '_' separates: no field of that name holds '_'

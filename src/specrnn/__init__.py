@@ -4,55 +4,133 @@ Python API (the twin of the CLI):
     metrics = specrnn.train("data/", out="runs/a")          # or train() for the built-in demo
     specrnn.evaluate("runs/a", "data/test.csv")
     specrnn.load("runs/a").predict(["clip.wav"])
+
+Arguments that take lists (overrides, split rules, seeds) also take one item; `log=None` silences the progress
+lines that `log=print` (the default) shows.
 """
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, Callable
+
 __version__ = "0.1.0"
 
+Log = Callable[..., Any] | None
 
-def train(data=None, out=None, config=None, overrides=None, **kwargs) -> dict:
-    """Train on a folder-per-class or CSV manifest (None: the demo data); returns the metrics."""
+
+def _quiet(*args, **kwargs) -> None:
+    pass
+
+
+def _log(log: Log) -> Callable[..., Any]:
+    return _quiet if log is None else log
+
+
+def _items(value, name: str) -> list | None:
+    """One item or a list of them -> a list (None stays None); a string is one item, not its characters."""
+    if value is None:
+        return None
+    if isinstance(value, (str, Path)):
+        return [str(value)]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    from .errors import SpecrnnError
+
+    raise SpecrnnError(f"{name} must be a string or a list of strings, got {type(value).__name__}")
+
+
+def _overrides(value) -> list[str] | dict | None:
+    """--set items: 'key=value', a list of them, or a dict, nested ({'model': {'hidden': 32}}) or dotted
+    ({'model.hidden': 32})."""
+    return value if isinstance(value, dict) else _items(value, "overrides")
+
+
+def _data(data):
+    """A path (str or Path). A Manifest object must be saved first: a run records where its data lives."""
+    from .data.manifest import Manifest
+    from .errors import SpecrnnError
+
+    if isinstance(data, Manifest):
+        raise SpecrnnError("pass the manifest as a CSV path: save it with manifest.to_csv('data.csv') first "
+                           "(a run records where its data lives, to resume and to evaluate)")
+    if data is not None and not isinstance(data, (str, Path)):
+        raise SpecrnnError(f"DATA must be a folder or a CSV path (str or Path), got {type(data).__name__}")
+    return data
+
+
+def train(data: str | Path | None = None, out: str | Path | None = None, config=None, overrides=None,
+          resume: bool = False, overwrite: bool = False, log: Log = print) -> dict:
+    """Train on a folder-per-class tree or a CSV manifest (None: the built-in demo data) into the run folder
+    `out`; returns the metrics (also in metrics.json). `config`: a YAML path, preset name, dict or Config;
+    `overrides`: 'key=value' items as with --set. `resume=True` continues `out` with its own data and config."""
     from .pipeline import train as _train
 
-    return _train(data, out, config, overrides, **kwargs)
+    return _train(_data(data), out, config, _overrides(overrides), resume=resume, overwrite=overwrite, log=_log(log))
 
 
-def evaluate(run_dir, data=None, split=None, **kwargs) -> dict:
-    """Accuracy, macro-F1, per-class figures and confusion matrix of a run on DATA (default: its test split)."""
+def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str | None = None, on_error: str = "stop") -> dict:
+    """Metrics of a run on DATA (default: its own test split): accuracy, macro-F1, per-class figures and confusion
+    matrix; for a CTC run, sequences right, the token error rate and the wrong sequences."""
     from .pipeline import evaluate as _evaluate
 
-    return _evaluate(run_dir, data, split, **kwargs)
+    return _evaluate(run_dir, _data(data), split, on_error=on_error)
 
 
-def load(run_dir, device=None):
-    """A `Predictor` for a run folder: `.predict(paths)`."""
+def load(run_dir: str | Path, device: str | None = None):
+    """A `Predictor` for a run folder: `.predict(paths)`, `.stream()`. `device`: 'cpu', 'cuda' (default: a GPU when
+    torch sees one)."""
     from .inference import load as _load
 
     return _load(run_dir, device)
 
 
-def manifest(root, pattern, split_rules=None):
-    """A `Manifest` from file names, e.g. pattern '{label}_{speaker}_{take}.wav', rules ['take<5=test']."""
+def manifest(root: str | Path, pattern: str, split_rules=None):
+    """A `Manifest` from file names, e.g. pattern '{label}_{speaker}_{take}.wav', rules ['take<5=test'];
+    `.unmatched` lists the files the pattern did not match. Save it with `.to_csv(path)` to train on it."""
     from .data.manifest import from_pattern
 
-    return from_pattern(root, pattern, split_rules)
+    return from_pattern(root, pattern, _items(split_rules, "split_rules"))
 
 
-def cv(data, out, config=None, overrides=None, **kwargs) -> dict:
-    """Cross-validation (fold column, K-fold or leave-one-group-out, several seeds); returns cv.json's summary."""
+def cv(data: str | Path, out: str | Path, config=None, overrides=None, fold_column: str | None = None,
+       folds: int | None = None, leave_one_group_out: bool = False, group_column: str | None = None,
+       seeds=(0,), jobs: int | None = None, log: Log = print) -> dict:
+    """Cross-validation: folds from a column (`fold` by default when present), stratified (group-aware) K-fold,
+    or leave-one-group-out; one training per fold and seed (`seeds`: an int, a list, or '0,1,2'); returns cv.json's
+    summary. Rerun the same call to resume."""
     from .crossval import cv as _cv
 
-    return _cv(data, out, config, overrides, **kwargs)
+    return _cv(_data(data), out, config, _overrides(overrides), fold_column=fold_column, folds=folds,
+               leave_one_group_out=leave_one_group_out, group_column=group_column, seeds=_seeds(seeds), jobs=jobs,
+               log=_log(log))
 
 
-def tune(data, out, trials=20, **kwargs) -> dict:
-    """Optuna search on validation data; writes best.yaml (usable with train --config) and plots."""
+def _seeds(seeds) -> list[int]:
+    from .errors import SpecrnnError
+
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        return [seeds]
+    if isinstance(seeds, str):
+        try:
+            return [int(s) for s in seeds.split(",")]
+        except ValueError:
+            raise SpecrnnError(f"seeds must be integers like '0,1,2', got '{seeds}'") from None
+    if isinstance(seeds, (list, tuple)) and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        return list(seeds)
+    raise SpecrnnError(f"seeds must be an int, a list of ints or '0,1,2', got {seeds!r}")
+
+
+def tune(data: str | Path, out: str | Path, trials: int = 20, timeout: float | None = None, storage: str | None = None,
+         space: str | Path | None = None, config=None, overrides=None, jobs: int | None = None, log: Log = print) -> dict:
+    """Optuna search on validation data only; writes best.yaml (usable with train's config), trials.csv and plots;
+    rerun the same call to resume the study from its SQLite storage."""
     from .tuning import tune as _tune
 
-    return _tune(data, out, trials, **kwargs)
+    return _tune(_data(data), out, trials, timeout=timeout, storage=storage, space=space, config=config,
+                 overrides=_overrides(overrides), jobs=jobs, log=_log(log))
 
 
-def report(path, out=None):
+def report(path: str | Path, out: str | Path | None = None) -> Path:
     """Self-contained HTML report of a run or CV folder; returns the file's path."""
     from .reporting import report as _report
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 
 def _train(a) -> int:
-    from .errors import SpecrnnError
     from .pipeline import train
 
     sets = list(a.set or [])
@@ -21,12 +20,6 @@ def _train(a) -> int:
         sets.append(f"data.on_error={a.on_error}")
     if a.max_epochs is not None:
         sets.append(f"train.max_epochs={a.max_epochs}")
-    if a.resume:
-        given = [name for name, v in (("DATA", a.data), ("--config", a.config), ("--set/--on-error/--max-epochs", sets),
-                                      ("--overwrite", a.overwrite)) if v]
-        if given:
-            raise SpecrnnError(f"--resume continues a run with the data and config it started with; {', '.join(given)} "
-                               "cannot change it (give only --resume --out RUN, or start a new run)")
     train(a.data, a.out, a.config, sets, resume=a.resume, overwrite=a.overwrite)
     return 0
 
@@ -110,7 +103,7 @@ def _manifest(a) -> int:
     out = a.out or os.path.join(a.dir, "manifest.csv")
     check_output_file(out, (".csv",), b"path,label", "manifest", "--out" if a.out else "the manifest (default --out)")
     man = from_pattern(a.dir, a.pattern, a.split_rule)
-    unmatched = man.extra.pop("_unmatched")
+    unmatched = man.unmatched
     man.to_csv(out, relative_to=os.path.dirname(os.path.abspath(out)))
     counts = {}
     for s in man.splits or ["(no split)"] * len(man):
@@ -151,7 +144,8 @@ def _models(a) -> int:
     if a.action == "config":
         print(open(preset_path(a.name)).read() if preset_path(a.name).is_file() else open(a.name).read())
         return 0
-    model = build_model(cfg.model, cfg.features.n_features, a.classes, cfg.augment)
+    outputs = a.classes + (1 if cfg.model.head == "ctc" else 0)  # CTC scores the tokens and a blank
+    model = build_model(cfg.model, cfg.features.n_features, outputs, cfg.augment)
     print(summarize(model, cfg.features.n_features))
     return 0
 
@@ -316,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("action", nargs="?", choices=["list", "show", "config"], default="list")
     z.add_argument("name", nargs="?", help="preset name or YAML file")
     z.add_argument("--set", action="append", metavar="KEY=VALUE")
-    z.add_argument("--classes", type=int, default=10)
+    z.add_argument("--classes", type=int, default=10, help="classes (tokens for CTC) the head scores (default 10)")
     z.set_defaults(func=_models)
     return p
 

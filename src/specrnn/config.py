@@ -313,7 +313,8 @@ def read_yaml(path: str | Path) -> dict:
         if alt.is_file():
             path = alt
         else:
-            raise SpecrnnError(f"config file not found: {path}")
+            names = sorted(p.stem for p in preset_path("x").parent.glob("*.yaml") if p.stem != "search_space")
+            raise SpecrnnError(f"config file not found: {path} (presets: {', '.join(names)})")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
@@ -335,8 +336,20 @@ def load_config(config: str | Path | dict | Config | None = None, overrides: lis
         base = {}
     else:
         base = read_yaml(config)
-    extra = overrides if isinstance(overrides, dict) else parse_set(overrides or [])
+    extra = _nested(overrides) if isinstance(overrides, dict) else parse_set(overrides or [])
     return config_from_dict(_merge(base, extra))
+
+
+def _nested(d: dict) -> dict:
+    """{'model.hidden': 32} -> {'model': {'hidden': 32}}; nested dicts pass through (both may mix)."""
+    out: dict = {}
+    for key, value in d.items():
+        parts = str(key).split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = _merge(node.get(parts[-1], {}), value) if isinstance(value, dict) else value
+    return out
 
 
 def config_from_dict(data: dict) -> Config:

@@ -120,9 +120,12 @@ def cv(
     if group_column:
         man.groups = _column(man, group_column)
     out.mkdir(parents=True, exist_ok=True)
+    if man.splits is not None and fold_column != "split":
+        log("note: DATA's split column is not used: cv makes its own test folds (and validation from each fold's "
+            "training part); --fold-column split would make its splits the folds")
     man = _usable_rows(man, cfg, out, log)
     ids = fold_ids(man, fold_column, folds, leave_one_group_out, cfg.seed, stratify=not sequences)
-    fold_names = sorted(set(ids), key=lambda f: (len(f), f))
+    fold_names = sorted(set(ids), key=lambda f: (0, int(f), f) if f.isdigit() else (1, 0, f))  # 1, 2, 10; then names
     cfg_path = out / "config.yaml"
     if not cfg_path.exists():
         atomic_write_text(cfg_path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -156,13 +159,16 @@ def cv(
         resume = (run_dir / "config.yaml").is_file() and (run_dir / "run.json").is_file()
         args = (["train", "--resume", "--out", str(run_dir)] if resume else
                 ["train", str(csv_path), "--out", str(run_dir), "--config", str(cfg_path), "--set", f"seed={seed}", "--overwrite"])
-        if jobs == 1:
+        if jobs == 1:  # in this process; its lines go to seed-N.log as a subprocess's would
             from .pipeline import train
 
-            if resume:
-                train(out=run_dir, resume=True, log=lambda *a: None)
-            else:
-                train(str(csv_path), run_dir, str(cfg_path), [f"seed={seed}"], overwrite=True, log=lambda *a: None)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with open(run_dir.parent / f"seed-{seed}.log", "a") as logf:
+                to_file = lambda *a, **k: print(*a, file=logf, flush=True)  # noqa: E731
+                if resume:
+                    train(out=run_dir, resume=True, log=to_file)
+                else:
+                    train(str(csv_path), run_dir, str(cfg_path), [f"seed={seed}"], overwrite=True, log=to_file)
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
             with open(run_dir.parent / f"seed-{seed}.log", "w") as logf:

@@ -57,6 +57,7 @@ def sequence_metrics(refs: list[list[int]], hyps: list[list[int]], tokens: list[
         "accuracy": float(np.mean([e == 0 for e in edits])) if refs else float("nan"),
         "token_error_rate": sum(edits) / n_tokens if n_tokens else float("nan"),
         "tokens": n_tokens,
+        "empty_decodings": sum(not h for h in hyps),  # clips where only blanks won: untrained or far too short
         "classes": list(tokens),
         "errors": [{"path": paths[i] if paths else str(i), "true": words(refs[i]), "predicted": words(hyps[i]),
                     "edits": edits[i]} for i in wrong[:keep_errors]],

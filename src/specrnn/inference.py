@@ -54,6 +54,8 @@ class Predictor:
         cfg = config_from_dict(meta["config"])
         model = build_model(cfg.model, cfg.features.n_features, make_task(cfg.model, meta["classes"]).n_outputs)
         model.load_state_dict(state)
+        if device is not None and str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise SpecrnnError(f"device '{device}': this torch ({torch.__version__}) sees no CUDA GPU; use device='cpu'")
         return cls(model, cfg, meta["classes"], meta, device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     @torch.no_grad()
@@ -107,8 +109,8 @@ class Predictor:
 
     def predict(self, paths: list[str | Path], batch_size: int = 64) -> list[Prediction]:
         """One Prediction per path; an unusable file gives a Prediction with `error` set (others still run)."""
-        if isinstance(paths, (str, Path)):  # one path, not a sequence of characters
-            paths = [paths]
+        # one path is not a sequence of characters; a generator is read once, into a list
+        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
         f = self.cfg.features
         waves, errors = [], {}
         for i, p in enumerate(paths):

@@ -138,6 +138,11 @@ def train(
         cfg_dict, info = read_run_info(run_dir)
         cfg, data = config_from_dict(cfg_dict), info["data"]
     elif resume:
+        given = [name for name, v in (("DATA", data), ("--config", config), ("--set/--on-error/--max-epochs", overrides),
+                                      ("--overwrite", overwrite)) if v]
+        if given:
+            raise SpecrnnError(f"--resume continues a run with the data and config it started with; {', '.join(given)} "
+                               "cannot change it (give only --resume --out RUN, or start a new run)")
         cfg_dict, info = read_run_info(run_dir)
         cfg = config_from_dict(cfg_dict)
         data = info["data"]
@@ -369,6 +374,10 @@ def summary(run_dir: Path, m: dict) -> str:
         if name in m and "token_error_rate" in m[name]:
             lines.append(f"{name:>4} sequences right {100 * m[name]['accuracy']:6.2f}%   token error rate "
                          f"{100 * m[name]['token_error_rate']:6.2f}%   (n={m[name]['n']})")
+            if m[name].get("empty_decodings", 0) > m[name]["n"] // 2:
+                lines.append(f"     warning: {m[name]['empty_decodings']} of {m[name]['n']} {name} clips decode to nothing "
+                             "(the blank wins every step): the model has not learnt the tokens yet; train longer "
+                             "(train.max_epochs) or check the learning rate")
         elif name in m:
             lines.append(f"{name:>4} accuracy {100 * m[name]['accuracy']:6.2f}%   macro-F1 {100 * m[name]['macro_f1']:6.2f}%   "
                          f"(n={m[name]['n']})")

@@ -28,6 +28,7 @@ class Manifest:
     folds: list[str] | None = None
     extra: dict[str, list[str]] = field(default_factory=dict)
     source: str = ""
+    unmatched: list[str] = field(default_factory=list)  # files a name pattern did not match (not a column)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -211,17 +212,22 @@ def split_difference(split_csv: str | Path, man: Manifest) -> str | None:
 def pattern_regex(pattern: str) -> re.Pattern:
     """'{label}_{group}_{take}.wav' -> a regex with one named group per field. A field never holds '/'; where '_'
     separates fields within a name, no field of that name holds '_' (so '{label}_{take}.wav' does not match
-    '0_george_0.wav'), while '{label}/*' keeps 'dog_bark' whole. '{_}' and '*' match anything within a name. The
-    pattern starts where a file name (or, with '/' in it, a folder) starts, so it matches whole names only."""
+    '0_george_0.wav'), while '{label}/*' keeps 'dog_bark' whole. '{_}' and '*' match anything within a name; a field
+    named twice ('{label}/{label}_{take}.wav') must hold the same text both times. The pattern starts where a file
+    name (or, with '/' in it, a folder) starts, so it matches whole names only."""
     field = r"(\{[A-Za-z_][A-Za-z0-9_]*\})"
-    segments = []
+    segments, seen = [], set()
     for segment in pattern.split("/"):
         parts = re.split(field, segment)
         chars = "[^/_]+?" if "_" in "".join(parts[::2]) else "[^/]+?"  # parts[::2]: the text between fields
         rx = ""
         for part in parts:
-            if part.startswith("{") and part.endswith("}"):
-                rx += f"(?P<{part[1:-1]}>{chars})" if part != "{_}" else "[^/]*?"
+            if part == "{_}":
+                rx += "[^/]*?"
+            elif part.startswith("{") and part.endswith("}"):  # a field used again must hold the same text
+                name = part[1:-1]
+                rx += f"(?P={name})" if name in seen else f"(?P<{name}>{chars})"
+                seen.add(name)
             else:
                 rx += "[^/]*?".join(re.escape(piece) for piece in part.split("*"))
         segments.append(rx)
@@ -280,7 +286,6 @@ def from_pattern(root: str | Path, pattern: str, split_rules: list[str] | None =
         cols["split"] = split
     man = Manifest(
         cols.pop("path"), cols.pop("label"), cols.pop("split", None), cols.pop("group", None), cols.pop("fold", None), cols,
-        source=str(root),
+        source=str(root), unmatched=unmatched,
     )
-    man.extra["_unmatched"] = unmatched  # reported by the CLI, not written
     return man
