@@ -428,7 +428,9 @@ def test_the_atomic_write_check_finds_plain_writes():
 @pytest.mark.parametrize("command", ["train", "cv"])
 def test_ctrl_c_says_what_was_kept_and_how_to_resume(data, tmp_path, command):
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "specrnn", command, str(data), "--out", str(out), "--set", "train.max_epochs=200", *TINY]
+    # min_epochs: early stopping cannot end the run first (tiny epochs on a loaded machine raced the signal)
+    args = [sys.executable, "-m", "specrnn", command, str(data), "--out", str(out), "--set", "train.max_epochs=200",
+            "--set", "train.min_epochs=200", *TINY]
     if command == "cv":
         args += ["--folds", "2", "--jobs", "1"]
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
