@@ -218,11 +218,12 @@ def test_cross_validation_of_a_ctc_model(tmp_path):
 
 
 def test_yesno_with_the_documented_config(tmp_path, yesno):
-    """The Kaldi recipe's split (first 30 files train, last 30 test) with configs/yesno-ctc.yaml."""
+    """The Kaldi recipe's split (first 30 files train, last 30 test) with configs/yesno-ctc.yaml, on the CPU. Half
+    the seeds do not learn, and which depends on the arithmetic: seed 0 learns on the CPU (3.3%, measured) but
+    failed on an H100 in bf16 (docs/experiments.md)."""
     import specrnn
 
     m = specrnn.train(yesno / "labels.csv", out=tmp_path / "run", config=str(ROOT / "configs" / "yesno-ctc.yaml"),
-                      log=lambda *a: None)
+                      overrides=["train.accelerator=cpu"], log=lambda *a: None)
     assert m["test"]["n"] == 30 and m["test"]["tokens"] == 240
-    # seed 0 (the default): 3.3% measured; four seeds in five give 2.1-4.2%, seed 4 fails (docs/experiments.md)
     assert m["test"]["token_error_rate"] <= 0.08, m["test"]["errors"]

@@ -110,3 +110,18 @@ def test_last_state_of_bidirectional_reads_forward_end_and_backward_start():
     out = last_state(h, torch.tensor([3, 5]), bidirectional=True)
     assert out[0].tolist() == h[0, 2, :2].tolist() + h[0, 0, 2:].tolist()
     assert out[1].tolist() == h[1, 4, :2].tolist() + h[1, 0, 2:].tolist()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_orthogonal_init_makes_every_gate_orthogonal_and_biases_zero(cell):
+    torch.manual_seed(0)
+    enc = RNNEncoder(12, cell, 8, layers=2, bidirectional=True, init="orthogonal")
+    for rnn in [*enc.fwd, *enc.bwd]:
+        for name, p in rnn.named_parameters():
+            if name.startswith("weight_hh"):
+                for gate in p.detach().split(8):
+                    assert torch.allclose(gate @ gate.T, torch.eye(8), atol=1e-5)
+            elif name.startswith("bias"):
+                assert not p.detach().any()
+    default = RNNEncoder(12, cell, 8, layers=1, bidirectional=False)
+    assert default.fwd[0].bias_ih_l0.detach().any()  # PyTorch's uniform init when not asked

@@ -69,6 +69,7 @@ class ModelConfig:
     head_hidden: list[int] = field(default_factory=list)  # hidden sizes of an MLP head (ReLU); [] = one linear layer
     multilabel: bool = False
     rnn_impl: str = "auto"  # auto | padded | packed (identical results; speed differs by device) | naive (known-wrong)
+    rnn_init: str = "default"  # default (PyTorch's uniform) | orthogonal (recurrent weights per gate, zero biases)
 
 
 @dataclass
@@ -146,6 +147,7 @@ CHOICES = {
     "model.pooling": {"last", "mean", "max", "meanstd", "attention", "dot", "padded_last"},
     "model.head": {"clip", "frame", "ctc"},
     "model.rnn_impl": {"auto", "padded", "packed", "naive"},
+    "model.rnn_init": {"default", "orthogonal"},
     "train.schedule": {"onecycle", "cosine", "constant"},
     "data.on_error": {"stop", "skip"},
 }

@@ -29,7 +29,8 @@ class SpecRNN(nn.Module):
         )
         rnn_in = self.frontend.output_size if self.frontend is not None else n_features
         self.encoder = RNNEncoder(
-            rnn_in, cfg.cell, cfg.hidden, cfg.layers, cfg.bidirectional, cfg.dropout, cfg.layer_norm, cfg.projection, cfg.rnn_impl
+            rnn_in, cfg.cell, cfg.hidden, cfg.layers, cfg.bidirectional, cfg.dropout, cfg.layer_norm, cfg.projection, cfg.rnn_impl,
+            cfg.rnn_init,
         )
         size = self.encoder.output_size
         if cfg.head in ("frame", "ctc"):

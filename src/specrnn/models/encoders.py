@@ -37,6 +37,7 @@ class RNNEncoder(nn.Module):
         layer_norm: bool = False,
         projection: int | None = None,
         impl: str = "auto",
+        init: str = "default",
     ):
         super().__init__()
         rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
@@ -58,6 +59,19 @@ class RNNEncoder(nn.Module):
                 parts.append(nn.Dropout(dropout))
                 self.between.append(nn.Sequential(*parts))
         self.output_size = hidden * (2 if bidirectional else 1)
+        if init == "orthogonal":
+            self._orthogonal_init()
+
+    def _orthogonal_init(self) -> None:
+        """Each gate's recurrent matrix orthogonal, biases zero (Keras's default). On yesno's CTC config, 3 of 10 seeds
+        stayed on the early plateau with it against 5 of 10 with PyTorch's uniform init (docs/experiments.md)."""
+        for rnn in [*self.fwd, *self.bwd]:
+            for name, p in rnn.named_parameters():
+                if name.startswith("weight_hh"):
+                    for gate in p.data.split(self.hidden):
+                        nn.init.orthogonal_(gate)
+                elif name.startswith("bias"):
+                    nn.init.zeros_(p)
 
     def _reverse(self, x: Tensor, lengths: Tensor) -> Tensor:
         if self.impl == "naive":  # what nn.LSTM(bidirectional=True) does to a padded batch: padding read first
