@@ -240,8 +240,8 @@ class StreamingClassifier:
         if cfg.pooling in ("dot", "padded_last") or cfg.rnn_impl == "naive":
             raise SpecrnnError(f"pooling '{cfg.pooling}' needs the whole clip before it can score any frame; "
                                "use last, mean, max, meanstd or attention pooling for streaming.")
-        # A stream steps a few frames at a time, which the CPU does faster than a GPU; a model on a GPU stays there
-        # for its other users and the stream runs on a CPU copy.
+        # Streams run on the CPU (the streaming layers keep their state there); a model on a GPU stays there for its
+        # other users, and the stream runs on a CPU copy.
         self.model = _on_cpu(model).eval()
         self.extractor = _on_cpu(feature_extractor) if feature_extractor is not None else None
         self.classes, self.multilabel = classes, multilabel
