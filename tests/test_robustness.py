@@ -428,19 +428,22 @@ def test_the_atomic_write_check_finds_plain_writes():
 @pytest.mark.parametrize("command", ["train", "cv"])
 def test_ctrl_c_says_what_was_kept_and_how_to_resume(data, tmp_path, command):
     out = tmp_path / "run"
-    # min_epochs: early stopping cannot end the run first (tiny epochs on a loaded machine raced the signal)
+    # min_epochs: early stopping cannot end the run before the signal comes
     args = [sys.executable, "-m", "specrnn", command, str(data), "--out", str(out), "--set", "train.max_epochs=200",
             "--set", "train.min_epochs=200", *TINY]
     if command == "cv":
         args += ["--folds", "2", "--jobs", "1"]
-    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The child gets Ctrl-C's default action even when the tests run as a background job of a non-interactive
+    # shell (`.ci/run &`), which starts them with SIGINT ignored, a disposition every child inherits.
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not list(out.rglob("history.csv")) and p.poll() is None:
         time.sleep(0.2)
     assert p.poll() is None, p.communicate()
     p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=120)
-    assert p.returncode == 130 and "Traceback" not in err, err
+    o, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in err, (err, o[-2000:])
     if command == "train":
         assert f"training interrupted; resume with: specrnn train --resume --out {out}" in err
     else:
