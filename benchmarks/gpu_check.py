@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .common import OUT, ROOT, SHARED, fsdd_manifest, machine
+from .common import timed as common_timed
 
 RESULT: dict = {}
 
@@ -52,16 +53,8 @@ def sync(dev: str) -> None:
 
 
 def timed(fn, dev: str, repeat: int = 5, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    sync(dev)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        sync(dev)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Median wall seconds of `fn()`, waiting for the GPU's queued work inside each timed call."""
+    return statistics.median(common_timed(lambda: (fn(), sync(dev)), repeat, warmup))
 
 
 def fsdd_files(limit: int | None) -> list[Path]:

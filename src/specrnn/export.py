@@ -353,9 +353,11 @@ def _quiet_export():
             yield
     except Exception as e:  # torch.export's own report runs to a page; say what failed and what to do
         cause = str(e.__cause__ or e).strip().splitlines()
-        raise SpecrnnError(f"torch {torch.__version__} could not export this model to ONNX ({cause[0] if cause else type(e).__name__}). "
-                           f"specrnn's export is tested with torch {TESTED_TORCH}; torch 2.11's exporter fails on "
-                           "recurrent layers. Export with torch 2.13 or 2.14.") from e
+        older = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) < (2, 13)
+        advice = ("torch 2.11's exporter fails on recurrent layers: export with torch 2.13 or 2.14" if older
+                  else f"specrnn's export is tested with torch {TESTED_TORCH}")
+        raise SpecrnnError(f"torch {torch.__version__} could not export this model to ONNX "
+                           f"({cause[0] if cause else type(e).__name__}); {advice}") from e
     finally:
         log.setLevel(level)
 
