@@ -140,6 +140,10 @@ def test_sigkill_at_any_point_then_resume_gives_the_same_final_weights(data, ref
     r = run_cli("train", "--resume", "--out", run)
     assert r.returncode == 0, r.stdout + r.stderr
     assert_same_run(reference, run)
+    # train_seconds counts the epochs trained before the last resume too, not only the resumed part
+    with open(run / "history.csv") as f:
+        epoch_seconds = [float(row["epoch_seconds"]) for row in csv.DictReader(f)]
+    assert json.loads((run / "metrics.json").read_text())["train_seconds"] >= sum(epoch_seconds)
 
 
 def validation_loss(run: Path) -> float:

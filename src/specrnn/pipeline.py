@@ -224,7 +224,8 @@ def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=pr
     averaging = weight_averaging(cfg)
     best = BestModel(run_dir, meta, cfg.train.patience, cfg.train.min_epochs, averaging)
     extra = [averaging] if averaging is not None else []
-    trainer = make_trainer(cfg, run_dir, [*extra, best, History(run_dir), *callbacks])
+    history = History(run_dir)
+    trainer = make_trainer(cfg, run_dir, [*extra, best, history, *callbacks])
     n_groups = int(sets["train"].groups.max()) + 1 if cfg.train.adversary > 0 else 0
     lit = LitClassifier(model, task, cfg, len(train_loader), batch_augment(cfg, task.n_outputs, log), n_groups)
     log(f"training {describe(cfg)} ({count_parameters(model):,} parameters) on {len(sets['train'])} clips, "
@@ -240,7 +241,7 @@ def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=pr
 
         signal.signal(signal.SIGINT, signal.default_int_handler)
         raise Interrupted(f"training interrupted; resume with: specrnn train --resume --out {run_dir}") from None
-    train_seconds = time.perf_counter() - t_train
+    train_seconds = time.perf_counter() - t_train + history.seconds_before_resume  # a resumed run counts its earlier epochs
     if not trainer.is_global_zero:
         return {}
     if trainer.interrupted:

@@ -196,6 +196,7 @@ class History(Callback):
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / "history.csv"
         self.rows: list[dict] = []
+        self.seconds_before_resume = 0.0  # the epochs a resumed run had already trained, for its train_seconds
 
     def on_validation_end(self, trainer, pl_module):
         if trainer.sanity_checking:
@@ -219,6 +220,7 @@ class History(Callback):
 
     def load_state_dict(self, state):
         self.rows = list(state["rows"])
+        self.seconds_before_resume = sum(float(r.get("epoch_seconds", 0.0)) for r in self.rows)
 
 
 class ExactResume(Callback):
