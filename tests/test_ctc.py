@@ -119,7 +119,40 @@ def test_train_evaluate_predict_report_on_tone_sequences(tmp_path, capsys):
     assert "token error rate" in text and ("Wrong sequences" in text)
     assert label  # the clip's true label, for the reader of a failure
     rc = main(["predict", str(run), str(path), "--stream"])
-    assert rc == 2 and "streaming CTC decoding is not supported" in capsys.readouterr().err
+    assert rc == 2 and "bidirectional" in capsys.readouterr().err  # this one reads each clip backwards
+
+
+def test_a_unidirectional_ctc_model_streams_its_transcript(tmp_path, capsys):
+    """`predict --stream` on a CTC model: the sequence decoded so far after every chunk, ending on what `predict`
+    decodes from the whole clip."""
+    from specrnn.cli import main
+
+    rows = _tone_sequences(tmp_path, 32, 1)
+    with open(tmp_path / "seq.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label"])
+        w.writerows(rows)
+    run = tmp_path / "uni"
+    sets = [*CTC, "model.bidirectional=false", "model.hidden=32", "model.stack=4", "model.normalize=global",
+            "features.top_db=null", "train.batch_size=4", "train.lr=1e-2", "augment.time_masks=0", "data.val_fraction=0.2"]
+    assert main(["train", str(tmp_path / "seq.csv"), "--out", str(run), "--max-epochs", "15",
+                 *[arg for s in sets for arg in ("--set", s)]]) == 0
+    capsys.readouterr()
+    paths = [str(tmp_path / p) for p, _ in rows[:4]]
+    assert main(["predict", str(run), *paths, "--json"]) == 0
+    offline = json.loads(capsys.readouterr().out)
+    assert main(["predict", str(run), *paths, "--stream", "--chunk-ms", "150", "--json"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    for path, pred in zip(paths, offline):
+        mine = [x for x in lines if x["path"] == path]
+        assert len(mine) >= 5 and mine[-1]["final"] and mine[-1]["label"] == pred["label"]
+        assert mine[-1]["probability"] == pytest.approx(pred["top"][0]["probability"], abs=1e-3)
+        words = [x["label"].split() for x in mine if x["label"] is not None]
+        assert all(a == b[: len(a)] for a, b in zip(words, words[1:]))  # the transcript only grows
+    assert any(len(p["label"].split()) >= 2 for p in offline), offline  # it learnt enough to decode sequences
+    assert main(["predict", str(run), paths[0], "--stream"]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert "\tend\t" in text[-1] and "best path" in text[-1]
 
 
 @pytest.mark.parametrize("setting, message", [("augment.mixup=0.2", "blend labels"), ("augment.time_shift=0.1", "reorders"),

@@ -66,6 +66,37 @@ def test_frame_head_streams_every_frame():
     torch.testing.assert_close(torch.cat(s.frame_outputs), frames[0, : int(lengths[0])], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 32])
+def test_ctc_stream_decodes_what_the_offline_pass_decodes(chunk):
+    """Greedy CTC decoding carried across chunks: the running sequence only grows, and at the end it equals the
+    offline best path of the whole clip (a repeat split by a chunk boundary is merged, as offline)."""
+    from specrnn.tasks.ctc import greedy_decode
+
+    fe = FrontendConfig(type="cnn", channels=[4], kernel=3, time_strides=[2], freq_pools=[1])
+    torch.manual_seed(3)  # the same weights whichever tests ran before (ones whose best path changes often)
+    model = _randomise(build_model(ModelConfig(bidirectional=False, head="ctc", stack=2, hidden=8, frontend=fe), 16, 4))
+    last = model.head.net[-1]  # large, unbiased outputs, so the best path changes often (and repeats tokens)
+    last.weight.data.normal_(0, 3)
+    last.bias.data.zero_()
+    for T in (3, 50, 161):
+        x = torch.randn(T, 16) * 3
+        frames, lengths = _offline(model, x)
+        expected = greedy_decode(frames, lengths, blank=3)[0]
+        s = StreamingClassifier(model, classes=["a", "b", "c"])
+        seen = []
+        for i in range(0, T, chunk):
+            s.push_features(x[i : i + chunk])
+            now = s.tokens()
+            assert now[: len(seen)] == seen  # never takes back a token it has emitted
+            seen = now
+        s.finish()
+        assert s.tokens() == ["abc"[k] for k in expected] and (T < 161 or len(expected) >= 5)
+        best = torch.log_softmax(frames[0, : int(lengths[0])], -1).max(-1).values.sum().exp()
+        assert s.path_probability() == pytest.approx(float(best), rel=1e-4)
+    with pytest.raises(SpecrnnError, match="CTC"):
+        StreamingClassifier(build_model(ModelConfig(bidirectional=False, hidden=8), 16, 3)).tokens()
+
+
 def test_running_prediction_is_causal():
     """A prediction after k frames equals the offline pass over exactly those k frames (no look-ahead)."""
     model = _randomise(build_model(ModelConfig(bidirectional=False, stack=1, hidden=8, pooling="mean"), 16, 3))

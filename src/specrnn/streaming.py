@@ -1,5 +1,6 @@
 """Streaming inference: feed audio or feature chunks of any size, carry every layer's state, read a running
-prediction. After `finish()` the result equals the offline pass over the whole clip.
+prediction (or, for a CTC model, the sequence decoded so far). After `finish()` the result equals the offline pass
+over the whole clip.
 
 Each stage is causal and keeps only the context it needs: the STFT keeps n_fft/2 samples of history, frame
 stacking keeps an incomplete group, each CNN block keeps its kernel's left context (and waits kernel//2 frames
@@ -217,6 +218,23 @@ class _RunningPool:
         return (self.num / self.den[..., None]).reshape(self.num.shape[0], -1)
 
 
+class _GreedyCTC:
+    """Best-path CTC decoding one step at a time: a token is emitted when the best output changes to it (repeats
+    merge, blanks separate), so the running sequence never changes what it has emitted."""
+
+    def __init__(self, blank: int):
+        self.blank, self.prev, self.tokens, self.log_p = blank, None, [], 0.0
+
+    def update(self, frame_logits: Tensor) -> None:  # (t, C)
+        lp = torch.log_softmax(frame_logits.float(), -1)
+        best = lp.max(-1)
+        self.log_p += float(best.values.double().sum())
+        for k in best.indices.tolist():
+            if k != self.prev and k != self.blank:
+                self.tokens.append(k)
+            self.prev = k
+
+
 def _on_cpu(module: nn.Module) -> nn.Module:
     """The module itself when it is on the CPU, else a copy there."""
     on_cpu = all(t.device.type == "cpu" for t in [*module.parameters(), *module.buffers()])
@@ -225,12 +243,11 @@ def _on_cpu(module: nn.Module) -> nn.Module:
 
 class StreamingClassifier:
     """Run a trained unidirectional model on a stream. `push_audio`/`push_features` return the running class
-    probabilities (None until the first frame reaches the RNN); `finish()` flushes the right context."""
+    probabilities (None until the first frame reaches the RNN; frame and CTC heads: the latest step's); `finish()`
+    flushes the right context. A CTC model also decodes as it goes: `tokens()` is the sequence so far."""
 
     def __init__(self, model: SpecRNN, feature_extractor=None, classes: list[str] | None = None, multilabel: bool = False):
         cfg = model.cfg
-        if cfg.head == "ctc":
-            raise SpecrnnError("streaming CTC decoding is not supported yet; decode whole clips with `specrnn predict`")
         if cfg.bidirectional:
             raise SpecrnnError("this model is bidirectional: it reads each clip backwards from its end, so it cannot stream. "
                                "Train a unidirectional model (model.bidirectional=false) for streaming.")
@@ -256,6 +273,7 @@ class StreamingClassifier:
         self.frames_in, self.finished = 0, False
         self.latest: Tensor | None = None
         self.frame_outputs: list[Tensor] = []
+        self.ctc = _GreedyCTC(self.model.head.net[-1].out_features - 1) if self.model.cfg.head == "ctc" else None
 
     @torch.no_grad()
     def push_features(self, chunk: np.ndarray | Tensor) -> np.ndarray | None:
@@ -330,12 +348,27 @@ class StreamingClassifier:
             logits = self.model.head(h)
             self.frame_outputs.append(logits[0])
             self.latest = logits[:, -1]
+            if self.ctc is not None:
+                self.ctc.update(logits[0])
         else:
             self.pool.update(h)
             self.latest = self.model.head(self.pool.value())
 
     def logits(self) -> Tensor | None:
         return self.latest
+
+    def tokens(self) -> list[str]:
+        """CTC models: the sequence decoded so far (best path: repeats merged, blanks dropped). After `finish()` it
+        equals `specrnn predict` on the whole clip."""
+        if self.ctc is None:
+            raise SpecrnnError("tokens() decodes CTC models; this model classifies clips: read probabilities()")
+        return [self.classes[t] if self.classes else str(t) for t in self.ctc.tokens]
+
+    def path_probability(self) -> float | None:
+        """CTC models: the probability of the best path so far (None before the first step)."""
+        if self.ctc is None:
+            raise SpecrnnError("path_probability() is for CTC models")
+        return None if self.latest is None else float(np.exp(self.ctc.log_p))
 
     def probabilities(self) -> np.ndarray | None:
         if self.latest is None:
@@ -350,7 +383,8 @@ def stream(predictor) -> StreamingClassifier:
 
 
 def print_stream(predictor, files: list[str], chunk_ms: float, as_json: bool, top_k: int = 1) -> int:
-    """`specrnn predict --stream`: the running top label (and the next top_k - 1) after every chunk of each file."""
+    """`specrnn predict --stream`: after every chunk of each file, the running top label (and the next top_k - 1),
+    or for a CTC model the sequence decoded so far."""
     import json
 
     from .audio import load_audio
@@ -368,23 +402,37 @@ def print_stream(predictor, files: list[str], chunk_ms: float, as_json: bool, to
         s = stream(predictor)
         events = []
         for start in range(0, len(wave), step):
-            p = s.push_audio(wave[start : start + step])
-            events.append((min(start + step, len(wave)) / f.sample_rate, p))
-        events.append((len(wave) / f.sample_rate, s.finish()))
-        for i, (t, p) in enumerate(events):
+            s.push_audio(wave[start : start + step])
+            events.append((min(start + step, len(wave)) / f.sample_rate, _reading(s, top_k)))
+        s.finish()
+        events.append((len(wave) / f.sample_rate, _reading(s, top_k)))
+        for i, (t, reading) in enumerate(events):
             final = i == len(events) - 1
-            line = {"path": str(path), "time": round(t, 3), "label": None}
-            if p is not None:
-                best = np.argsort(-p, kind="stable")[:top_k]
-                line.update(label=s.classes[best[0]], probability=round(float(p[best[0]]), 4))
-                if top_k > 1:
-                    line["top"] = [{"label": s.classes[k], "probability": round(float(p[k]), 4)} for k in best]
+            line = {"path": str(path), "time": round(t, 3), "label": None, **reading}
             if final:
                 line["final"] = True
+            when = "end" if final else f"{t:7.2f}s"
             if as_json:
                 print(json.dumps(line))
+            elif s.ctc is not None and reading:
+                print(f"{path}\t{when}\t{line['label'] or '(nothing decoded)'}\t(best path {100 * line['probability']:.1f}%)")
             else:
-                tops = line.get("top", [line] if p is not None else [])
-                label = ", ".join(f"{x['label']} ({100 * x['probability']:.1f}%)" for x in tops) or "-"
-                print(f"{path}\t{'end' if final else f'{t:7.2f}s'}\t{label}")
+                tops = line.get("top", [line] if reading else [])
+                print(f"{path}\t{when}\t" + (", ".join(f"{x['label']} ({100 * x['probability']:.1f}%)" for x in tops) or "-"))
     return 1 if failed else 0
+
+
+def _reading(s: StreamingClassifier, top_k: int) -> dict:
+    """What a stream says now: the top label and its probability (and the top k), or a CTC model's sequence so far
+    and its best path's probability; {} before the first frame reaches the RNN."""
+    if s.ctc is not None:
+        p = s.path_probability()
+        return {} if p is None else {"label": " ".join(s.tokens()), "probability": round(p, 4)}
+    p = s.probabilities()
+    if p is None:
+        return {}
+    best = np.argsort(-p, kind="stable")[:top_k]
+    out = {"label": s.classes[best[0]], "probability": round(float(p[best[0]]), 4)}
+    if top_k > 1:
+        out["top"] = [{"label": s.classes[k], "probability": round(float(p[k]), 4)} for k in best]
+    return out
