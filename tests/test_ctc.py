@@ -15,7 +15,7 @@ from specrnn.config import load_config
 from specrnn.errors import SpecrnnError
 from specrnn.models import build_model
 from specrnn.tasks import CTCTask, encode, label_kind, label_names
-from specrnn.tasks.ctc import edit_distance, greedy_decode, steps_needed
+from specrnn.tasks.ctc import edit_distance, greedy_decode, prefix_beam_search, steps_needed
 
 from .conftest import ROOT, onnx_export_skip_reason, tone, write
 
@@ -38,6 +38,29 @@ def test_greedy_decoding_merges_repeats_drops_blanks_and_ignores_padding():
     logits = F.one_hot(path, 3).float()
     assert greedy_decode(logits, torch.tensor([10]), blank) == [[0, 0, 1, 1, 0]]
     assert greedy_decode(logits, torch.tensor([5]), blank) == [[0, 0, 1]]  # steps past the length are padding
+
+
+def test_prefix_beam_search_gives_each_sequence_the_probability_of_all_its_paths():
+    """Against enumerating every path of a short clip: with a beam wide enough it is exact and most probable first;
+    a narrow beam undercounts what it pruned, never overcounts."""
+    import itertools
+
+    rng = np.random.default_rng(0)
+    T, C, blank = 6, 3, 2
+    for trial in range(5):
+        lp = torch.log_softmax(torch.from_numpy(rng.normal(0, 2, (T, C))), -1).numpy()
+        exact: dict[tuple, float] = {}
+        for path in itertools.product(range(C), repeat=T):
+            seq = tuple(greedy_decode(torch.eye(C)[list(path)][None], torch.tensor([T]), blank)[0])
+            exact[seq] = exact.get(seq, 0.0) + float(np.exp(sum(lp[t, k] for t, k in enumerate(path))))
+        got = prefix_beam_search(lp, blank, beam=1000)
+        assert {tuple(s): p for s, p in got} == pytest.approx(exact, rel=1e-9)
+        assert abs(sum(p for _, p in got) - 1) < 1e-9
+        assert max(p for _, p in got) == pytest.approx(max(exact.values()), rel=1e-9) and got[0][1] == max(p for _, p in got)
+        top3 = prefix_beam_search(lp, blank, beam=3)  # pruned: probabilities are lower bounds, still in order
+        probs = [p for _, p in top3]
+        assert len(top3) == 3 and probs == sorted(probs, reverse=True)
+        assert all(p <= exact[tuple(s)] * (1 + 1e-9) for s, p in top3)
 
 
 @pytest.mark.parametrize("a, b, d", [([], [], 0), ([1, 2, 3], [1, 2, 3], 0), ([1, 2, 3], [1, 3], 1), ([0, 0], [1, 1, 1], 3),
@@ -150,6 +173,14 @@ def test_a_unidirectional_ctc_model_streams_its_transcript(tmp_path, capsys):
         words = [x["label"].split() for x in mine if x["label"] is not None]
         assert all(a == b[: len(a)] for a, b in zip(words, words[1:]))  # the transcript only grows
     assert any(len(p["label"].split()) >= 2 for p in offline), offline  # it learnt enough to decode sequences
+    # --top-k: the most probable sequences (over all their paths), beside the best path's sequence
+    assert main(["predict", str(run), *paths, "--top-k", "3", "--json"]) == 0
+    for pred, alone in zip(json.loads(capsys.readouterr().out), offline):
+        probs = [x["probability"] for x in pred["top"]]
+        assert pred["label"] == alone["label"] and 1 <= len(probs) <= 3 and probs == sorted(probs, reverse=True)
+        assert sum(probs) <= 1 + 1e-6 and probs[0] >= alone["top"][0]["probability"] - 1e-6  # a sequence >= one path
+    assert main(["predict", str(run), paths[0], "--top-k", "2"]) == 0
+    assert "most probable sequences" in capsys.readouterr().out
     assert main(["predict", str(run), paths[0], "--stream"]) == 0
     text = capsys.readouterr().out.splitlines()
     assert "\tend\t" in text[-1] and "best path" in text[-1]

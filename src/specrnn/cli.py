@@ -79,8 +79,9 @@ def _predict(a) -> int:
         if chunk_ms < frame_ms:
             raise SpecrnnError(f"--chunk-ms {chunk_ms:g} is shorter than one feature frame ({frame_ms:g} ms)")
         return print_stream(predictor, files, chunk_ms, a.json, a.top_k or 1)
-    top_k = a.top_k or 3
-    preds = predictor.predict(files)
+    ctc = predictor.cfg.model.head == "ctc"
+    top_k = a.top_k or (1 if ctc else 3)
+    preds = predictor.predict(files, n_best=top_k if ctc else 1)
     failed = 0
     if a.json:
         print(json.dumps([p.to_dict(top_k) for p in preds]))
@@ -88,8 +89,11 @@ def _predict(a) -> int:
         if p.error:
             failed += 1
             print(f"specrnn: error: {p.path}: {p.error}", file=sys.stderr)
-        elif not a.json and predictor.cfg.model.head == "ctc":  # a token sequence, and its best path's probability
+        elif not a.json and ctc and top_k == 1:  # a token sequence, and its best path's probability
             print(f"{p.path}\t{p.label or '(nothing decoded)'}\t(best path {100 * p.probabilities[p.label]:.1f}%)")
+        elif not a.json and ctc:  # the best path's sequence, then the k most probable sequences
+            tops = ", ".join(f"'{seq}' {100 * prob:.1f}%" for seq, prob in p.top(top_k))
+            print(f"{p.path}\t{p.label or '(nothing decoded)'}\t(most probable sequences: {tops})")
         elif not a.json:
             tops = ", ".join(f"{lab} {100 * prob:.1f}%" for lab, prob in p.top(top_k))
             print(f"{p.path}\t{p.label}\t({tops})")
@@ -257,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_dir", help="run folder made by `specrnn train` (or its model.pt)")
     r.add_argument("files", nargs="+", help="audio files (WAV, FLAC, OGG, MP3; any rate and channel count) or folders of them")
     r.add_argument("--top-k", type=_positive(int),
-                   help="how many labels to show per file (default 3), or per chunk with --stream (default 1)")
+                   help="how many labels to show per file (default 3), or per chunk with --stream (default 1); "
+                        "a CTC model: the K most probable sequences (default: the best path's only)")
     r.add_argument("--json", action="store_true", help="print JSON (one list; with --stream one object per line)")
     r.add_argument("--stream", action="store_true", help="feed each file in chunks and print the running top label(s)")
     r.add_argument("--chunk-ms", type=_positive(float), help="chunk length for --stream (default 100 ms, at least one frame)")

@@ -94,6 +94,22 @@ class Predictor:
                 out[i] = (seq, float(p))
         return out
 
+    @torch.no_grad()
+    def n_best(self, features: list[np.ndarray], k: int, batch_size: int = 64) -> list[list[tuple[list[int], float]]]:
+        """CTC models: the k most probable token sequences of each (T, F) feature array (prefix beam search, beam
+        max(k, 8)), each with its probability over all of its paths."""
+        from .tasks.ctc import prefix_beam_search
+
+        if self.cfg.model.head != "ctc":
+            raise SpecrnnError("n_best() decodes CTC models; a classifier's top k come from predict()")
+        out: list = [None] * len(features)
+        for idx, x, lengths in self._batches(features, batch_size):
+            frames, steps = self.model(x, lengths)
+            log_probs = torch.log_softmax(frames.float(), -1).cpu().numpy()
+            for i, lp, n in zip(idx, log_probs, steps.cpu().numpy()):
+                out[i] = prefix_beam_search(lp[: int(n)], len(self.classes), max(k, 8))[:k]
+        return out
+
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(logits)
         return (torch.sigmoid(t) if self.cfg.model.multilabel else torch.softmax(t, -1)).numpy()
@@ -107,8 +123,11 @@ class Predictor:
 
         return stream(self)
 
-    def predict(self, paths: list[str | Path], batch_size: int = 64) -> list[Prediction]:
-        """One Prediction per path; an unusable file gives a Prediction with `error` set (others still run)."""
+    def predict(self, paths: list[str | Path], batch_size: int = 64, n_best: int = 1) -> list[Prediction]:
+        """One Prediction per path; an unusable file gives a Prediction with `error` set (others still run).
+
+        A CTC model's label is its best path's sequence (what `evaluate` scores), with that path's probability; with
+        `n_best` > 1 the probabilities are instead those of the n_best most probable sequences (`n_best()`)."""
         # one path is not a sequence of characters; a generator is read once, into a list
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
         f = self.cfg.features
@@ -119,7 +138,9 @@ class Predictor:
             except AudioError as e:
                 errors[i] = e.reason
         if self.cfg.model.head == "ctc":
-            probs = self.decode(self.features_of(waves), batch_size) if waves else []
+            feats = self.features_of(waves) if waves else []
+            probs = self.decode(feats, batch_size) if waves else []
+            alternatives = self.n_best(feats, n_best, batch_size) if waves and n_best > 1 else None
         else:
             probs = self.probabilities(self.logits_from_features(self.features_of(waves), batch_size)) if waves else []
         out, k = [], 0
@@ -129,9 +150,12 @@ class Predictor:
                 continue
             row = probs[k]
             k += 1
-            if self.cfg.model.head == "ctc":  # the decoded sequence, with its best path's probability
+            if self.cfg.model.head == "ctc":  # the decoded sequence, with its best path's probability (or the n best)
                 label = " ".join(self.classes[t] for t in row[0])
-                out.append(Prediction(str(p), label, {label: row[1]}))
+                named = {label: row[1]}
+                if alternatives is not None:
+                    named = {" ".join(self.classes[t] for t in seq): prob for seq, prob in alternatives[k - 1]}
+                out.append(Prediction(str(p), label, named))
                 continue
             label = self.classes[int(np.argmax(row))]
             if self.cfg.model.multilabel:
