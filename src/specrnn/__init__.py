@@ -59,13 +59,15 @@ def _data(data):
 
 
 def train(data: str | Path | None = None, out: str | Path | None = None, config=None, overrides=None,
-          resume: bool = False, overwrite: bool = False, log: Log = print) -> dict:
+          resume: bool = False, overwrite: bool = False, log: Log = print, seeds=None) -> dict:
     """Train on a folder-per-class tree or a CSV manifest (None: the built-in demo data) into the run folder
     `out`; returns the metrics (also in metrics.json). `config`: a YAML path, preset name, dict or Config;
-    `overrides`: 'key=value' items as with --set. `resume=True` continues `out` with its own data and config."""
+    `overrides`: 'key=value' items as with --set. `resume=True` continues `out` with its own data and config.
+    `seeds` (e.g. [0, 1, 2]): one run per seed on one split, and `out` keeps the best-validated one."""
     from .pipeline import train as _train
 
-    return _train(_data(data), out, config, _overrides(overrides), resume=resume, overwrite=overwrite, log=_log(log))
+    return _train(_data(data), out, config, _overrides(overrides), resume=resume, overwrite=overwrite, log=_log(log),
+                  seeds=None if seeds is None else _seeds(seeds))
 
 
 def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str | None = None, on_error: str = "stop") -> dict:
@@ -116,6 +118,8 @@ def _seeds(seeds) -> list[int]:
         except ValueError:
             raise SpecrnnError(f"seeds must be integers like '0,1,2', got '{seeds}'") from None
     if isinstance(seeds, (list, tuple)) and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        if len(set(seeds)) != len(seeds) or not seeds:
+            raise SpecrnnError(f"seeds must be distinct and at least one, got {list(seeds)}")
         return list(seeds)
     raise SpecrnnError(f"seeds must be an int, a list of ints or '0,1,2', got {seeds!r}")
 

@@ -20,7 +20,7 @@ def _train(a) -> int:
         sets.append(f"data.on_error={a.on_error}")
     if a.max_epochs is not None:
         sets.append(f"train.max_epochs={a.max_epochs}")
-    train(a.data, a.out, a.config, sets, resume=a.resume, overwrite=a.overwrite)
+    train(a.data, a.out, a.config, sets, resume=a.resume, overwrite=a.overwrite, seeds=a.seeds)
     return 0
 
 
@@ -247,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-epochs", type=int, help="shortcut for --set train.max_epochs=N")
     t.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    t.add_argument("--seeds", type=_seed_list, help="train one run per seed (e.g. 0,1,2) on one split and keep the one "
+                                                   "that validates best (runs in OUT/seeds/)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="metrics of a trained run on labelled data")

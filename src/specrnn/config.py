@@ -121,6 +121,7 @@ class DataConfig:
     bucket: bool = True  # length-bucketed batches to limit padding
     on_error: str = "stop"  # stop | skip
     cache_dir: str | None = None  # default: $SPECRNN_CACHE or ~/.cache/specrnn
+    split_seed: int | None = None  # seeds the train/val/test split; null = `seed` (train --seeds keeps one split)
 
 
 @dataclass

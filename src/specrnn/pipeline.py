@@ -57,7 +57,8 @@ def _set_threads(cfg: Config) -> None:
 def prepare_data(man: Manifest, cfg: Config, run_dir: Path | None = None, log=print) -> Prepared:
     """Assign splits, compute (cached) features for every row, handle unusable files per `data.on_error`."""
     kind = label_kind(cfg.model)
-    man = assign_splits(man, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed, warn=log,
+    split_seed = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
+    man = assign_splits(man, cfg.data.val_fraction, cfg.data.test_fraction, split_seed, warn=log,
                         group_val=cfg.data.group_val, stratify=kind != "sequence")
     t0 = time.perf_counter()
     feats, errors = compute_features(man.paths, cfg.features, cfg.data.cache_dir, _device())
@@ -127,8 +128,11 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     log=print,
+    seeds: list[int] | None = None,
 ) -> dict:
-    """Train a model and write its run folder; returns the metrics dict (also in metrics.json)."""
+    """Train a model and write its run folder; returns the metrics dict (also in metrics.json).
+
+    `seeds`: one run per seed on one split, the best-validated kept (specrnn.seeds)."""
     t_start = time.perf_counter()
     run_dir = Path(out) if out else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
     from .run import CHECKPOINT_FILE, load_checkpoint_file, read_run_info
@@ -139,13 +143,18 @@ def train(
         cfg, data = config_from_dict(cfg_dict), info["data"]
     elif resume:
         given = [name for name, v in (("DATA", data), ("--config", config), ("--set/--on-error/--max-epochs", overrides),
-                                      ("--overwrite", overwrite)) if v]
+                                      ("--overwrite", overwrite), ("--seeds", seeds)) if v]
         if given:
             raise SpecrnnError(f"--resume continues a run with the data and config it started with; {', '.join(given)} "
                                "cannot change it (give only --resume --out RUN, or start a new run)")
         cfg_dict, info = read_run_info(run_dir)
         cfg = config_from_dict(cfg_dict)
         data = info["data"]
+        if info.get("seeds"):
+            from .seeds import train_seeds
+
+            log(f"resuming {run_dir}: seeds {', '.join(map(str, info['seeds']))}")
+            return train_seeds(data, run_dir, cfg, info["seeds"], resume=True, log=log)
         if (run_dir / CHECKPOINT_FILE).exists():  # corrupt, truncated or unsafe: a clear error before any work
             log(f"resuming {run_dir} after epoch {load_checkpoint_file(run_dir / CHECKPOINT_FILE)['epoch'] + 1}")
         else:
@@ -166,13 +175,18 @@ def train(
                 # only folders specrnn made are ever deleted: --out . or --out ~ must not wipe anything
                 raise SpecrnnError(f"--out {run_dir}: this folder holds files and is not a specrnn run folder; "
                                    "choose a new or empty folder")
-            trained = (run_dir / MODEL_FILE).exists() or (run_dir / CHECKPOINT_FILE).exists()
+            trained = any((run_dir / p).exists() for p in (MODEL_FILE, CHECKPOINT_FILE, "seeds"))
             if trained and not overwrite:
                 raise SpecrnnError(f"{run_dir} already holds a trained run: choose another --out, --resume it, or --overwrite")
             shutil.rmtree(run_dir)  # a run folder (finished with --overwrite, or stopped before training) is reused
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        write_json(run_dir / "run.json", {"data": data, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "version": _version()})
+        info = {"data": data, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "version": _version()}
+        write_json(run_dir / "run.json", {**info, "seeds": list(seeds)} if seeds else info)
+        if seeds:
+            from .seeds import train_seeds
+
+            return train_seeds(data, run_dir, cfg, list(seeds), log=log)
 
     os.environ[RUN_DIR_ENV] = str(run_dir.resolve())  # DDP workers re-run this command; they read it
     man = load_manifest(data)

@@ -141,12 +141,25 @@ def run_report(run_dir: Path) -> str:
 <p>Model: <b>{html.escape(m['model'])}</b>, {m['parameters']:,} parameters, {len(m['classes'])} classes.
 Best epoch {m['best_epoch']} of {m['epochs_run']}; training took {m['train_seconds']:.0f} s.
 {note}</p>
-<h2>Metrics</h2><table><tr><th>split</th><th>n</th><th>accuracy</th><th>macro-F1</th></tr>{summary}</table>
+<h2>Metrics</h2><table><tr><th>split</th><th>n</th><th>accuracy</th><th>macro-F1</th></tr>{summary}</table>{_seeds_section(m)}
 <h2>Learning curves</h2>{_img(run_dir / 'learning_curves.png', 'loss and accuracy per epoch')}
 <h2>Confusion matrix ({split})</h2>{_img(run_dir / 'confusion_matrix.png', f'confusion matrix on the {split} split')}
 <h2>Per class ({split})</h2>{_per_class_table(m[split])}
 <h2>Most confident mistakes ({split})</h2>{_mistakes(run_dir, split)}
 <h2>Config</h2><pre>{html.escape(config)}</pre>"""
+
+
+def _seeds_section(m: dict) -> str:
+    """`train --seeds`: each seed's validation and test figures, and which one the run kept (on validation)."""
+    sel = m.get("seeds")
+    if not sel:
+        return ""
+    key, name = ("token_error_rate", "token error rate") if "token_error_rate" in m["val"] else ("accuracy", "accuracy")
+    rows = "".join(f"<tr><td>{r['seed']}{' (kept)' if r['chosen'] else ''}</td><td>{_pct(r['val'].get(key))}</td>"
+                   f"<td>{_pct(r['test'].get(key))}</td></tr>" for r in sel["runs"])
+    return (f"<h2>Seeds</h2><p>One run per seed on the same split; seed {sel['chosen']} was kept, chosen by its "
+            f"{html.escape(sel['by'])}. The test figures are shown, never used to choose.</p>"
+            f"<table><tr><th>seed</th><th>val {name}</th><th>test {name}</th></tr>{rows}</table>")
 
 
 def _sequence_report(run_dir: Path, m: dict, split: str, note: str, config: str) -> str:
@@ -166,7 +179,7 @@ def _sequence_report(run_dir: Path, m: dict, split: str, note: str, config: str)
 {note}</p>
 <h2>Metrics</h2><table><tr><th>split</th><th>clips</th><th>tokens</th><th>sequences right</th><th>token error rate</th></tr>
 {summary}</table><p>Token error rate: substitutions, insertions and deletions over the true tokens (the word error rate
-when tokens are words).</p>
+when tokens are words).</p>{_seeds_section(m)}
 <h2>Learning curves</h2>{_img(run_dir / 'learning_curves.png', 'loss and token accuracy per epoch')}
 <h2>Wrong sequences ({split})</h2>{wrong}
 <h2>Config</h2><pre>{html.escape(config)}</pre>"""

@@ -1,0 +1,89 @@
+"""`specrnn train --seeds 0,1,2`: train one run per seed on one split and keep the one that validates best.
+
+For models whose training sometimes fails on its initialisation and batch order alone (CTC on small data:
+docs/experiments.md), a few seeds and a choice on validation data make a good model the likely outcome. The
+choice reads validation only: test data never picks the seed. Each seed's run lives in RUN/seeds/seed-N; the
+chosen one's files are copied into RUN, which then is an ordinary run folder (evaluate, predict, export, report).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .config import Config
+from .errors import Interrupted
+from .run import atomic_write_bytes, write_json
+
+SEEDS_DIR = "seeds"
+KEPT = ("model.pt", "config.yaml", "split.csv", "history.csv", "bad_files.csv", "learning_curves.png", "confusion_matrix.png")
+
+
+def selection_key(metrics: dict) -> tuple[float, float]:
+    """Lower is better: a CTC run's validation token error rate, else its validation accuracy (negated); ties go to
+    the lower validation loss (what early stopping kept)."""
+    val = metrics.get("val", {})
+    if "token_error_rate" in val:
+        first = val["token_error_rate"]
+    else:
+        first = -val.get("accuracy", 0.0)  # multi-label runs: validation loss alone
+    loss = metrics.get("best_val_loss")
+    return float(first), float("inf") if loss is None else float(loss)
+
+
+def train_seeds(data: str, run_dir: Path, cfg: Config, seeds: list[int], resume: bool = False, log=print) -> dict:
+    """Train (or resume, or reuse) each seed's run, then copy the best-validated one into `run_dir`; returns its metrics
+    with a `seeds` table (each seed's validation and test figures, and which was chosen)."""
+    from .pipeline import train
+
+    split_seed = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
+    results = {}
+    for seed in seeds:
+        seed_dir = run_dir / SEEDS_DIR / f"seed-{seed}"
+        log(f"seed {seed} ({seeds.index(seed) + 1} of {len(seeds)}) -> {seed_dir}")
+        try:
+            if (seed_dir / "metrics.json").is_file():
+                results[seed] = json.loads((seed_dir / "metrics.json").read_text(encoding="utf-8"))
+                log(f"seed {seed}: already trained")
+            elif resume and (seed_dir / "run.json").is_file():
+                results[seed] = train(out=seed_dir, resume=True, log=log)
+            else:
+                results[seed] = train(data, seed_dir, cfg, {"seed": seed, "data.split_seed": split_seed}, overwrite=True, log=log)
+        except Interrupted:
+            raise Interrupted(f"training interrupted; resume with: specrnn train --resume --out {run_dir}") from None
+    best = min(seeds, key=lambda s: selection_key(results[s]))
+    table = [{"seed": s, "val": _figures(results[s].get("val", {})), "test": _figures(results[s].get("test", {})),
+              "best_val_loss": results[s].get("best_val_loss"), "chosen": s == best} for s in seeds]
+    for name in KEPT:
+        src = run_dir / SEEDS_DIR / f"seed-{best}" / name
+        if src.is_file():
+            atomic_write_bytes(run_dir / name, src.read_bytes())
+    metrics = {**results[best], "seeds": {"chosen": best, "by": _criterion(results[best]), "split_seed": split_seed,
+                                          "runs": table}}
+    write_json(run_dir / "metrics.json", metrics)  # last: its presence says the selection is complete
+    log(summary_table(metrics["seeds"]))
+    log(f"run folder: {run_dir} (seed {best}'s model; every seed's run in {run_dir / SEEDS_DIR})\n"
+        f"next: specrnn evaluate {run_dir}   |   specrnn predict {run_dir} FILE.wav")
+    return metrics
+
+
+def _figures(split_metrics: dict) -> dict:
+    keys = ("accuracy", "macro_f1", "token_error_rate", "n")
+    return {k: split_metrics[k] for k in keys if k in split_metrics}
+
+
+def _criterion(metrics: dict) -> str:
+    return ("validation token error rate" if "token_error_rate" in metrics.get("val", {}) else
+            "validation accuracy" if "accuracy" in metrics.get("val", {}) else "validation loss")
+
+
+def summary_table(sel: dict) -> str:
+    """One line per seed: its validation and test figures; the chosen one marked."""
+    ctc = any("token_error_rate" in r["val"] for r in sel["runs"])
+    name, key = ("token error rate", "token_error_rate") if ctc else ("accuracy", "accuracy")
+    lines = [f"seeds, chosen by {sel['by']} (test figures shown, never used to choose):",
+             f"  seed   val {name:>16}   test {name:>16}"]
+    for r in sel["runs"]:
+        val, test = r["val"].get(key), r["test"].get(key)
+        fmt = lambda x: f"{100 * x:15.2f}%" if x is not None else f"{'-':>16}"  # noqa: E731
+        lines.append(f"  {r['seed']:>4}   {fmt(val):>20}   {fmt(test):>21}{'   <- chosen' if r['chosen'] else ''}")
+    return "\n".join(lines)
