@@ -188,9 +188,9 @@ def rnn_impls(dev: str, feats: list[np.ndarray]) -> dict:
     return out
 
 
-def _train(csv: Path, run: Path, preset: str | None, sets: list[str], timeout: float) -> dict:
+def _train(csv: Path, run: Path, preset: str | None, sets: list[str], timeout: float, extra: tuple[str, ...] = ()) -> dict:
     cmd = [sys.executable, "-m", "specrnn", "train", str(csv), "--out", str(run), *(["--config", preset] if preset else []),
-           *sum((["--set", s] for s in ["seed=0", *sets]), [])]
+           *sum((["--set", s] for s in ["seed=0", *sets]), []), *extra]
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -205,6 +205,8 @@ def _train(csv: Path, run: Path, preset: str | None, sets: list[str], timeout: f
              hardware=m.get("hardware"), epochs=m["epochs_run"], best_epoch=m["best_epoch"],
              train_seconds=m["train_seconds"], total_seconds=m["total_seconds"], model=m["model"],
              stdout_tail=p.stdout[-500:])
+    if "seeds" in m:
+        r["seeds"] = m["seeds"]
     return r
 
 
@@ -233,6 +235,14 @@ def yesno(dev: str, work: Path, seeds: list[int]) -> dict:
         out[f"seed-{seed}"] = r
         print("yesno", seed, {k: v for k, v in r.items() if k not in ("stdout_tail", "stderr")}, flush=True)
     return out
+
+
+def yesno_best(dev: str, work: Path, seeds: str) -> dict:
+    """The yesno config with `train --seeds`: one run per seed on one split, the best-validated kept."""
+    r = _train(SHARED / "yesno" / "labels.csv", work / "yesno-best", str(ROOT / "configs" / "yesno-ctc.yaml"), [],
+               timeout=560, extra=("--seeds", seeds))
+    print("yesno --seeds", seeds, {k: v for k, v in r.items() if k not in ("stdout_tail", "stderr")}, flush=True)
+    return r
 
 
 def use_on_cpu(dev: str, work: Path) -> dict:
@@ -269,7 +279,63 @@ def use_on_cpu(dev: str, work: Path) -> dict:
     return r
 
 
-SECTIONS = ("env", "features", "models", "rnn_impls", "training", "use_on_cpu", "yesno")
+def _tone_sequences(root: Path, n: int) -> Path:
+    """A CSV of n clips, each 2-4 tones (300 Hz 'lo', 2.5 kHz 'hi'; 120 ms with 80 ms gaps) labelled by their sequence."""
+    import soundfile as sf
+
+    rng, sr = np.random.default_rng(0), 16000
+    root.mkdir(parents=True, exist_ok=True)
+    rows = ["path,label"]
+    for i in range(n):
+        words = rng.choice(["lo", "hi"], size=rng.integers(2, 5)).tolist()
+        parts = [np.zeros(1600)]
+        for w in words:
+            t = np.arange(int(0.12 * sr)) / sr
+            parts += [0.3 * np.sin(2 * np.pi * (300 if w == "lo" else 2500) * t) + 0.01 * rng.standard_normal(len(t)), np.zeros(1280)]
+        sf.write(root / f"seq_{i}.wav", np.concatenate(parts).astype(np.float32), sr)
+        rows.append(f"seq_{i}.wav,{' '.join(words)}")
+    (root / "seq.csv").write_text("\n".join(rows) + "\n")
+    return root / "seq.csv"
+
+
+def ctc(dev: str, work: Path) -> dict:
+    """A unidirectional CTC model trained on the device with `--seeds 0,1` (its default precision); then decoding,
+    n-best and streaming from the device predictor against the CPU one."""
+    import specrnn
+    from specrnn.audio import load_audio
+
+    csv = _tone_sequences(work / "tones", 48)
+    sets = ["model.head=ctc", "features.max_seconds=null", "model.bidirectional=false", "model.hidden=32", "model.stack=4",
+            "model.normalize=global", "features.top_db=null", "train.batch_size=4", "train.lr=1e-2", "augment.time_masks=0",
+            "data.val_fraction=0.2", "train.max_epochs=15"]
+    run = work / "ctc-seeds"
+    cmd = [sys.executable, "-m", "specrnn", "train", str(csv), "--out", str(run), "--seeds", "0,1", *sum((["--set", x] for x in sets), [])]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    r: dict = {"rc": p.returncode}
+    if p.returncode:
+        r["stderr"] = p.stderr[-3000:]
+        return r
+    m = json.loads((run / "metrics.json").read_text())
+    r.update(hardware=m["hardware"], chosen=m["seeds"]["chosen"], seeds=m["seeds"]["runs"])
+    files = sorted((work / "tones").glob("*.wav"))[:16]
+    gpu, cpu = specrnn.load(run, device=dev), specrnn.load(run, device="cpu")
+    pg, pc = gpu.predict(files, n_best=3), cpu.predict(files, n_best=3)
+    r["same_labels"] = sum(a.label == b.label for a, b in zip(pg, pc))
+    r["same_n_best"] = sum(list(a.probabilities) == list(b.probabilities) for a, b in zip(pg, pc))
+    r["n_best_max_prob_diff"] = max(abs(a.probabilities[k] - b.probabilities.get(k, 0.0)) for a, b in zip(pg, pc) for k in a.probabilities)
+    same = 0
+    for f, want in zip(files, pc):
+        s = gpu.stream()
+        wave = load_audio(f, gpu.cfg.features.sample_rate)
+        for i in range(0, len(wave), 1600):
+            s.push_audio(wave[i:i + 1600])
+        s.finish()
+        same += " ".join(s.tokens()) == want.label
+    r["stream_equals_offline"] = f"{same} of {len(files)}"
+    return r
+
+
+SECTIONS = ("env", "features", "models", "rnn_impls", "training", "use_on_cpu", "yesno", "ctc", "yesno_best")
 
 
 def main() -> None:
@@ -277,7 +343,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--work", type=Path, default=Path("/tmp/specrnn_gpu_check"))
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--sections", default=",".join(s for s in SECTIONS if s != "yesno"))
+    ap.add_argument("--sections", default=",".join(s for s in SECTIONS if not s.startswith("yesno")))
     ap.add_argument("--runs", default="gru-auto,gru-32,gru-16mixed,crnn-auto", help=f"training runs, of {sorted(RUNS)}")
     ap.add_argument("--yesno-seeds", default="0,1")
     a = ap.parse_args()
@@ -287,7 +353,7 @@ def main() -> None:
     section("env", a.out)(env)(dev)
     if "features" in todo:
         section("features", a.out)(features)(dev, fsdd_files(300 if a.quick else None))
-    feats = _features_for_models(fsdd_files(64), 64)
+    feats = _features_for_models(fsdd_files(64), 64) if todo & {"models", "rnn_impls"} else []
     if "models" in todo:
         section("models", a.out)(models)(dev, feats[:24])
     if "rnn_impls" in todo:
@@ -298,6 +364,10 @@ def main() -> None:
         section("use_on_cpu", a.out)(use_on_cpu)(dev, a.work)
     if "yesno" in todo:
         section("yesno", a.out)(yesno)(dev, a.work, [int(x) for x in a.yesno_seeds.split(",")])
+    if "ctc" in todo:
+        section("ctc", a.out)(ctc)(dev, a.work)
+    if "yesno_best" in todo:
+        section("yesno_best", a.out)(yesno_best)(dev, a.work, a.yesno_seeds)
     print(json.dumps(RESULT, indent=1, default=str)[-6000:])
 
 

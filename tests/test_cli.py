@@ -74,20 +74,24 @@ def test_evaluate_json(tiny_run, tmp_path):
     assert "split.csv, test rows" in text
 
 
-@pytest.mark.parametrize("args", [["--top-k", "-2"], ["--top-k", "0"], ["--stream", "--chunk-ms", "0"],
-                                  ["--stream", "--chunk-ms", "-5"], ["--stream", "--chunk-ms", "nan"],
-                                  ["--stream", "--chunk-ms", "inf"]])
-def test_predict_rejects_counts_that_mean_nothing(tiny_run, args):
+@pytest.mark.parametrize("args, message", [(["--top-k", "-2"], "must be a whole number above 0"),
+                                           (["--top-k", "0"], "must be a whole number above 0"),
+                                           (["--top-k", "2.5"], "not a whole number: '2.5'"),
+                                           (["--stream", "--chunk-ms", "0"], "must be a number above 0 (finite)"),
+                                           (["--stream", "--chunk-ms", "-5"], "must be a number above 0 (finite)"),
+                                           (["--stream", "--chunk-ms", "nan"], "must be a number above 0 (finite)"),
+                                           (["--stream", "--chunk-ms", "inf"], "must be a number above 0 (finite)")])
+def test_predict_rejects_counts_that_mean_nothing(tiny_run, args, message):
     run, root = tiny_run
     r = cli("predict", run, next(root.rglob("*.wav")), *args, check=False)
-    assert r.returncode == 2 and "must be a finite number above 0" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize("args", [["cv", "d.csv", "--out", "o", "--jobs", "0"], ["tune", "d.csv", "--out", "o", "--trials", "-3"],
                                   ["tune", "d.csv", "--out", "o", "--jobs", "-1"]])
 def test_cv_and_tune_reject_counts_that_mean_nothing(args):
     r = cli(*args, check=False)
-    assert r.returncode == 2 and "must be a finite number above 0" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "must be a whole number above 0" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_predict_scores_a_clip_the_same_alone_and_in_a_batch(tiny_run):

@@ -169,18 +169,25 @@ def test_a_unidirectional_ctc_model_streams_its_transcript(tmp_path, capsys):
     for path, pred in zip(paths, offline):
         mine = [x for x in lines if x["path"] == path]
         assert len(mine) >= 5 and mine[-1]["final"] and mine[-1]["label"] == pred["label"]
-        assert mine[-1]["probability"] == pytest.approx(pred["top"][0]["probability"], abs=1e-3)
+        assert mine[-1]["probability"] == pytest.approx(pred["top"][0]["probability"], rel=1e-3)  # however small
         words = [x["label"].split() for x in mine if x["label"] is not None]
         assert all(a == b[: len(a)] for a, b in zip(words, words[1:]))  # the transcript only grows
     assert any(len(p["label"].split()) >= 2 for p in offline), offline  # it learnt enough to decode sequences
     # --top-k: the most probable sequences (over all their paths), beside the best path's sequence
     assert main(["predict", str(run), *paths, "--top-k", "3", "--json"]) == 0
-    for pred, alone in zip(json.loads(capsys.readouterr().out), offline):
+    three = json.loads(capsys.readouterr().out)
+    for pred, alone in zip(three, offline):
         probs = [x["probability"] for x in pred["top"]]
         assert pred["label"] == alone["label"] and 1 <= len(probs) <= 3 and probs == sorted(probs, reverse=True)
-        assert sum(probs) <= 1 + 1e-6 and probs[0] >= alone["top"][0]["probability"] - 1e-6  # a sequence >= one path
+        assert pred["best_path_probability"] == alone["best_path_probability"] == alone["top"][0]["probability"]
+        assert sum(probs) <= 1 + 1e-6 and probs[0] >= alone["best_path_probability"] * (1 - 1e-6)  # a sequence >= one path
+    assert main(["predict", str(run), *paths, "--top-k", "5", "--json"]) == 0  # the beam does not depend on K
+    for pred, fewer in zip(json.loads(capsys.readouterr().out), three):
+        assert pred["top"][: len(fewer["top"])] == fewer["top"]
     assert main(["predict", str(run), paths[0], "--top-k", "2"]) == 0
     assert "most probable sequences" in capsys.readouterr().out
+    assert main(["predict", str(run), paths[0], "--stream", "--top-k", "3"]) == 2
+    assert "a CTC stream shows its one running sequence" in capsys.readouterr().err
     assert main(["predict", str(run), paths[0], "--stream"]) == 0
     text = capsys.readouterr().out.splitlines()
     assert "\tend\t" in text[-1] and "best path" in text[-1]

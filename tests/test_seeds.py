@@ -76,6 +76,12 @@ def test_seeds_refusals(data, seeded, capsys):  # noqa: F811
     assert rc == 2 and "--seeds" in err
     rc, _, err = main_cli(capsys, "train", data, "--out", seeded, "--seeds", "0,1")
     assert rc == 2 and "already holds a trained run" in err
+    # a seeds run that stopped before any training (bad data) is started again without --overwrite
+    bad = seeded.parent / "bad.csv"
+    bad.write_text("path,label\nmissing_1.wav,a\nmissing_2.wav,b\n")
+    for _ in range(2):
+        rc, _, err = main_cli(capsys, "train", bad, "--out", seeded.parent / "stopped", "--seeds", "0,1")
+        assert rc != 0 and "missing_1.wav" in err and "already holds" not in err
     with pytest.raises(SystemExit):
         main_cli(capsys, "train", data, "--out", seeded, "--seeds", "0,0")
     import specrnn

@@ -156,7 +156,7 @@ def test_predict_stream_cli_prints_running_labels_and_matches_offline(tone_folde
     assert text.splitlines()[-1].count("%") == 1
     assert cli("predict", run, f, "--stream", "--top-k", 2).stdout.splitlines()[-1].count("%") == 2
     r = cli("predict", tmp_path / "nope", f, "--stream", check=False)
-    assert r.returncode == 2
+    assert r.returncode == 2 and "nope: no such run folder" in r.stderr
 
 
 def test_audio_at_another_rate_is_resampled_on_the_fly():

@@ -62,9 +62,8 @@ def _expand_folders(paths: list[str]) -> list[str]:
 
 
 def _predict(a) -> int:
-    from .inference import load
-
     from .errors import SpecrnnError
+    from .inference import load, percent
 
     if a.chunk_ms is not None and not a.stream:
         raise SpecrnnError("--chunk-ms sets the chunk of --stream; add --stream (or drop --chunk-ms)")
@@ -76,6 +75,9 @@ def _predict(a) -> int:
         f = predictor.cfg.features
         frame_ms = 1000 * f.hop_length / f.sample_rate
         chunk_ms = 100.0 if a.chunk_ms is None else a.chunk_ms
+        if predictor.cfg.model.head == "ctc" and (a.top_k or 1) > 1:
+            raise SpecrnnError("--top-k with --stream: a CTC stream shows its one running sequence (best path); "
+                               "for the K most probable sequences, predict without --stream")
         if chunk_ms < frame_ms:
             raise SpecrnnError(f"--chunk-ms {chunk_ms:g} is shorter than one feature frame ({frame_ms:g} ms)")
         return print_stream(predictor, files, chunk_ms, a.json, a.top_k or 1)
@@ -89,13 +91,11 @@ def _predict(a) -> int:
         if p.error:
             failed += 1
             print(f"specrnn: error: {p.path}: {p.error}", file=sys.stderr)
-        elif not a.json and ctc and top_k == 1:  # a token sequence, and its best path's probability
-            print(f"{p.path}\t{p.label or '(nothing decoded)'}\t(best path {100 * p.probabilities[p.label]:.1f}%)")
-        elif not a.json and ctc:  # the best path's sequence, then the k most probable sequences
-            tops = ", ".join(f"'{seq}' {100 * prob:.1f}%" for seq, prob in p.top(top_k))
-            print(f"{p.path}\t{p.label or '(nothing decoded)'}\t(most probable sequences: {tops})")
+        elif not a.json and ctc:  # a token sequence and its best path's probability (then the k most probable sequences)
+            more = "; most probable sequences: " + ", ".join(f"'{seq}' {percent(q)}" for seq, q in p.top(top_k)) if top_k > 1 else ""
+            print(f"{p.path}\t{p.label or '(nothing decoded)'}\t(best path {percent(p.path_probability)}{more})")
         elif not a.json:
-            tops = ", ".join(f"{lab} {100 * prob:.1f}%" for lab, prob in p.top(top_k))
+            tops = ", ".join(f"{lab} {percent(prob)}" for lab, prob in p.top(top_k))
             print(f"{p.path}\t{p.label}\t({tops})")
     return 1 if failed else 0
 
@@ -188,12 +188,13 @@ def _positive(kind: type):
     """argparse type: a number above zero (a top-k of -2 or a chunk of 0 ms means nothing)."""
 
     def parse(text: str):
+        what = "a whole number" if kind is int else "a number"
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
         if not value > 0 or value == float("inf"):  # also NaN and infinity
-            raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+            raise argparse.ArgumentTypeError(f"must be {what} above 0{'' if kind is int else ' (finite)'}, got {text}")
         return value
 
     parse.__name__ = kind.__name__

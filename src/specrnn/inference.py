@@ -20,12 +20,26 @@ from .tasks import make_task
 from .tasks.classification import clip_logits
 
 
+BEAM = 16  # CTC n-best: prefixes kept per step
+
+
+def significant(p: float, digits: int = 6) -> float:
+    """A probability for JSON: `digits` significant digits, so a CTC path's 4e-12 does not print as 0."""
+    return float(f"{p:.{digits}g}")
+
+
+def percent(p: float) -> str:
+    """'79.7%', and for tiny probabilities (a long clip's CTC path) significant digits: '0.0042%', never '0.0%'."""
+    return f"{100 * p:.1f}%" if p >= 0.001 or p == 0 else f"{100 * p:.2g}%"
+
+
 @dataclass
 class Prediction:
     path: str
     label: str | None
     probabilities: dict[str, float]
     error: str | None = None
+    path_probability: float | None = None  # CTC: the best path's probability (the label's), beside any n-best
 
     def top(self, k: int) -> list[tuple[str, float]]:
         """The k most probable labels with their probabilities, most probable first."""
@@ -37,7 +51,10 @@ class Prediction:
         if self.error:
             return {"path": self.path, "error": self.error}
         items = self.top(top_k or len(self.probabilities))
-        return {"path": self.path, "label": self.label, "top": [{"label": lab, "probability": round(p, 6)} for lab, p in items]}
+        out = {"path": self.path, "label": self.label, "top": [{"label": lab, "probability": significant(p)} for lab, p in items]}
+        if self.path_probability is not None:
+            out["best_path_probability"] = significant(self.path_probability)
+        return out
 
 
 class Predictor:
@@ -96,8 +113,9 @@ class Predictor:
 
     @torch.no_grad()
     def n_best(self, features: list[np.ndarray], k: int, batch_size: int = 64) -> list[list[tuple[list[int], float]]]:
-        """CTC models: the k most probable token sequences of each (T, F) feature array (prefix beam search, beam
-        max(k, 8)), each with its probability over all of its paths."""
+        """CTC models: the k most probable token sequences of each (T, F) feature array, each with its probability
+        over all of its paths (prefix beam search: a beam of BEAM prefixes, or k if larger, so the figures do not
+        depend on k up to BEAM; pruned paths are not counted, so they are lower bounds). Files: predict(n_best=k)."""
         from .tasks.ctc import prefix_beam_search
 
         if self.cfg.model.head != "ctc":
@@ -107,7 +125,7 @@ class Predictor:
             frames, steps = self.model(x, lengths)
             log_probs = torch.log_softmax(frames.float(), -1).cpu().numpy()
             for i, lp, n in zip(idx, log_probs, steps.cpu().numpy()):
-                out[i] = prefix_beam_search(lp[: int(n)], len(self.classes), max(k, 8))[:k]
+                out[i] = prefix_beam_search(lp[: int(n)], len(self.classes), max(k, BEAM))[:k]
         return out
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
@@ -155,7 +173,7 @@ class Predictor:
                 named = {label: row[1]}
                 if alternatives is not None:
                     named = {" ".join(self.classes[t] for t in seq): prob for seq, prob in alternatives[k - 1]}
-                out.append(Prediction(str(p), label, named))
+                out.append(Prediction(str(p), label, named, path_probability=row[1]))
                 continue
             label = self.classes[int(np.argmax(row))]
             if self.cfg.model.multilabel:

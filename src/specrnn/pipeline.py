@@ -175,7 +175,7 @@ def train(
                 # only folders specrnn made are ever deleted: --out . or --out ~ must not wipe anything
                 raise SpecrnnError(f"--out {run_dir}: this folder holds files and is not a specrnn run folder; "
                                    "choose a new or empty folder")
-            trained = any((run_dir / p).exists() for p in (MODEL_FILE, CHECKPOINT_FILE, "seeds"))
+            trained = any((d / p).exists() for d in [run_dir, *run_dir.glob("seeds/seed-*")] for p in (MODEL_FILE, CHECKPOINT_FILE))
             if trained and not overwrite:
                 raise SpecrnnError(f"{run_dir} already holds a trained run: choose another --out, --resume it, or --overwrite")
             shutil.rmtree(run_dir)  # a run folder (finished with --overwrite, or stopped before training) is reused

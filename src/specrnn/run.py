@@ -173,6 +173,8 @@ def save_model(path: str | Path, state_dict: dict, meta: dict) -> None:
 def load_model_file(path: str | Path) -> tuple[dict, dict]:
     """(state_dict, meta) from a model file, refusing anything that is not plain tensors and strings, or corrupt."""
     path = Path(path)
+    if not path.exists() and not path.suffix:
+        raise SpecrnnError(f"{path}: no such run folder")
     if path.is_dir():
         path = path / MODEL_FILE
     if not path.is_file():

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from .errors import SpecrnnError
 from .features import AMIN
+from .inference import percent, significant
 from .models.build import SpecRNN
 from .models.frontends import ConvBlock
 
@@ -415,10 +416,10 @@ def print_stream(predictor, files: list[str], chunk_ms: float, as_json: bool, to
             if as_json:
                 print(json.dumps(line))
             elif s.ctc is not None and reading:
-                print(f"{path}\t{when}\t{line['label'] or '(nothing decoded)'}\t(best path {100 * line['probability']:.1f}%)")
+                print(f"{path}\t{when}\t{line['label'] or '(nothing decoded)'}\t(best path {percent(line['probability'])})")
             else:
                 tops = line.get("top", [line] if reading else [])
-                print(f"{path}\t{when}\t" + (", ".join(f"{x['label']} ({100 * x['probability']:.1f}%)" for x in tops) or "-"))
+                print(f"{path}\t{when}\t" + (", ".join(f"{x['label']} {percent(x['probability'])}" for x in tops) or "-"))
     return 1 if failed else 0
 
 
@@ -427,12 +428,12 @@ def _reading(s: StreamingClassifier, top_k: int) -> dict:
     and its best path's probability; {} before the first frame reaches the RNN."""
     if s.ctc is not None:
         p = s.path_probability()
-        return {} if p is None else {"label": " ".join(s.tokens()), "probability": round(p, 4)}
+        return {} if p is None else {"label": " ".join(s.tokens()), "probability": significant(p, 4)}
     p = s.probabilities()
     if p is None:
         return {}
     best = np.argsort(-p, kind="stable")[:top_k]
-    out = {"label": s.classes[best[0]], "probability": round(float(p[best[0]]), 4)}
+    out = {"label": s.classes[best[0]], "probability": significant(float(p[best[0]]), 4)}
     if top_k > 1:
-        out["top"] = [{"label": s.classes[k], "probability": round(float(p[k]), 4)} for k in best]
+        out["top"] = [{"label": s.classes[k], "probability": significant(float(p[k]), 4)} for k in best]
     return out
