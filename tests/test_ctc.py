@@ -186,6 +186,19 @@ def test_a_unidirectional_ctc_model_streams_its_transcript(tmp_path, capsys):
         assert pred["top"][: len(fewer["top"])] == fewer["top"]
     assert main(["predict", str(run), paths[0], "--top-k", "2"]) == 0
     assert "most probable sequences" in capsys.readouterr().out
+    if onnx_export_skip_reason() is None:  # the streaming ONNX step model decodes the same sequences
+        from specrnn.audio import load_audio
+        from specrnn.export import OnnxStreamingClassifier
+
+        assert main(["export", str(run), "--out", str(tmp_path / "step.onnx"), "--streaming"]) == 0
+        for path, pred in zip(paths, offline):
+            s = OnnxStreamingClassifier(tmp_path / "step.onnx")
+            wave = load_audio(path, 16000)
+            for i in range(0, len(wave), 2400):
+                s.push_audio(wave[i : i + 2400])
+            s.finish()
+            assert " ".join(s.tokens()) == pred["label"]
+            assert s.path_probability() == pytest.approx(pred["best_path_probability"], rel=1e-3)
     assert main(["predict", str(run), paths[0], "--stream", "--top-k", "3"]) == 2
     assert "a CTC stream shows its one running sequence" in capsys.readouterr().err
     assert main(["predict", str(run), paths[0], "--stream"]) == 0

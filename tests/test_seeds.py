@@ -87,5 +87,11 @@ def test_seeds_refusals(data, seeded, capsys):  # noqa: F811
     import specrnn
     from specrnn.errors import SpecrnnError
 
-    with pytest.raises(SpecrnnError, match="distinct"):
-        specrnn.train(data, out=seeded.parent / "x", seeds=[1, 1])
+    for seeds in ([1, 1], "0,0", [2, -1], 2**32):
+        with pytest.raises(SpecrnnError, match="distinct whole numbers from 0"):
+            specrnn.train(data, out=seeded.parent / "x", seeds=seeds)
+    with pytest.raises(SystemExit):
+        main_cli(capsys, "train", data, "--out", seeded.parent / "y", "--seeds", "1,-1")
+    assert "from 0 to 2^32 - 1" in capsys.readouterr().err
+    rc, _, err = main_cli(capsys, "train", data, "--out", seeded.parent / "z", "--set", "seed=-1")
+    assert rc == 2 and "config 'seed' must be >= 0" in err and not (seeded.parent / "z").exists()

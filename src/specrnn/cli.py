@@ -222,7 +222,9 @@ def _seed_list(text: str) -> list[int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 0,1,2, got {text!r}") from None
     if len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"a seed is listed twice in {text!r}: each seed is one training per fold")
+        raise argparse.ArgumentTypeError(f"a seed is listed twice in {text!r}: each seed is one training")
+    if any(not 0 <= s < 2**32 for s in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be whole numbers from 0 to 2^32 - 1, got {text!r}")
     return seeds
 
 
@@ -248,8 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-epochs", type=int, help="shortcut for --set train.max_epochs=N")
     t.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    t.add_argument("--seeds", type=_seed_list, help="train one run per seed (e.g. 0,1,2) on one split and keep the one "
-                                                   "that validates best (runs in OUT/seeds/)")
+    t.add_argument("--seeds", type=_seed_list, help="train one run per seed (e.g. 0,1,2) and keep the one that validates "
+                                                   "best (runs in OUT/seeds/); every seed uses the same split, drawn with "
+                                                   "data.split_seed (default: the config's seed, 0)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="metrics of a trained run on labelled data")

@@ -175,6 +175,7 @@ RANGES = {
     "train.warmup_fraction": (0, 1, True, False), "train.grad_clip": (0, None, True, True),
     "train.label_smoothing": (0, 1, True, False), "train.ema": (0, 1, True, False), "train.adversary": (0, None, True, True), "train.threads": (1, None, True, True), "train.num_nodes": (1, None, True, True),
     "data.val_fraction": (0, 1, True, False), "data.test_fraction": (0, 1, True, False),
+    "seed": (0, 2**32, True, False), "data.split_seed": (0, 2**32, True, False),  # numpy's seeds: 0 <= seed < 2^32
 }
 
 

@@ -27,6 +27,7 @@ from .errors import SpecrnnError
 from .models.build import SpecRNN
 from .models.frontends import stacked_lengths
 from .run import check_output_file
+from .streaming import FINISHED, AudioStream, CTCStreamDecoding, GreedyCTC, StreamingClassifier
 
 ONNX_MARK = "specrnn"  # the model's doc_string starts with it
 
@@ -111,8 +112,6 @@ class OfflineGraph(nn.Module):
 def streaming_unsupported(model: SpecRNN) -> str | None:
     """Why this model cannot be exported for streaming, or None."""
     c = model.cfg
-    if c.head == "ctc":
-        return "CTC models are exported offline only (decode the frame outputs of the offline model)"
     if c.bidirectional:
         return "a bidirectional RNN reads each clip backwards from its end, so it cannot stream"
     if c.normalize == "utterance":
@@ -460,10 +459,11 @@ def metadata(sess) -> dict[str, str]:
     return dict(sess.get_modelmeta().custom_metadata_map)
 
 
-class OnnxStreamingClassifier:
+class OnnxStreamingClassifier(CTCStreamDecoding):
     """Drive a streaming ONNX step model like `StreamingClassifier`: push audio or feature chunks of any size, read
-    running probabilities; `finish()` flushes the STFT, an incomplete stacked group and a CNN's right context.
-    Audio becomes features with the feature settings stored in the model's metadata (PyTorch's STFT)."""
+    running probabilities (a CTC model also decodes as it goes: `tokens()`); `finish()` flushes the STFT, an
+    incomplete stacked group and a CNN's right context. Audio becomes features with the feature settings stored in
+    the model's metadata (PyTorch's STFT)."""
 
     def __init__(self, path_or_session, threads: int = 1):
         if isinstance(path_or_session, (str, Path)):
@@ -478,6 +478,7 @@ class OnnxStreamingClassifier:
         if meta.get("specrnn_kind") != "streaming":
             raise SpecrnnError("not a specrnn streaming model (export it with `specrnn export RUN --streaming`)")
         self.classes = json.loads(meta["classes"])
+        self.blank = int(meta["blank"]) if meta.get("head") == "ctc" else None
         self.multilabel = json.loads(meta["multilabel"])
         self.stack = int(meta["stack"])
         self.multiple = int(json.loads(meta.get("time_multiple", str(self.stack))))
@@ -493,6 +494,7 @@ class OnnxStreamingClassifier:
         self.pending = np.zeros((0, 0), dtype=np.float32)
         self.latest: np.ndarray | None = None
         self.frame_outputs: list[np.ndarray] = []
+        self.ctc = GreedyCTC(self.blank) if self.blank is not None else None
         self.fed = self.real = 0  # feature frames given to the model so far: all, and real ones
         self.audio = None  # an AudioStream, made when audio is first pushed
         self.finished = False
@@ -510,14 +512,14 @@ class OnnxStreamingClassifier:
         logits = outs[0]
         if logits.ndim == 3:  # frame head
             self.frame_outputs.append(logits[0])
+            if self.ctc is not None:
+                self.ctc.update(logits[0])
             logits = logits[:, -1]
         self.latest = logits
 
     def push_features(self, chunk: np.ndarray) -> np.ndarray | None:
         """A (t, F) chunk of un-normalised features; returns the running probabilities (None before the first step)."""
         if self.finished:
-            from .streaming import FINISHED
-
             raise SpecrnnError(FINISHED)
         chunk = np.asarray(chunk, dtype=np.float32)
         if self.pending.shape[0]:
@@ -534,7 +536,6 @@ class OnnxStreamingClassifier:
         if self.audio is None:
             from .config import FeatureConfig
             from .features import FeatureExtractor
-            from .streaming import AudioStream
 
             self.audio = AudioStream(FeatureExtractor(FeatureConfig(**self.features)))
         return self.push_features(self.audio.push(samples, sample_rate).numpy())
@@ -623,10 +624,9 @@ def check_offline(model: SpecRNN, path: str | Path, batch: int = 8, max_len: int
 
 def check_streaming(model: SpecRNN, path: str | Path, frames: int = 97, chunk: int = 10, seed: int = 0) -> float:
     """Max |onnxruntime - PyTorch StreamingClassifier| of the running logits over a stream in chunks, and at the end."""
-    from .streaming import StreamingClassifier
-
     x = _random_features(model, [frames], seed)[0]
-    ref, ours = StreamingClassifier(model.eval()), OnnxStreamingClassifier(path)
+    ours = OnnxStreamingClassifier(path)
+    ref = StreamingClassifier(model.eval(), classes=ours.classes)
     diff = 0.0
     for s in range(0, frames, chunk):
         ref.push_features(x[s : s + chunk])
@@ -635,6 +635,8 @@ def check_streaming(model: SpecRNN, path: str | Path, frames: int = 97, chunk: i
             diff = max(diff, float(np.abs(ours.logits() - ref.logits().numpy()).max()))
     ref.finish()
     ours.finish()
+    if ref.ctc is not None and ours.tokens() != ref.tokens():
+        raise SpecrnnError(f"{path}: the streaming ONNX model decodes {ours.tokens()}, PyTorch {ref.tokens()}")
     return max(diff, float(np.abs(ours.logits() - ref.logits().numpy()).max()))
 
 

@@ -271,9 +271,9 @@ def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=pr
     for name in ("val", "test") if evaluate_test else ("val",):
         if len(sets[name]):
             metrics[name] = evaluate_features(predictor, sets[name])
-    metrics["total_seconds"] = round(time.perf_counter() - t_start, 2)
-    write_json(run_dir / "metrics.json", metrics)
+    metrics["total_seconds"] = round(time.perf_counter() - t_start + history.seconds_before_resume, 2)
     _plots(run_dir, metrics, prep.classes)
+    write_json(run_dir / "metrics.json", metrics)  # last: a run with metrics.json is complete (train --seeds reads it)
     log(summary(run_dir, metrics))
     return metrics
 

@@ -157,8 +157,11 @@ def _seeds_section(m: dict) -> str:
     key, name = ("token_error_rate", "token error rate") if "token_error_rate" in m["val"] else ("accuracy", "accuracy")
     rows = "".join(f"<tr><td>{r['seed']}{' (kept)' if r['chosen'] else ''}</td><td>{_pct(r['val'].get(key))}</td>"
                    f"<td>{_pct(r['test'].get(key))}</td></tr>" for r in sel["runs"])
-    return (f"<h2>Seeds</h2><p>One run per seed on the same split; seed {sel['chosen']} was kept, chosen by its "
-            f"{html.escape(sel['by'])}. The test figures are shown, never used to choose.</p>"
+    n_val = sel["runs"][0]["val"].get("n", "?")
+    return (f"<h2>Seeds</h2><p>One run per seed on the same split (drawn with split seed {sel.get('split_seed')}; "
+            f"{n_val} validation clips); seed {sel['chosen']} was kept, chosen by its {html.escape(sel['by'])} (ties: "
+            "the lower validation loss). The test figures are shown, never used to choose; with few validation clips, "
+            "the kept seed need not have the best test figure.</p>"
             f"<table><tr><th>seed</th><th>val {name}</th><th>test {name}</th></tr>{rows}</table>")
 
 

@@ -36,6 +36,8 @@ def train_seeds(data: str, run_dir: Path, cfg: Config, seeds: list[int], resume:
     from .pipeline import train
 
     split_seed = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
+    if resume and (run_dir / "metrics.json").is_file():
+        log(f"{run_dir} is complete: every seed has trained; choosing again from their metrics")
     results = {}
     for seed in seeds:
         seed_dir = run_dir / SEEDS_DIR / f"seed-{seed}"
@@ -80,10 +82,13 @@ def summary_table(sel: dict) -> str:
     """One line per seed: its validation and test figures; the chosen one marked."""
     ctc = any("token_error_rate" in r["val"] for r in sel["runs"])
     name, key = ("token error rate", "token_error_rate") if ctc else ("accuracy", "accuracy")
-    lines = [f"seeds, chosen by {sel['by']} (test figures shown, never used to choose):",
-             f"  seed   val {name:>16}   test {name:>16}"]
+    n_val = sel["runs"][0]["val"].get("n", "?")
+    heads = [f"val {name}", f"test {name}"]
+    lines = [f"seeds on one split (drawn with split seed {sel['split_seed']}; {n_val} validation clips), chosen by "
+             f"{sel['by']}, ties by validation loss; test figures shown, never used to choose:",
+             f"  {'seed':>6}   {heads[0]:>22}   {heads[1]:>22}"]
     for r in sel["runs"]:
         val, test = r["val"].get(key), r["test"].get(key)
-        fmt = lambda x: f"{100 * x:15.2f}%" if x is not None else f"{'-':>16}"  # noqa: E731
-        lines.append(f"  {r['seed']:>4}   {fmt(val):>20}   {fmt(test):>21}{'   <- chosen' if r['chosen'] else ''}")
+        fmt = lambda x: f"{100 * x:.2f}%" if x is not None else "-"  # noqa: E731
+        lines.append(f"  {r['seed']:>6}   {fmt(val):>22}   {fmt(test):>22}{'   <- chosen' if r['chosen'] else ''}")
     return "\n".join(lines)

@@ -219,15 +219,37 @@ class _RunningPool:
         return (self.num / self.den[..., None]).reshape(self.num.shape[0], -1)
 
 
-class _GreedyCTC:
+class CTCStreamDecoding:
+    """What a stream of a CTC model says so far, for the PyTorch and the ONNX streaming classifiers (their `ctc`:
+    a GreedyCTC, or None for other heads; `classes`; `latest`: None before the first step)."""
+
+    ctc: "GreedyCTC | None"
+    classes: list[str] | None
+    latest: object
+
+    def tokens(self) -> list[str]:
+        """CTC models: the sequence decoded so far (best path: repeats merged, blanks dropped). After `finish()` it
+        equals `specrnn predict` on the whole clip."""
+        if self.ctc is None:
+            raise SpecrnnError("tokens() decodes CTC models; this model classifies clips: read probabilities()")
+        return [self.classes[t] if self.classes else str(t) for t in self.ctc.tokens]
+
+    def path_probability(self) -> float | None:
+        """CTC models: the probability of the best path so far (None before the first step)."""
+        if self.ctc is None:
+            raise SpecrnnError("path_probability() is for CTC models")
+        return None if self.latest is None else float(np.exp(self.ctc.log_p))
+
+
+class GreedyCTC:
     """Best-path CTC decoding one step at a time: a token is emitted when the best output changes to it (repeats
     merge, blanks separate), so the running sequence never changes what it has emitted."""
 
     def __init__(self, blank: int):
         self.blank, self.prev, self.tokens, self.log_p = blank, None, [], 0.0
 
-    def update(self, frame_logits: Tensor) -> None:  # (t, C)
-        lp = torch.log_softmax(frame_logits.float(), -1)
+    def update(self, frame_logits: Tensor | np.ndarray) -> None:  # (t, C)
+        lp = torch.log_softmax(torch.as_tensor(frame_logits).float(), -1)
         best = lp.max(-1)
         self.log_p += float(best.values.double().sum())
         for k in best.indices.tolist():
@@ -242,7 +264,7 @@ def _on_cpu(module: nn.Module) -> nn.Module:
     return module if on_cpu else copy.deepcopy(module).cpu()
 
 
-class StreamingClassifier:
+class StreamingClassifier(CTCStreamDecoding):
     """Run a trained unidirectional model on a stream. `push_audio`/`push_features` return the running class
     probabilities (None until the first frame reaches the RNN; frame and CTC heads: the latest step's); `finish()`
     flushes the right context. A CTC model also decodes as it goes: `tokens()` is the sequence so far."""
@@ -274,7 +296,7 @@ class StreamingClassifier:
         self.frames_in, self.finished = 0, False
         self.latest: Tensor | None = None
         self.frame_outputs: list[Tensor] = []
-        self.ctc = _GreedyCTC(self.model.head.net[-1].out_features - 1) if self.model.cfg.head == "ctc" else None
+        self.ctc = GreedyCTC(self.model.head.net[-1].out_features - 1) if self.model.cfg.head == "ctc" else None
 
     @torch.no_grad()
     def push_features(self, chunk: np.ndarray | Tensor) -> np.ndarray | None:
@@ -357,19 +379,6 @@ class StreamingClassifier:
 
     def logits(self) -> Tensor | None:
         return self.latest
-
-    def tokens(self) -> list[str]:
-        """CTC models: the sequence decoded so far (best path: repeats merged, blanks dropped). After `finish()` it
-        equals `specrnn predict` on the whole clip."""
-        if self.ctc is None:
-            raise SpecrnnError("tokens() decodes CTC models; this model classifies clips: read probabilities()")
-        return [self.classes[t] if self.classes else str(t) for t in self.ctc.tokens]
-
-    def path_probability(self) -> float | None:
-        """CTC models: the probability of the best path so far (None before the first step)."""
-        if self.ctc is None:
-            raise SpecrnnError("path_probability() is for CTC models")
-        return None if self.latest is None else float(np.exp(self.ctc.log_p))
 
     def probabilities(self) -> np.ndarray | None:
         if self.latest is None:
