@@ -24,6 +24,8 @@ def seeded(data, tmp_path_factory) -> Path:  # noqa: F811
     run = tmp_path_factory.mktemp("seeds") / "run"
     r = run_cli("train", data, "--out", run, "--seeds", "0,1,2", *ARGS)
     assert r.returncode == 0, r.stdout + r.stderr
+    nexts = [line for line in r.stdout.splitlines() if line.startswith("next: ")]
+    assert nexts == [f"next: specrnn evaluate {run}   |   specrnn predict {run} FILE.wav"]  # OUT, not a seed's folder
     return run
 
 

@@ -35,6 +35,9 @@ def train_seeds(data: str, run_dir: Path, cfg: Config, seeds: list[int], resume:
     with a `seeds` table (each seed's validation and test figures, and which was chosen)."""
     from .pipeline import train
 
+    def seed_log(msg="", *args, **kwargs):  # each seed's summary, without its "next: evaluate this seed's folder" line
+        log("\n".join(line for line in str(msg).split("\n") if not line.startswith("next: ")), *args, **kwargs)
+
     split_seed = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
     if resume and (run_dir / "metrics.json").is_file():
         log(f"{run_dir} is complete: every seed has trained; choosing again from their metrics")
@@ -47,9 +50,10 @@ def train_seeds(data: str, run_dir: Path, cfg: Config, seeds: list[int], resume:
                 results[seed] = json.loads((seed_dir / "metrics.json").read_text(encoding="utf-8"))
                 log(f"seed {seed}: already trained")
             elif resume and (seed_dir / "run.json").is_file():
-                results[seed] = train(out=seed_dir, resume=True, log=log)
+                results[seed] = train(out=seed_dir, resume=True, log=seed_log)
             else:
-                results[seed] = train(data, seed_dir, cfg, {"seed": seed, "data.split_seed": split_seed}, overwrite=True, log=log)
+                results[seed] = train(data, seed_dir, cfg, {"seed": seed, "data.split_seed": split_seed}, overwrite=True,
+                                      log=seed_log)
         except Interrupted:
             raise Interrupted(f"training interrupted; resume with: specrnn train --resume --out {run_dir}") from None
     best = min(seeds, key=lambda s: selection_key(results[s]))
