@@ -27,7 +27,8 @@ from .errors import SpecrnnError
 from .models.build import SpecRNN
 from .models.frontends import stacked_lengths
 from .run import check_output_file
-from .streaming import FINISHED, AudioStream, CTCStreamDecoding, GreedyCTC, StreamingClassifier
+from .streaming import FINISHED, AudioStream, CTCStreamDecoding, StreamingClassifier
+from .tasks.ctc import GreedyCTC
 
 ONNX_MARK = "specrnn"  # the model's doc_string starts with it
 

@@ -96,37 +96,31 @@ class Predictor:
             yield idx, x.to(self.device), lengths.to(self.device)
 
     @torch.no_grad()
-    def decode(self, features: list[np.ndarray], batch_size: int = 64) -> list[tuple[list[int], float]]:
-        """CTC models: the best path's token indices for each (T, F) feature array, and that path's probability."""
-        from .tasks.ctc import greedy_decode
-
-        blank = len(self.classes)
+    def frame_log_probs(self, features: list[np.ndarray], batch_size: int = 64) -> list[np.ndarray]:
+        """CTC models: each (T, F) feature array's (T', tokens + blank) log-probabilities over its real steps."""
+        if self.cfg.model.head != "ctc":
+            raise SpecrnnError("frame log-probabilities are for CTC models; a classifier's come from logits_from_features()")
         out: list = [None] * len(features)
         for idx, x, lengths in self._batches(features, batch_size):
             frames, steps = self.model(x, lengths)
-            best = torch.log_softmax(frames.float(), -1).max(-1).values  # (B, T') log-probability of the best path
-            mask = torch.arange(frames.shape[1], device=frames.device)[None] < steps[:, None]
-            path_p = torch.exp((best * mask).sum(1)).cpu().numpy()
-            for i, seq, p in zip(idx, greedy_decode(frames, steps, blank), path_p):
-                out[i] = (seq, float(p))
+            log_probs = torch.log_softmax(frames.float(), -1).cpu().numpy()
+            for i, lp, n in zip(idx, log_probs, steps.cpu().numpy()):
+                out[i] = lp[: int(n)]
         return out
 
-    @torch.no_grad()
+    def decode(self, features: list[np.ndarray], batch_size: int = 64) -> list[tuple[list[int], float]]:
+        """CTC models: the best path's token indices for each (T, F) feature array, and that path's probability."""
+        from .tasks.ctc import best_path
+
+        return [best_path(lp, len(self.classes)) for lp in self.frame_log_probs(features, batch_size)]
+
     def n_best(self, features: list[np.ndarray], k: int, batch_size: int = 64) -> list[list[tuple[list[int], float]]]:
         """CTC models: the k most probable token sequences of each (T, F) feature array, each with its probability
         over all of its paths (prefix beam search: a beam of BEAM prefixes, or k if larger, so the figures do not
         depend on k up to BEAM; pruned paths are not counted, so they are lower bounds). Files: predict(n_best=k)."""
         from .tasks.ctc import prefix_beam_search
 
-        if self.cfg.model.head != "ctc":
-            raise SpecrnnError("n_best() decodes CTC models; a classifier's top k come from predict()")
-        out: list = [None] * len(features)
-        for idx, x, lengths in self._batches(features, batch_size):
-            frames, steps = self.model(x, lengths)
-            log_probs = torch.log_softmax(frames.float(), -1).cpu().numpy()
-            for i, lp, n in zip(idx, log_probs, steps.cpu().numpy()):
-                out[i] = prefix_beam_search(lp[: int(n)], len(self.classes), max(k, BEAM))[:k]
-        return out
+        return [prefix_beam_search(lp, len(self.classes), max(k, BEAM))[:k] for lp in self.frame_log_probs(features, batch_size)]
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(logits)
@@ -156,9 +150,11 @@ class Predictor:
             except AudioError as e:
                 errors[i] = e.reason
         if self.cfg.model.head == "ctc":
-            feats = self.features_of(waves) if waves else []
-            probs = self.decode(feats, batch_size) if waves else []
-            alternatives = self.n_best(feats, n_best, batch_size) if waves and n_best > 1 else None
+            from .tasks.ctc import best_path, prefix_beam_search
+
+            lps = self.frame_log_probs(self.features_of(waves), batch_size) if waves else []  # one pass: best path and n-best
+            probs = [best_path(lp, len(self.classes)) for lp in lps]
+            alternatives = [prefix_beam_search(lp, len(self.classes), max(n_best, BEAM))[:n_best] for lp in lps] if n_best > 1 else None
         else:
             probs = self.probabilities(self.logits_from_features(self.features_of(waves), batch_size)) if waves else []
         out, k = [], 0

@@ -22,6 +22,7 @@ from .features import AMIN
 from .inference import percent, significant
 from .models.build import SpecRNN
 from .models.frontends import ConvBlock
+from .tasks.ctc import GreedyCTC
 
 
 class StreamingSTFT:
@@ -239,23 +240,6 @@ class CTCStreamDecoding:
         if self.ctc is None:
             raise SpecrnnError("path_probability() is for CTC models")
         return None if self.latest is None else float(np.exp(self.ctc.log_p))
-
-
-class GreedyCTC:
-    """Best-path CTC decoding one step at a time: a token is emitted when the best output changes to it (repeats
-    merge, blanks separate), so the running sequence never changes what it has emitted."""
-
-    def __init__(self, blank: int):
-        self.blank, self.prev, self.tokens, self.log_p = blank, None, [], 0.0
-
-    def update(self, frame_logits: Tensor | np.ndarray) -> None:  # (t, C)
-        lp = torch.log_softmax(torch.as_tensor(frame_logits).float(), -1)
-        best = lp.max(-1)
-        self.log_p += float(best.values.double().sum())
-        for k in best.indices.tolist():
-            if k != self.prev and k != self.blank:
-                self.tokens.append(k)
-            self.prev = k
 
 
 def _on_cpu(module: nn.Module) -> nn.Module:

@@ -31,16 +31,43 @@ def steps_needed(target: np.ndarray) -> int:
     return int(len(t) + np.sum(t[1:] == t[:-1]))
 
 
+def collapse(path: np.ndarray, blank: int, prev: int | None = None) -> list[int]:
+    """The CTC rule on a best path: merge repeats, drop blanks. `prev`: the step before `path` (a stream's last
+    step), so a repeat across two chunks merges as it would in one."""
+    path = np.asarray(path)
+    keep = np.ones(len(path), dtype=bool)
+    keep[1:] = path[1:] != path[:-1]
+    if prev is not None and len(path):
+        keep[0] = path[0] != prev
+    return [int(k) for k in path[keep] if k != blank]
+
+
 def greedy_decode(logits: Tensor, lengths: Tensor, blank: int) -> list[list[int]]:
     """Best path: (B, T, C) frame logits -> token indices per clip, over each clip's real steps only."""
     best = logits.argmax(-1).cpu().numpy()
-    out = []
-    for row, n in zip(best, lengths.cpu().numpy()):
-        path = row[: int(n)]
-        keep = np.ones(len(path), dtype=bool)
-        keep[1:] = path[1:] != path[:-1]
-        out.append([int(k) for k in path[keep] if k != blank])
-    return out
+    return [collapse(row[: int(n)], blank) for row, n in zip(best, lengths.cpu().numpy())]
+
+
+def best_path(log_probs: np.ndarray, blank: int) -> tuple[list[int], float]:
+    """One clip's (T, C) frame log-probabilities -> the best path's tokens and that path's probability."""
+    return collapse(log_probs.argmax(-1), blank), float(np.exp(log_probs.max(-1).astype(np.float64).sum()))
+
+
+class GreedyCTC:
+    """Best-path decoding one step at a time (streaming): the same rule as `greedy_decode`, carried across chunks,
+    so the running sequence never takes back a token; `log_p` is the best path's log-probability so far."""
+
+    def __init__(self, blank: int):
+        self.blank, self.prev, self.tokens, self.log_p = blank, None, [], 0.0
+
+    def update(self, frame_logits: Tensor | np.ndarray) -> None:  # (t, C)
+        best = torch.log_softmax(torch.as_tensor(frame_logits).float(), -1).max(-1)
+        if not len(best.indices):
+            return
+        path = best.indices.numpy()
+        self.log_p += float(best.values.double().sum())
+        self.tokens += collapse(path, self.blank, self.prev)
+        self.prev = int(path[-1])
 
 
 def prefix_beam_search(log_probs: np.ndarray, blank: int, beam: int = 8) -> list[tuple[list[int], float]]:
