@@ -69,6 +69,16 @@ def _predict(a) -> int:
         raise SpecrnnError("--chunk-ms sets the chunk of --stream; add --stream (or drop --chunk-ms)")
     files = _expand_folders(a.files)
     predictor = load(a.run_dir)
+    if a.enroll and predictor.cfg.model.normalize != "group":
+        raise SpecrnnError(f"--enroll: this model normalises with '{predictor.cfg.model.normalize}', not per speaker; "
+                           "it needs no enrolment (drop --enroll)")
+    if a.enroll:
+        predictor.enroll(_expand_folders(a.enroll))
+    elif predictor.needs_enrolment:
+        print(f"specrnn: note: this model normalises per speaker and no --enroll was given, so the {len(files)} file(s) "
+              "to predict enrol the speaker: they should be one speaker's, and a single short clip enrols poorly",
+              file=sys.stderr)
+        predictor.enroll(files, skip_unusable=True)
     if a.stream:
         from .streaming import print_stream
 
@@ -272,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print JSON (one list; with --stream one object per line)")
     r.add_argument("--stream", action="store_true", help="feed each file in chunks and print the running top label(s)")
     r.add_argument("--chunk-ms", type=_positive(float), help="chunk length for --stream (default 100 ms, at least one frame)")
+    r.add_argument("--enroll", action="append", metavar="PATH",
+                   help="models trained with model.normalize: group: recordings (files or folders, no labels) of the "
+                        "speaker of FILES, whose mean features are removed; repeatable (default: FILES themselves)")
     r.set_defaults(func=_predict)
 
     m = sub.add_parser("manifest", help="CSV manifest from file names, e.g. FSDD's {label}_{speaker}_{take}.wav")

@@ -53,7 +53,7 @@ class FrontendConfig:
 
 @dataclass
 class ModelConfig:
-    normalize: str = "global"  # global | utterance | frame | none
+    normalize: str = "global"  # global | utterance | frame | none | group (each speaker's mean removed, then global)
     stack: int = 2  # stack k consecutive frames into one: k x fewer RNN steps (10 ms hop -> 20 ms)
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
     cell: str = "gru"  # lstm | gru; the default (preset `gru`) was chosen on FSDD: see docs/models_fsdd.md
@@ -142,7 +142,7 @@ NOISE_COLORS = {"white": 0, "pink": 1, "brown": 2}  # power spectrum ~ 1 / f^exp
 CHOICES = {
     "features.kind": {"logmel", "mfcc", "logpower"},
     "features.crop": {"start", "center"},
-    "model.normalize": {"global", "utterance", "frame", "none"},
+    "model.normalize": {"global", "utterance", "frame", "none", "group"},
     "model.frontend.type": {"none", "cnn"},
     "model.cell": {"lstm", "gru"},
     "model.pooling": {"last", "mean", "max", "meanstd", "attention", "dot", "padded_last"},

@@ -235,18 +235,18 @@ def _read_metrics(run_dir: Path) -> dict:
 def fold_test_probabilities(run_dirs: list[Path], fold_csv: Path) -> tuple[np.ndarray, np.ndarray]:
     """The runs' class probabilities on the fold's test rows, averaged, and the rows' targets. Runs that share
     feature settings (the seeds of one config) share one reading of the audio."""
-    from .data.dataset import build_feature_set
+    from .data.dataset import model_input_set
     from .inference import Predictor
 
     predictors = [Predictor.load(d, device="cpu") for d in run_dirs]
     classes = predictors[0].classes
     if any(p.classes != classes for p in predictors):
         raise SpecrnnError(f"{fold_csv}: the runs to average were trained on different classes")
-    test, sets, total = load_manifest(fold_csv).where_split("test"), {}, 0
+    fold, sets, total = load_manifest(fold_csv), {}, 0
     for p in predictors:
-        key = repr(p.cfg.features)
+        key = repr((p.cfg.features, p.cfg.model.normalize == "group"))
         if key not in sets:
-            sets[key] = build_feature_set(test, p.cfg.features, classes, p.cfg.data.cache_dir, desc="ensemble")
+            sets[key] = model_input_set(fold, p.cfg, classes, "test", "ensemble")
         total = total + p.probabilities(p.logits_from_features(sets[key].features))
     targets = next(iter(sets.values())).targets
     if any(len(fs.targets) != len(targets) for fs in sets.values()):

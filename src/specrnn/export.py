@@ -86,6 +86,10 @@ def exact_encoder(enc: nn.Module, x: Tensor, lengths: Tensor) -> Tensor:
 def _check_model(model: SpecRNN) -> None:
     if model.cfg.rnn_impl == "naive":
         raise SpecrnnError("rnn_impl 'naive' (the known-wrong seed recipe) is not exported; export a padding-exact model")
+    if model.cfg.normalize == "group":
+        raise SpecrnnError("ONNX export of a per-speaker normalised model (model.normalize: group) is not supported yet: "
+                           "the exported graph would need the enrolled speaker's mean as an input. Use specrnn predict "
+                           "--enroll, or train with another normalisation to export")
 
 
 class OfflineGraph(nn.Module):
@@ -653,6 +657,7 @@ def export_run(run_dir: str | Path, out: str | Path, streaming: bool = False, ch
     check_output_file(out, (".onnx",), ONNX_MARK.encode(), "ONNX model")
     pred = Predictor.load(run_dir, device="cpu")
     model = pred.model.eval()
+    _check_model(model)
     export = export_streaming if streaming else export_offline
     path = export(model, out, pred.cfg, pred.classes)
     report = {"path": str(path), "kind": "streaming" if streaming else "offline", "bytes": Path(path).stat().st_size}

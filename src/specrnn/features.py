@@ -118,7 +118,8 @@ def normalize_frames(x: Tensor, eps: float = 1e-5) -> Tensor:
 
 class Normalizer(nn.Module):
     """`global` (training-set statistics, stored as buffers in the checkpoint), `utterance` (per-clip CMVN
-    over real frames), `frame` (per frame across frequency) or `none`. Padded frames come out as zeros."""
+    over real frames), `frame` (per frame across frequency) or `none`. Padded frames come out as zeros.
+    `group` is `global` on features whose group's (speaker's) mean was already subtracted (group_means())."""
 
     def __init__(self, mode: str, n_features: int):
         super().__init__()
@@ -144,7 +145,7 @@ class Normalizer(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         mask = lengths_to_mask(lengths, x.shape[1])
-        if self.mode == "global":
+        if self.mode in ("global", "group"):
             x = (x - self.mean) / self.std
         elif self.mode == "utterance":
             mean, std = masked_mean_std(x, mask)
@@ -152,6 +153,19 @@ class Normalizer(nn.Module):
         elif self.mode == "frame":
             x = normalize_frames(x)
         return x.masked_fill(~mask[..., None], 0.0)
+
+
+def group_means(features: list[np.ndarray | None], groups: list[str]) -> dict[str, np.ndarray]:
+    """Each group's mean feature vector over every real frame of its clips (None: unusable, skipped). Subtracting
+    a speaker's mean MFCC vector (speaker CMN) removes the speaker's vocal tract and channel while keeping what
+    differs between its words, which per-clip normalisation of a short word partly removes."""
+    total: dict[str, np.ndarray] = {}
+    count: dict[str, int] = {}
+    for f, g in zip(features, groups):
+        if f is not None and len(f):
+            total[g] = total.get(g, 0.0) + f.astype(np.float64).sum(0)
+            count[g] = count.get(g, 0) + len(f)
+    return {g: (total[g] / count[g]).astype(np.float32) for g in total}
 
 
 # ---------------------------------------------------------------- module

@@ -13,7 +13,7 @@ import torch
 from .audio import load_audio
 from .config import Config, config_from_dict
 from .errors import AudioError, SpecrnnError
-from .features import FeatureExtractor
+from .features import FeatureExtractor, group_means
 from .models import SpecRNN, build_model
 from .run import load_model_file
 from .tasks import make_task
@@ -21,6 +21,8 @@ from .tasks.classification import clip_logits
 
 
 BEAM = 16  # CTC n-best: prefixes kept per step
+ENROL = ("this model was trained with per-speaker normalisation (model.normalize: group): enrol the speaker first, "
+         "with some of its recordings (no labels needed): Predictor.enroll(paths), or specrnn predict --enroll")
 
 
 def significant(p: float, digits: int = 6) -> float:
@@ -64,6 +66,36 @@ class Predictor:
         self.model = model.to(device).eval()
         self.cfg, self.classes, self.meta, self.device = cfg, classes, meta or {}, device
         self.extractor = FeatureExtractor(cfg.features).to(device)
+        self.group_mean: np.ndarray | None = None  # model.normalize: group: the enrolled speaker's mean features
+
+    @property
+    def needs_enrolment(self) -> bool:
+        """True for a model trained with per-speaker normalisation (model.normalize: group) until enroll()."""
+        return self.cfg.model.normalize == "group" and self.group_mean is None
+
+    def enroll(self, paths: list[str | Path], skip_unusable: bool = False) -> "Predictor":
+        """Models trained with `model.normalize: group`: the speaker (group) whose clips come next, given by some of
+        its recordings (no labels needed; the clips to predict may be among them). Their mean features are
+        subtracted from every later clip, as each speaker's own mean was in training. An unusable file is an error
+        unless `skip_unusable`. Returns self."""
+        if self.cfg.model.normalize != "group":
+            raise SpecrnnError(f"this model normalises with '{self.cfg.model.normalize}', not per speaker: it needs no enrolment")
+        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        if not paths:
+            raise SpecrnnError("enrolment needs at least one recording of the speaker")
+        f = self.cfg.features
+        waves = []
+        for p in paths:
+            try:
+                waves.append(load_audio(p, f.sample_rate, f.max_seconds, f.crop))
+            except AudioError:
+                if not skip_unusable:
+                    raise
+        feats = self.extractor.extract(waves) if waves else []
+        if not sum(len(x) for x in feats):
+            raise SpecrnnError(f"enrolment: the {len(paths)} recording(s) give no usable feature frames (unreadable, silent or too short)")
+        self.group_mean = group_means(feats, ["speaker"] * len(feats))["speaker"]
+        return self
 
     @classmethod
     def load(cls, run: str | Path, device: str | None = None) -> "Predictor":
@@ -127,7 +159,12 @@ class Predictor:
         return (torch.sigmoid(t) if self.cfg.model.multilabel else torch.softmax(t, -1)).numpy()
 
     def features_of(self, waves: list[np.ndarray]) -> list[np.ndarray]:
-        return self.extractor.extract(waves)
+        """The model's input features of waveforms (minus the enrolled speaker's mean for a per-speaker model)."""
+        if self.cfg.model.normalize != "group":
+            return self.extractor.extract(waves)
+        if self.group_mean is None:
+            raise SpecrnnError(ENROL)
+        return [x - self.group_mean for x in self.extractor.extract(waves)]
 
     def stream(self):
         """A StreamingClassifier (unidirectional models): push audio chunks, read running probabilities."""
@@ -142,6 +179,8 @@ class Predictor:
         `n_best` > 1 the probabilities are instead those of the n_best most probable sequences (`n_best()`)."""
         # one path is not a sequence of characters; a generator is read once, into a list
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        if self.needs_enrolment:
+            raise SpecrnnError(ENROL)
         f = self.cfg.features
         waves, errors = [], {}
         for i, p in enumerate(paths):

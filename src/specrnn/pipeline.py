@@ -12,7 +12,7 @@ import numpy as np
 import yaml
 
 from .config import Config, config_from_dict, load_config
-from .data.dataset import FeatureSet, build_feature_set, compute_features
+from .data.dataset import FeatureSet, compute_features, model_input_set, subtract_group_means
 from .data.manifest import Manifest, load_manifest
 from .data.splits import assign_splits
 from .errors import BadFilesError, Interrupted, SpecrnnError
@@ -71,6 +71,9 @@ def prepare_data(man: Manifest, cfg: Config, run_dir: Path | None = None, log=pr
     keep = [i for i, f in enumerate(feats) if f is not None]
     man = man.select(keep)
     feats = [feats[i] for i in keep]
+    if cfg.model.normalize == "group":  # every row's group mean, test groups' included: their unlabelled audio enrols them
+        feats = subtract_group_means(man, feats)
+        log(f"normalisation: each of {len(set(man.groups))} groups (speakers) minus its mean features, then training statistics")
     assert man.splits is not None
     classes = label_names([lab for lab, s in zip(man.labels, man.splits) if s == "train"], kind)
     unseen = sorted(set(label_names([lab for lab, s in zip(man.labels, man.splits) if s != "train"], kind)) - set(classes))
@@ -419,12 +422,9 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str | N
         man = load_manifest(data)
         if split is None and man.splits is not None:
             split = "test"
-    if split is not None:
-        man = man.where_split(split)
-    if not len(man):
+    if not len(man.where_split(split) if split is not None else man):
         raise SpecrnnError(f"no rows to evaluate in {man.source} (split {split})")
-    fs = build_feature_set(man, predictor.cfg.features, predictor.classes, predictor.cfg.data.cache_dir, desc="evaluate",
-                           kind=label_kind(predictor.cfg.model))
+    fs = model_input_set(man, predictor.cfg, predictor.classes, split, "evaluate", label_kind(predictor.cfg.model))
     if fs.errors:
         if on_error == "stop":
             raise BadFilesError(fs.errors, "Fix or remove them, or pass --on-error skip.")

@@ -71,15 +71,14 @@ def _mistakes(run_dir: Path, split: str, limit: int = 8) -> str:
     """The most confident wrong predictions on `split`, each with its spectrogram (and attention weights)."""
     import torch
 
-    from .data.dataset import build_feature_set
+    from .data.dataset import model_input_set
     from .data.manifest import load_manifest
     from .inference import Predictor
 
     p = Predictor.load(run_dir, device="cpu")
     if p.cfg.model.multilabel:
         return "<p>(multi-label run: see the per-class table)</p>"
-    man = load_manifest(run_dir / "split.csv").where_split(split)
-    fs = build_feature_set(man, p.cfg.features, p.classes, p.cfg.data.cache_dir, desc="report")
+    fs = model_input_set(load_manifest(run_dir / "split.csv"), p.cfg, p.classes, split, "report")
     probs = p.probabilities(p.logits_from_features(fs.features))
     pred = probs.argmax(1)
     wrong = np.flatnonzero(pred != fs.targets)

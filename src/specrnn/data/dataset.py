@@ -71,12 +71,44 @@ def compute_features(
     return out, errors
 
 
+def subtract_group_means(man: Manifest, feats: list[np.ndarray | None], means: dict[str, np.ndarray] | None = None
+                         ) -> list[np.ndarray | None]:
+    """For `model.normalize: group`: each row's features minus its group's (speaker's) mean, the means taken from
+    these rows' audio unless given. Labels are never read: a held-out speaker's unlabelled clips enrol it."""
+    from ..features import group_means
+
+    groups = _groups(man)
+    means = group_means(feats, groups) if means is None else means
+    missing = sorted({g for f, g in zip(feats, groups) if f is not None and g not in means})
+    if missing:
+        raise SpecrnnError(f"{man.source or 'the data'}: no mean features for group(s) {', '.join(missing[:5])}")
+    return [None if f is None else f - means[g] for f, g in zip(feats, groups)]
+
+
+def _groups(man: Manifest) -> list[str]:
+    if not man.groups:
+        raise SpecrnnError(f"{man.source or 'the data'}: the model normalises each group (speaker) by its own mean "
+                           "features (model.normalize: group), so the manifest needs a 'group' column")
+    return man.groups
+
+
+def manifest_group_means(man: Manifest, cfg: FeatureConfig, cache_dir: str | None = None, device: str = "cpu"
+                         ) -> dict[str, np.ndarray]:
+    """Each group's mean features over all of its rows' usable audio (cached features)."""
+    from ..features import group_means
+
+    groups = _groups(man)
+    feats, _ = compute_features(man.paths, cfg, cache_dir, device, desc="group means")
+    return group_means(feats, groups)
+
+
 def build_feature_set(
     man: Manifest, cfg: FeatureConfig, classes: list[str], cache_dir: str | None = None, device: str = "cpu",
-    desc: str = "features", kind: str = "single",
+    desc: str = "features", kind: str = "single", group_means: dict[str, np.ndarray] | None = None,
 ) -> FeatureSet:
     """Features of every row; rows whose file is unusable are dropped and reported in `errors`. `kind`: the
-    labels' kind (tasks.label_kind)."""
+    labels' kind (tasks.label_kind). With `group_means` (model.normalize: group) each row's group mean is
+    subtracted."""
     from ..tasks import encode, label_names
 
     unknown = sorted(set(label_names(man.labels, kind)) - set(classes))
@@ -86,6 +118,8 @@ def build_feature_set(
             f"(the model knows: {', '.join(classes)})"
         )
     feats, errors = compute_features(man.paths, cfg, cache_dir, device, desc=desc)
+    if group_means is not None:
+        feats = subtract_group_means(man, feats, group_means)
     keep = [i for i, f in enumerate(feats) if f is not None]
     return FeatureSet(
         [feats[i] for i in keep],  # type: ignore[misc]
@@ -93,3 +127,14 @@ def build_feature_set(
         [man.paths[i] for i in keep],
         errors,
     )
+
+
+def model_input_set(man: Manifest, cfg, classes: list[str], split: str | None = None, desc: str = "features",
+                    kind: str = "single") -> FeatureSet:
+    """The rows of `split` (all rows when None) as a trained model (its `Config`) takes them: features, minus each
+    row's group mean for a `model.normalize: group` model, taken over all of the manifest's rows of that group as
+    in training."""
+    group = cfg.model.normalize == "group"
+    means = manifest_group_means(man, cfg.features, cfg.data.cache_dir) if group else None
+    rows = man.where_split(split) if split is not None else man
+    return build_feature_set(rows, cfg.features, classes, cfg.data.cache_dir, desc=desc, kind=kind, group_means=means)

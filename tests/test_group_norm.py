@@ -1,0 +1,165 @@
+"""Per-speaker normalisation (model.normalize: group): each group's (speaker's) mean features are removed before the
+model, the same way in training, evaluate, cv's seed ensemble, report, predict (after enrolment) and streaming."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+
+import numpy as np
+import pytest
+
+import specrnn
+from specrnn.data.dataset import model_input_set, subtract_group_means
+from specrnn.data.manifest import Manifest, load_manifest
+from specrnn.errors import SpecrnnError
+from specrnn.features import group_means
+
+from .conftest import low_high_clip, tone, write
+from .test_bad_inputs import main_cli, run_cli
+
+TINY = ["model.hidden=16", "model.layers=1", "train.batch_size=16", "train.max_epochs=3", "data.group_val=false",
+        "model.normalize=group", "model.bidirectional=false", "model.pooling=mean"]
+GAINS = {"spk0": 1.0, "spk1": 0.1, "spk2": 3.0, "spk3": 0.5}  # each speaker's own level: what the group mean removes
+
+
+@pytest.fixture(scope="module")
+def grouped(tmp_path_factory):
+    """48 low/high clips from 4 speakers at different levels (float WAV, so a gain is exact), with a group column."""
+    root = tmp_path_factory.mktemp("speakers")
+    rng = np.random.default_rng(0)
+    rows = [["path", "label", "group"]]
+    for i in range(48):
+        g = f"spk{i % 4}"
+        label = low_high_clip(root / "tmp.wav", i, rng)
+        import soundfile as sf
+
+        wave, sr = sf.read(str(root / "tmp.wav"), dtype="float32")
+        write(root / g / f"{i}.wav", wave * GAINS[g], sr, subtype="FLOAT")
+        rows.append([f"{g}/{i}.wav", label, g])
+    (root / "tmp.wav").unlink()
+    with open(root / "m.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    out = tmp_path_factory.mktemp("runs") / "group"
+    metrics = specrnn.train(root / "m.csv", out=out, overrides=TINY, log=None)
+    return root, out, metrics
+
+
+def test_group_means_count_every_real_frame_once_and_need_a_group_column():
+    a, b, c = np.ones((2, 3), np.float32), np.full((6, 3), 5.0, np.float32), np.full((4, 3), -2.0, np.float32)
+    means = group_means([a, b, None, c], ["x", "x", "x", "y"])  # None: an unusable file
+    np.testing.assert_allclose(means["x"], np.full(3, (2 * 1 + 6 * 5) / 8))
+    np.testing.assert_allclose(means["y"], np.full(3, -2.0))
+    man = Manifest(["a", "b", "c", "d"], ["l"] * 4, groups=["x", "x", "x", "y"])
+    out = subtract_group_means(man, [a, b, None, c])
+    assert out[2] is None and np.allclose(out[3], 0) and np.allclose(out[0], 1 - 4)
+    with pytest.raises(SpecrnnError, match="needs a 'group' column"):
+        subtract_group_means(Manifest(["a"], ["l"], source="data.csv"), [a])
+    with pytest.raises(SpecrnnError, match="no mean features for group"):
+        subtract_group_means(man, [a, b, None, c], {"x": means["x"]})
+
+
+def test_evaluate_and_the_cv_ensemble_see_the_features_training_saw(grouped):
+    root, out, metrics = grouped
+    again = specrnn.evaluate(out)  # the run's own test split, group means over all of split.csv as in training
+    assert again["accuracy"] == metrics["test"]["accuracy"] and again["confusion_matrix"] == metrics["test"]["confusion_matrix"]
+    from specrnn.crossval import fold_test_probabilities
+
+    probs, targets = fold_test_probabilities([out], out / "split.csv")
+    assert np.mean(probs.argmax(1) == targets) == pytest.approx(metrics["test"]["accuracy"])
+
+
+def test_predict_needs_enrolment_and_a_speakers_level_then_does_not_matter(grouped, tmp_path):
+    root, out, _ = grouped
+    p = specrnn.load(out, device="cpu")
+    files = sorted((root / "spk1").glob("*.wav"))
+    with pytest.raises(SpecrnnError, match="enrol the speaker first"):
+        p.predict(files)
+    # enrolled with all of spk1's clips: the same probabilities as the run's own (group-normalised) features
+    man = load_manifest(out / "split.csv")
+    fs = model_input_set(man, p.cfg, p.classes, None)
+    rows = [i for i, path in enumerate(fs.paths) if "spk1" in path]
+    enrolled = p.enroll(files).predict([fs.paths[i] for i in rows])
+    expected = p.probabilities(p.logits_from_features([fs.features[i] for i in rows]))
+    got = np.array([[q.probabilities[c] for c in p.classes] for q in enrolled])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # the same speaker recorded 20 dB quieter: its raw features move, its predictions do not
+    quiet = [write(tmp_path / f.name, _read(f) * 0.1, subtype="FLOAT") for f in files]
+    raw, raw_quiet = p.extractor.extract([_read(f) for f in files]), p.extractor.extract([_read(f) for f in quiet])
+    assert np.abs(raw[0][:, 0] - raw_quiet[0][:, 0]).min() > 1.0
+    quiet_probs = p.enroll(quiet).predict(quiet)
+    np.testing.assert_allclose([[q.probabilities[c] for c in p.classes] for q in quiet_probs],
+                               [[q.probabilities[c] for c in p.classes] for q in p.enroll(files).predict(files)], atol=1e-4)
+
+
+def _read(path):
+    import soundfile as sf
+
+    return sf.read(str(path), dtype="float32")[0]
+
+
+def test_a_stream_subtracts_the_enrolled_mean(grouped):
+    root, out, _ = grouped
+    p = specrnn.load(out, device="cpu")
+    with pytest.raises(SpecrnnError, match="enrol the speaker first"):
+        p.stream()
+    files = sorted((root / "spk2").glob("*.wav"))[:3]
+    p.enroll(sorted((root / "spk2").glob("*.wav")))
+    offline = p.predict(files)
+    for f, q in zip(files, offline):
+        s = p.stream()
+        wave = _read(f)
+        for start in range(0, len(wave), 1600):
+            s.push_audio(wave[start : start + 1600])
+        s.finish()
+        np.testing.assert_allclose(s.probabilities(), [q.probabilities[c] for c in p.classes], atol=1e-4)
+
+
+def test_cli_enrols_from_enroll_or_the_files_and_refuses_what_it_cannot_do(grouped, tmp_path, capsys):
+    root, out, _ = grouped
+    spk3 = root / "spk3"
+    r = run_cli("predict", out, spk3 / "3.wav", spk3 / "7.wav", "--enroll", spk3, "--json")
+    assert r.returncode == 0, r.stderr
+    with_folder = json_probs(r.stdout)
+    expected = specrnn.load(out, device="cpu").enroll(sorted(spk3.glob("*.wav"))).predict([spk3 / "3.wav", spk3 / "7.wav"])
+    np.testing.assert_allclose(with_folder, [[t["probability"] for t in sorted(q.to_dict()["top"], key=lambda t: t["label"])]
+                                             for q in expected], atol=1e-5)
+    r = run_cli("predict", out, spk3, "--json")  # no --enroll: the files to predict enrol the speaker, and it says so
+    assert r.returncode == 0 and "no --enroll was given" in r.stderr, r.stderr
+    rc, _, err = main_cli(capsys, "predict", out, spk3 / "3.wav", "--enroll", tmp_path / "missing.wav")
+    assert rc != 0 and "missing.wav" in err and "Traceback" not in err
+    rc, _, err = main_cli(capsys, "train", root / "m.csv", "--out", tmp_path / "x", "--set", "model.normalize=group",
+                          "--set", "train.max_epochs=1", "--set", "data.group_val=false")
+    assert rc == 0  # the manifest has groups
+    tones = tmp_path / "tones"
+    for i in range(8):
+        write(tones / ("low" if i % 2 else "high") / f"{i}.wav", tone(300 if i % 2 else 3000, 0.3, seed=i))
+    rc, _, err = main_cli(capsys, "train", tones, "--out", tmp_path / "y", "--set", "model.normalize=group")
+    assert rc != 0 and "needs a 'group' column" in err and "Traceback" not in err
+    rc, _, err = main_cli(capsys, "predict", tmp_path / "x", spk3 / "3.wav", "--enroll", spk3)
+    assert rc == 0, err
+    # a model without per-speaker normalisation has nothing to enrol
+    rc, _, err = main_cli(capsys, "train", root / "m.csv", "--out", tmp_path / "plain", "--set", "train.max_epochs=1",
+                          "--set", "model.hidden=8", "--set", "data.group_val=false")
+    assert rc == 0, err
+    rc, _, err = main_cli(capsys, "predict", tmp_path / "plain", spk3 / "3.wav", "--enroll", spk3)
+    assert rc != 0 and "needs no enrolment" in err
+
+
+def json_probs(stdout: str) -> list[list[float]]:
+    import json
+
+    return [[t["probability"] for t in sorted(d["top"], key=lambda t: t["label"])] for d in json.loads(stdout)]
+
+
+def test_report_shows_mistakes_on_group_normalised_features(grouped):
+    _, out, _ = grouped
+    r = run_cli("report", out)
+    assert r.returncode == 0, r.stderr
+    assert "test clips are wrong" in (out / "report.html").read_text() or "No mistakes" in (out / "report.html").read_text()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="ONNX export needs onnx (pip install 'specrnn[export]')")
+def test_export_refuses_a_per_speaker_model_with_a_reason(grouped, tmp_path, capsys):
+    _, out, _ = grouped
+    rc, _, err = main_cli(capsys, "export", out, "--out", tmp_path / "m.onnx")
+    assert rc != 0 and "model.normalize: group" in err and not (tmp_path / "m.onnx").exists()
