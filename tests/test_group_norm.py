@@ -3,8 +3,6 @@ model, the same way in training, evaluate, cv's seed ensemble, report, predict (
 from __future__ import annotations
 
 import csv
-import importlib.util
-
 import numpy as np
 import pytest
 
@@ -14,7 +12,7 @@ from specrnn.data.manifest import Manifest, load_manifest
 from specrnn.errors import SpecrnnError
 from specrnn.features import group_means
 
-from .conftest import low_high_clip, tone, write
+from .conftest import low_high_clip, onnx_export_skip_reason, tone, write
 from .test_bad_inputs import main_cli, run_cli
 
 TINY = ["model.hidden=16", "model.layers=1", "train.batch_size=16", "train.max_epochs=3", "data.group_val=false",
@@ -158,8 +156,21 @@ def test_report_shows_mistakes_on_group_normalised_features(grouped):
     assert "test clips are wrong" in (out / "report.html").read_text() or "No mistakes" in (out / "report.html").read_text()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="ONNX export needs onnx (pip install 'specrnn[export]')")
-def test_export_refuses_a_per_speaker_model_with_a_reason(grouped, tmp_path, capsys):
-    _, out, _ = grouped
-    rc, _, err = main_cli(capsys, "export", out, "--out", tmp_path / "m.onnx")
-    assert rc != 0 and "model.normalize: group" in err and not (tmp_path / "m.onnx").exists()
+def test_onnx_export_is_one_enrolled_speakers_model(grouped, tmp_path, capsys):
+    if onnx_export_skip_reason():
+        pytest.skip(onnx_export_skip_reason())
+    from specrnn.export import OnnxStreamingClassifier
+
+    root, out, _ = grouped
+    rc, _, err = main_cli(capsys, "export", out, "--out", tmp_path / "m.onnx", "--streaming")
+    assert rc != 0 and "--enroll" in err and not (tmp_path / "m.onnx").exists()
+    spk2 = root / "spk2"
+    rc, stdout, err = main_cli(capsys, "export", out, "--out", tmp_path / "m.onnx", "--streaming", "--enroll", spk2)
+    assert rc == 0, err
+    files = sorted(spk2.glob("*.wav"))[:3]
+    expected = specrnn.load(out, device="cpu").enroll(sorted(spk2.glob("*.wav"))).predict(files)
+    for f, q in zip(files, expected):
+        s = OnnxStreamingClassifier(tmp_path / "m.onnx")
+        s.push_audio(_read(f))
+        s.finish()
+        np.testing.assert_allclose(s.probabilities(), [q.probabilities[c] for c in q.probabilities], atol=1e-4)

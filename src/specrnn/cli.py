@@ -188,7 +188,7 @@ def _report(a) -> int:
 def _export(a) -> int:
     from .export import export_run
 
-    r = export_run(a.run_dir, a.out, streaming=a.streaming)
+    r = export_run(a.run_dir, a.out, streaming=a.streaming, enroll=_expand_folders(a.enroll) if a.enroll else None)
     check = f"max |onnxruntime - PyTorch| {r['max_abs_diff']:.2e}" if "max_abs_diff" in r else r.get("check", "")
     print(f"wrote {r['path']} ({r['kind']}, {r['bytes'] / 1e6:.2f} MB); {check}")
     return 0
@@ -328,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("run_dir")
     x.add_argument("--out", required=True, help="ONNX file to write")
     x.add_argument("--streaming", action="store_true", help="a step model carrying RNN and pooling state (unidirectional)")
+    x.add_argument("--enroll", action="append", metavar="PATH",
+                   help="models trained with model.normalize: group: one speaker's recordings (files or folders, no "
+                        "labels); the ONNX model is that speaker's; repeatable")
     x.set_defaults(func=_export)
 
     z = sub.add_parser("models", help="list presets, or show one: layers, output shapes, parameters")

@@ -86,10 +86,6 @@ def exact_encoder(enc: nn.Module, x: Tensor, lengths: Tensor) -> Tensor:
 def _check_model(model: SpecRNN) -> None:
     if model.cfg.rnn_impl == "naive":
         raise SpecrnnError("rnn_impl 'naive' (the known-wrong seed recipe) is not exported; export a padding-exact model")
-    if model.cfg.normalize == "group":
-        raise SpecrnnError("ONNX export of a per-speaker normalised model (model.normalize: group) is not supported yet: "
-                           "the exported graph would need the enrolled speaker's mean as an input. Use specrnn predict "
-                           "--enroll, or train with another normalisation to export")
 
 
 class OfflineGraph(nn.Module):
@@ -645,8 +641,21 @@ def check_streaming(model: SpecRNN, path: str | Path, frames: int = 97, chunk: i
     return max(diff, float(np.abs(ours.logits() - ref.logits().numpy()).max()))
 
 
-def export_run(run_dir: str | Path, out: str | Path, streaming: bool = False, check: bool = True) -> dict:
-    """Export a run folder's model to ONNX; with onnxruntime installed, check it against PyTorch."""
+def enrolled_copy(pred) -> SpecRNN:
+    """A per-speaker model (model.normalize: group) with its enrolled speaker's mean folded into the normaliser:
+    (x - speaker - mean) / std is (x - (mean + speaker)) / std, a `global` model of plain features."""
+    import copy
+
+    model = copy.deepcopy(pred.model).cpu().eval()
+    model.normalizer.mean += torch.from_numpy(pred.group_mean)
+    model.cfg.normalize = model.normalizer.mode = "global"
+    return model
+
+
+def export_run(run_dir: str | Path, out: str | Path, streaming: bool = False, check: bool = True,
+               enroll: list[str] | None = None) -> dict:
+    """Export a run folder's model to ONNX; with onnxruntime installed, check it against PyTorch. A per-speaker
+    model (model.normalize: group) is exported for one speaker, enrolled from `enroll` (recordings, no labels)."""
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
@@ -657,10 +666,19 @@ def export_run(run_dir: str | Path, out: str | Path, streaming: bool = False, ch
     check_output_file(out, (".onnx",), ONNX_MARK.encode(), "ONNX model")
     pred = Predictor.load(run_dir, device="cpu")
     model = pred.model.eval()
-    _check_model(model)
+    if pred.cfg.model.normalize == "group":
+        if not enroll:
+            raise SpecrnnError("this model normalises per speaker (model.normalize: group): export it for one speaker, "
+                               "with --enroll THEIR_RECORDINGS (no labels needed); their mean is built into the ONNX model")
+        model = enrolled_copy(pred.enroll(enroll))
+    elif enroll:
+        raise SpecrnnError(f"--enroll: this model normalises with '{pred.cfg.model.normalize}', not per speaker; "
+                           "it needs no enrolment (drop --enroll)")
     export = export_streaming if streaming else export_offline
     path = export(model, out, pred.cfg, pred.classes)
     report = {"path": str(path), "kind": "streaming" if streaming else "offline", "bytes": Path(path).stat().st_size}
+    if enroll:
+        report["enrolled"] = len(enroll)
     if check:
         try:
             import onnxruntime  # noqa: F401
