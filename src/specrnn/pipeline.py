@@ -422,8 +422,10 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str | N
         man = load_manifest(data)
         if split is None and man.splits is not None:
             split = "test"
-    if not len(man.where_split(split) if split is not None else man):
+    rows = man.where_split(split) if split is not None else man
+    if not len(rows):
         raise SpecrnnError(f"no rows to evaluate in {man.source} (split {split})")
+    # all of `man`, not just `rows`: a per-speaker model's group means come from every row of the speaker
     fs = model_input_set(man, predictor.cfg, predictor.classes, split, "evaluate", label_kind(predictor.cfg.model))
     if fs.errors:
         if on_error == "stop":
@@ -432,7 +434,7 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str | N
     metrics["skipped"] = [{"path": e.path, "reason": e.reason} for e in fs.errors]
     metrics["split"] = split  # None: every row of DATA
     if data is not None:
-        metrics["seen_in_training"] = _seen_in_training(run_dir, man.paths)
+        metrics["seen_in_training"] = _seen_in_training(run_dir, rows.paths)
     return metrics
 
 
