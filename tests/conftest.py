@@ -77,12 +77,28 @@ def write(path: Path, wave: np.ndarray, sr: int = 16000, subtype: str | None = N
     return path
 
 
-def low_high_clip(path: Path, i: int, rng: np.random.Generator, seconds: float | None = None) -> str:
+def low_high_clip(path: Path, i: int, rng: np.random.Generator, seconds: float | None = None, gain: float = 1.0,
+                  subtype: str | None = None) -> str:
     """Write clip `i` of a two-class tone set (even i: a low tone, odd i: a high one) and return its label."""
     label = ("low", "high")[i % 2]
     freq = rng.uniform(200, 400) if label == "low" else rng.uniform(2000, 4000)
-    write(path, tone(freq, rng.uniform(0.2, 0.5) if seconds is None else seconds, seed=i))
+    write(path, gain * tone(freq, rng.uniform(0.2, 0.5) if seconds is None else seconds, seed=i), subtype=subtype)
     return label
+
+
+def speakers_manifest(root: Path, gains: dict[str, float] | None = None, subtype: str | None = None) -> Path:
+    """48 low/high clips from 4 speakers (root/spkK/i.wav, speaker K = i % 4, each at its own `gains` level) and
+    their manifest root/m.csv with a group column."""
+    import csv
+
+    rng = np.random.default_rng(0)
+    rows = [["path", "label", "group"]]
+    for i in range(48):
+        g = f"spk{i % 4}"
+        rows.append([f"{g}/{i}.wav", low_high_clip(root / g / f"{i}.wav", i, rng, gain=(gains or {}).get(g, 1.0), subtype=subtype), g])
+    with open(root / "m.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    return root / "m.csv"
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from specrnn.run import load_model_file
 from specrnn.tasks import ClassificationTask
 from specrnn.training import LitClassifier
 
-from .conftest import low_high_clip
+from .conftest import low_high_clip, speakers_manifest
 from .test_bad_inputs import TINY, run_cli
 from .test_robustness import assert_same_run, killed_at
 
@@ -79,14 +79,7 @@ def test_frame_heads_and_data_without_groups_are_refused(tmp_path):
 @pytest.fixture(scope="module")
 def grouped(tmp_path_factory):
     """48 low/high clips from 4 speakers, as a manifest with a group column."""
-    root = tmp_path_factory.mktemp("grouped")
-    rng = np.random.default_rng(0)
-    rows = [["path", "label", "group"]]
-    for i in range(48):
-        rows.append([f"{i}.wav", low_high_clip(root / f"{i}.wav", i, rng), f"spk{i % 4}"])
-    with open(root / "m.csv", "w", newline="") as fh:
-        csv.writer(fh).writerows(rows)
-    return root / "m.csv"
+    return speakers_manifest(tmp_path_factory.mktemp("grouped"))
 
 
 ARGS = [*TINY, "--max-epochs", "3", "--set", "train.adversary=0.5", "--set", "data.group_val=false"]
@@ -98,7 +91,7 @@ def test_training_with_an_adversary_saves_the_plain_model(grouped, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     state, meta = load_model_file(out)
     assert not any(k.startswith("adversary") for k in state) and meta["config"]["train"]["adversary"] == 0.5
-    r = run_cli("predict", out, grouped.parent / "0.wav")
+    r = run_cli("predict", out, grouped.parent / "spk0" / "0.wav")
     assert r.returncode == 0, r.stdout + r.stderr
     # killed after epoch 1 and resumed: the adversary's weights come back from the checkpoint, and the run
     # ends exactly where the uninterrupted one did

@@ -2,7 +2,6 @@
 model, the same way in training, evaluate, cv's seed ensemble, report, predict (after enrolment) and streaming."""
 from __future__ import annotations
 
-import csv
 import numpy as np
 import pytest
 
@@ -12,7 +11,7 @@ from specrnn.data.manifest import Manifest, load_manifest
 from specrnn.errors import SpecrnnError
 from specrnn.features import group_means
 
-from .conftest import low_high_clip, onnx_export_skip_reason, tone, write
+from .conftest import onnx_export_skip_reason, speakers_manifest, tone, write
 from .test_bad_inputs import main_cli, run_cli
 
 TINY = ["model.hidden=16", "model.layers=1", "train.batch_size=16", "train.max_epochs=3", "data.group_val=false",
@@ -22,23 +21,12 @@ GAINS = {"spk0": 1.0, "spk1": 0.1, "spk2": 3.0, "spk3": 0.5}  # each speaker's o
 
 @pytest.fixture(scope="module")
 def grouped(tmp_path_factory):
-    """48 low/high clips from 4 speakers at different levels (float WAV, so a gain is exact), with a group column."""
+    """48 low/high clips from 4 speakers at different levels (float WAV, so a gain is exact), with a group column,
+    and a per-speaker model trained on them."""
     root = tmp_path_factory.mktemp("speakers")
-    rng = np.random.default_rng(0)
-    rows = [["path", "label", "group"]]
-    for i in range(48):
-        g = f"spk{i % 4}"
-        label = low_high_clip(root / "tmp.wav", i, rng)
-        import soundfile as sf
-
-        wave, sr = sf.read(str(root / "tmp.wav"), dtype="float32")
-        write(root / g / f"{i}.wav", wave * GAINS[g], sr, subtype="FLOAT")
-        rows.append([f"{g}/{i}.wav", label, g])
-    (root / "tmp.wav").unlink()
-    with open(root / "m.csv", "w", newline="") as fh:
-        csv.writer(fh).writerows(rows)
+    manifest = speakers_manifest(root, GAINS, subtype="FLOAT")
     out = tmp_path_factory.mktemp("runs") / "group"
-    metrics = specrnn.train(root / "m.csv", out=out, overrides=TINY, log=None)
+    metrics = specrnn.train(manifest, out=out, overrides=TINY, log=None)
     return root, out, metrics
 
 
