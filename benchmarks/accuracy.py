@@ -1,8 +1,9 @@
-"""Accuracy on real data: FSDD digits (standard split, 3 seeds), FSDD speaker-independent (leave one speaker out, 5 seeds),
+"""Accuracy on real data: FSDD digits (standard split, 3 seeds), FSDD speaker-independent (leave one speaker out, 5 seeds;
+per clip and per-speaker normalisation),
 unseen-speaker accuracy against the number of training speakers (1-4, seed 0; 5 read from the loso task),
 FSDD speaker identification, ESC-10 (official 5-fold CV). Every row: accuracy, macro-F1, training time, epochs,
 parameters, config. --quick is a smoke test (1 seed, 1-2 epochs, subsets), not a result.
-python -m benchmarks.accuracy [--quick] [--tasks digits,loso,speakers,speaker,esc10] [--resume]
+python -m benchmarks.accuracy [--quick] [--tasks digits,loso,loso_group,speakers,speaker,esc10] [--resume]
 --resume keeps finished runs in benchmarks/out/runs/acc-* (a CV folder resumes at its first unfinished run).
 """
 from __future__ import annotations
@@ -15,7 +16,9 @@ from pathlib import Path
 
 from .common import ESC10, OUT, QUICK_OUT, ROOT, figure, finish, fsdd_groups_manifest, fsdd_manifest, load_str, mean_std, start, table
 
-TASKS = ["digits", "loso", "speakers", "speaker", "esc10"]
+TASKS = ["digits", "loso", "loso_group", "speakers", "speaker", "esc10"]
+RUN_NAMES = {"digits": "acc-fsdd-digits-s*", "loso": "acc-fsdd-loso", "loso_group": "acc-fsdd-loso-group",
+             "speakers": "acc-speakers-k*", "speaker": "acc-fsdd-speaker-s*", "esc10": "acc-esc10"}  # under RUNS
 FSDD_SPEAKERS = ["theo", "lucas", "george", "jackson", "nicolas", "yweweler"]
 # k training speakers: subsets of k + 1 speakers, run leave-one-speaker-out, chosen so that every speaker is
 # tested equally often at each k (indices into FSDD_SPEAKERS)
@@ -100,25 +103,11 @@ def main(argv=None) -> dict:
         accs = [m["test"]["accuracy"] for m in runs]
         res["figures"].append(figure("FSDD digits, standard split: test accuracy (mean of seeds)", statistics.mean(accs), "fraction",
                                      note=f"std {mean_std(accs)[1]:.4f} over seeds {seeds}"))
-    if "loso" in tasks:
-        csv = fsdd_groups_manifest()
-        if q:  # three speakers (validation needs two in training), takes 0-19: three small folds
-            csv = _subset(csv, lambda r: r["group"] in ("george", "jackson", "lucas") and int(r["take"]) < 20,
-                          "fsdd_loso_3speakers.csv")
-        si_config = si_config_path()
-        loso_seeds = [0] if q else [0, 1, 2, 3, 4]
-        s, runs = _cv(csv, "fsdd-loso", quick_sets, config=si_config, leave_one_group_out=True, seeds=loso_seeds)
-        rows.append(_row("FSDD digits, unseen speaker", runs, "configs/fsdd-speaker-independent.yaml" if si_config else "default",
-                         f"leave one speaker out, {len(s['folds'])} folds x seeds {loso_seeds}"))
-        fold_rows += [["FSDD leave-one-speaker-out", f["fold"], f["n"], f"{100 * f['accuracy']:.2f}%", f"{100 * f['macro_f1']:.2f}%"]
-                      for f in s["folds"]]
-        res["figures"].append(figure("FSDD digits, unseen speaker: mean accuracy over folds", s["accuracy_mean"], "fraction",
-                                     note=f"std over folds {s['accuracy_std']:.4f}; mean over seeds {loso_seeds}",
-                                     target=">= 95%", met=s["accuracy_mean"] >= 0.95))
-        if "ensemble_accuracy_mean" in s:
-            res["figures"].append(figure("FSDD digits, unseen speaker: the seeds together (averaged probabilities)",
-                                         s["ensemble_accuracy_mean"], "fraction", target=">= 95%",
-                                         met=s["ensemble_accuracy_mean"] >= 0.95))
+    for task, config, label in (("loso", si_config_path(), "FSDD digits, unseen speaker"),
+                                ("loso_group", _config("fsdd-speaker-norm.yaml"),
+                                 "FSDD digits, unseen speaker, per-speaker normalisation")):
+        if task in tasks:
+            _loso(res, rows, fold_rows, q, quick_sets, task, config, label)
     if "speakers" in tasks and not q:
         _speaker_count(res, si_config_path())
     if "speaker" in tasks:
@@ -152,9 +141,34 @@ def main(argv=None) -> dict:
     return res
 
 
+def _loso(res: dict, rows: list, fold_rows: list, q: bool, quick_sets: list[str], task: str, config: str | None,
+          label: str) -> None:
+    """FSDD leave one speaker out with `config`, 5 seeds (quick: 3 speakers, 1 seed): a row, per-fold rows, figures."""
+    csv = fsdd_groups_manifest()
+    if q:  # three speakers (validation needs two in training), takes 0-19: three small folds
+        csv = _subset(csv, lambda r: r["group"] in ("george", "jackson", "lucas") and int(r["take"]) < 20,
+                      "fsdd_loso_3speakers.csv")
+    seeds = [0] if q else [0, 1, 2, 3, 4]
+    s, runs = _cv(csv, RUN_NAMES[task].removeprefix("acc-"), quick_sets, config=config, leave_one_group_out=True, seeds=seeds)
+    name = f"configs/{Path(config).name}" if config else "default"
+    rows.append(_row(label, runs, name, f"leave one speaker out, {len(s['folds'])} folds x seeds {seeds}"))
+    fold_rows += [[f"{label} ({name})", f["fold"], f["n"], f"{100 * f['accuracy']:.2f}%", f"{100 * f['macro_f1']:.2f}%"]
+                  for f in s["folds"]]
+    res["figures"].append(figure(f"{label}: mean accuracy over folds", s["accuracy_mean"], "fraction",
+                                 note=f"std over folds {s['accuracy_std']:.4f}; mean over seeds {seeds}; {name}",
+                                 target=">= 95%", met=s["accuracy_mean"] >= 0.95))
+    if "ensemble_accuracy_mean" in s:
+        res["figures"].append(figure(f"{label}: the seeds together (averaged probabilities)", s["ensemble_accuracy_mean"],
+                                     "fraction", target=">= 95%", met=s["ensemble_accuracy_mean"] >= 0.95))
+
+
+def _config(name: str) -> str | None:
+    path = ROOT / "configs" / name
+    return str(path) if path.is_file() else None
+
+
 def si_config_path() -> str | None:
-    si = ROOT / "configs" / "fsdd-speaker-independent.yaml"
-    return str(si) if si.is_file() else None
+    return _config("fsdd-speaker-independent.yaml")
 
 
 def _speaker_count(res: dict, config: str | None) -> None:
@@ -207,11 +221,9 @@ def _trained_when(runs: Path, tasks: list[str]) -> str:
     training times reflect the load of their own day and hour, not this section's."""
     import time
 
-    names = {"digits": "acc-fsdd-digits-s*", "loso": "acc-fsdd-loso", "speakers": "acc-speakers-k*", "speaker": "acc-fsdd-speaker-s*",
-             "esc10": "acc-esc10"}
     parts = []
     for task in tasks:
-        stamps = [p.stat().st_mtime for d in runs.glob(names.get(task, "-")) for p in d.rglob("metrics.json")]
+        stamps = [p.stat().st_mtime for d in runs.glob(RUN_NAMES.get(task, "-")) for p in d.rglob("metrics.json")]
         if stamps:
             fmt = lambda t: time.strftime("%Y-%m-%d %H:%M", time.localtime(t))  # noqa: E731
             parts.append(f"{task} {fmt(min(stamps))}" + (f" to {fmt(max(stamps))}" if fmt(max(stamps)) != fmt(min(stamps)) else ""))
