@@ -73,7 +73,8 @@ def prepare_data(man: Manifest, cfg: Config, run_dir: Path | None = None, log=pr
     feats = [feats[i] for i in keep]
     if cfg.model.normalize == "group":  # every row's group mean, test groups' included: their unlabelled audio enrols them
         feats = subtract_group_means(man, feats)
-        log(f"normalisation: each of {len(set(man.groups))} groups (speakers) minus its mean features, then training statistics")
+        log(f"normalisation: each of {len(set(man.groups))} groups (speakers) minus its own mean features, held-out groups' "
+            "from their audio too (no labels read), then training statistics")
     assert man.splits is not None
     classes = label_names([lab for lab, s in zip(man.labels, man.splits) if s == "train"], kind)
     unseen = sorted(set(label_names([lab for lab, s in zip(man.labels, man.splits) if s != "train"], kind)) - set(classes))
