@@ -2,6 +2,8 @@
 model, the same way in training, evaluate, cv's seed ensemble, report, predict (after enrolment) and streaming."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -38,8 +40,10 @@ def test_group_means_count_every_real_frame_once_and_need_a_group_column():
     man = Manifest(["a", "b", "c", "d"], ["l"] * 4, groups=["x", "x", "x", "y"])
     out = subtract_group_means(man, [a, b, None, c])
     assert out[2] is None and np.allclose(out[3], 0) and np.allclose(out[0], 1 - 4)
-    with pytest.raises(SpecrnnError, match="needs a 'group' column"):
+    with pytest.raises(SpecrnnError, match="data.csv: no 'group' column"):
         subtract_group_means(Manifest(["a"], ["l"], source="data.csv"), [a])
+    with pytest.raises(SpecrnnError, match="1 row\\(s\\) without a group"):
+        subtract_group_means(Manifest(["a", "b"], ["l", "l"], groups=["x", ""]), [a, a])
     with pytest.raises(SpecrnnError, match="no mean features for group"):
         subtract_group_means(man, [a, b, None, c], {"x": means["x"]})
 
@@ -64,7 +68,7 @@ def test_predict_needs_enrolment_and_a_speakers_level_then_does_not_matter(group
     man = load_manifest(out / "split.csv")
     fs = model_input_set(man, p.cfg, p.classes, None)
     rows = [i for i, path in enumerate(fs.paths) if "spk1" in path]
-    enrolled = p.enroll(files).predict([fs.paths[i] for i in rows])
+    enrolled = p.enroll(root / "spk1").predict([fs.paths[i] for i in rows])  # a folder enrols its audio files
     expected = p.probabilities(p.logits_from_features([fs.features[i] for i in rows]))
     got = np.array([[q.probabilities[c] for c in p.classes] for q in enrolled])
     np.testing.assert_allclose(got, expected, atol=1e-5)
@@ -109,8 +113,16 @@ def test_cli_enrols_from_enroll_or_the_files_and_refuses_what_it_cannot_do(group
     expected = specrnn.load(out, device="cpu").enroll(sorted(spk3.glob("*.wav"))).predict([spk3 / "3.wav", spk3 / "7.wav"])
     np.testing.assert_allclose(with_folder, [[t["probability"] for t in sorted(q.to_dict()["top"], key=lambda t: t["label"])]
                                              for q in expected], atol=1e-5)
-    r = run_cli("predict", out, spk3, "--json")  # no --enroll: the files to predict enrol the speaker, and it says so
-    assert r.returncode == 0 and "no --enroll was given" in r.stderr, r.stderr
+    # --enroll takes several paths at once (a shell glob), FILES before it
+    r = run_cli("predict", out, spk3 / "3.wav", spk3 / "7.wav", "--enroll", *sorted(spk3.glob("*.wav")), "--json")
+    assert r.returncode == 0 and json_probs(r.stdout) == with_folder and len(json.loads(r.stdout)) == 2, r.stderr
+    # no --enroll: the usable files to predict enrol the speaker, and it says how many; an unusable one is named
+    (tmp_path / "notaudio.wav").write_text("not audio")
+    r = run_cli("predict", out, spk3, tmp_path / "notaudio.wav", "--json")
+    assert r.returncode == 1 and "no --enroll was given, so the 12 usable file(s) of the 13" in r.stderr, r.stderr
+    assert [d.get("error") is not None for d in json.loads(r.stdout)] == [False] * 12 + [True]
+    r = run_cli("predict", out, tmp_path / "missing.wav", "--json")  # nothing to enrol: the file's own error
+    assert r.returncode == 1 and json.loads(r.stdout) == [{"path": str(tmp_path / "missing.wav"), "error": "file not found"}]
     rc, _, err = main_cli(capsys, "predict", out, spk3 / "3.wav", "--enroll", tmp_path / "missing.wav")
     assert rc != 0 and "missing.wav" in err and "Traceback" not in err
     rc, _, err = main_cli(capsys, "train", root / "m.csv", "--out", tmp_path / "x", "--set", "model.normalize=group",
@@ -120,7 +132,16 @@ def test_cli_enrols_from_enroll_or_the_files_and_refuses_what_it_cannot_do(group
     for i in range(8):
         write(tones / ("low" if i % 2 else "high") / f"{i}.wav", tone(300 if i % 2 else 3000, 0.3, seed=i))
     rc, _, err = main_cli(capsys, "train", tones, "--out", tmp_path / "y", "--set", "model.normalize=group")
-    assert rc != 0 and "needs a 'group' column" in err and "Traceback" not in err
+    assert rc != 0 and "no 'group' column" in err and "Traceback" not in err
+    assert not (tmp_path / "y").exists()  # refused before a run folder is made
+    rc, _, err = main_cli(capsys, "cv", tones, "--out", tmp_path / "cv", "--folds", "2", "--set", "model.normalize=group")
+    assert rc != 0 and "no 'group' column" in err and not (tmp_path / "cv").exists()
+    two = tmp_path / "two.csv"  # two speakers, one the test speaker: validation cannot take a whole one
+    rows = (root / "m.csv").read_text().splitlines()
+    two.write_text("\n".join([rows[0] + ",split"] + [f"{root}/{r},{'test' if r.endswith('spk0') else 'train'}"
+                                                     for r in rows[1:] if r.endswith(("spk0", "spk1"))]) + "\n")
+    rc, _, err = main_cli(capsys, "train", two, "--out", tmp_path / "z", "--set", "model.normalize=group")
+    assert rc != 0 and "1 group left for training and validation" in err and "data.group_val=false" in err
     rc, _, err = main_cli(capsys, "predict", tmp_path / "x", spk3 / "3.wav", "--enroll", spk3)
     assert rc == 0, err
     # a model without per-speaker normalisation has nothing to enrol
@@ -132,8 +153,6 @@ def test_cli_enrols_from_enroll_or_the_files_and_refuses_what_it_cannot_do(group
 
 
 def json_probs(stdout: str) -> list[list[float]]:
-    import json
-
     return [[t["probability"] for t in sorted(d["top"], key=lambda t: t["label"])] for d in json.loads(stdout)]
 
 
@@ -141,7 +160,9 @@ def test_report_shows_mistakes_on_group_normalised_features(grouped):
     _, out, _ = grouped
     r = run_cli("report", out)
     assert r.returncode == 0, r.stderr
-    assert "test clips are wrong" in (out / "report.html").read_text() or "No mistakes" in (out / "report.html").read_text()
+    text = (out / "report.html").read_text()
+    assert "test clips are wrong" in text or "No mistakes" in text
+    assert "unlabelled test clips set that speaker's own mean" in text
 
 
 def test_onnx_export_is_one_enrolled_speakers_model(grouped, tmp_path, capsys):

@@ -46,19 +46,9 @@ def _evaluate(a) -> int:
 
 def _expand_folders(paths: list[str]) -> list[str]:
     """Each folder among `paths` becomes the audio files below it (sorted); files stay as given."""
-    from .data.manifest import walk_audio
-    from .errors import SpecrnnError
+    from .data.manifest import expand_audio_paths
 
-    out = []
-    for p in paths:
-        if os.path.isdir(p):
-            found = walk_audio(Path(p))
-            if not found:
-                raise SpecrnnError(f"{p}: no audio files in this folder")
-            out += [str(f) for f in found]
-        else:
-            out.append(p)
-    return out
+    return expand_audio_paths(paths)
 
 
 def _predict(a) -> int:
@@ -73,12 +63,17 @@ def _predict(a) -> int:
         raise SpecrnnError(f"--enroll: this model normalises with '{predictor.cfg.model.normalize}', not per speaker; "
                            "it needs no enrolment (drop --enroll)")
     if a.enroll:
-        predictor.enroll(_expand_folders(a.enroll))
+        predictor.enroll(a.enroll)
     elif predictor.needs_enrolment:
-        print(f"specrnn: note: this model normalises per speaker and no --enroll was given, so the {len(files)} file(s) "
-              "to predict enrol the speaker: they should be one speaker's, and a single short clip enrols poorly",
-              file=sys.stderr)
-        predictor.enroll(files, skip_unusable=True)
+        try:
+            predictor.enroll(files, skip_unusable=True)
+        except SpecrnnError:  # nothing usable to enrol: predict names each file's problem
+            pass
+        else:
+            print(f"specrnn: note: this model normalises per speaker and no --enroll was given, so the {predictor.enrolled} "
+                  f"usable file(s) of the {len(files)} to predict enrol the speaker: they should be one speaker's, a single "
+                  "short clip enrols poorly, and scores depend on which files are passed together (--enroll makes them "
+                  "reproducible)", file=sys.stderr)
     if a.stream:
         from .streaming import print_stream
 
@@ -188,9 +183,10 @@ def _report(a) -> int:
 def _export(a) -> int:
     from .export import export_run
 
-    r = export_run(a.run_dir, a.out, streaming=a.streaming, enroll=_expand_folders(a.enroll) if a.enroll else None)
+    r = export_run(a.run_dir, a.out, streaming=a.streaming, enroll=a.enroll)
     check = f"max |onnxruntime - PyTorch| {r['max_abs_diff']:.2e}" if "max_abs_diff" in r else r.get("check", "")
-    print(f"wrote {r['path']} ({r['kind']}, {r['bytes'] / 1e6:.2f} MB); {check}")
+    enrolled = f"one speaker's model, enrolled from {r['enrolled']} clip(s); " if "enrolled" in r else ""
+    print(f"wrote {r['path']} ({r['kind']}, {r['bytes'] / 1e6:.2f} MB); {enrolled}{check}")
     return 0
 
 
@@ -282,9 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print JSON (one list; with --stream one object per line)")
     r.add_argument("--stream", action="store_true", help="feed each file in chunks and print the running top label(s)")
     r.add_argument("--chunk-ms", type=_positive(float), help="chunk length for --stream (default 100 ms, at least one frame)")
-    r.add_argument("--enroll", action="append", metavar="PATH",
+    r.add_argument("--enroll", nargs="+", action="extend", metavar="PATH",
                    help="models trained with model.normalize: group: recordings (files or folders, no labels) of the "
-                        "speaker of FILES, whose mean features are removed; repeatable (default: FILES themselves)")
+                        "speaker of FILES, whose mean features are removed (default: FILES themselves); put FILES "
+                        "before --enroll")
     r.set_defaults(func=_predict)
 
     m = sub.add_parser("manifest", help="CSV manifest from file names, e.g. FSDD's {label}_{speaker}_{take}.wav")
@@ -328,9 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("run_dir")
     x.add_argument("--out", required=True, help="ONNX file to write")
     x.add_argument("--streaming", action="store_true", help="a step model carrying RNN and pooling state (unidirectional)")
-    x.add_argument("--enroll", action="append", metavar="PATH",
+    x.add_argument("--enroll", nargs="+", action="extend", metavar="PATH",
                    help="models trained with model.normalize: group: one speaker's recordings (files or folders, no "
-                        "labels); the ONNX model is that speaker's; repeatable")
+                        "labels); the ONNX model is that speaker's")
     x.set_defaults(func=_export)
 
     z = sub.add_parser("models", help="list presets, or show one: layers, output shapes, parameters")

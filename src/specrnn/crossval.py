@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 from .config import load_config
+from .data.dataset import check_groups
 from .data.manifest import Manifest, load_manifest
 from .errors import SpecrnnError
 from .run import atomic_write_text, write_json
@@ -119,6 +120,7 @@ def cv(
     man = load_manifest(data)
     if group_column:
         man.groups = _column(man, group_column)
+    check_groups(man, cfg)  # before the folder and its folds are made
     out.mkdir(parents=True, exist_ok=True)
     if man.splits is not None and fold_column != "split":
         log("note: DATA's split column is not used: cv makes its own test folds (and validation from each fold's "

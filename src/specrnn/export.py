@@ -677,8 +677,8 @@ def export_run(run_dir: str | Path, out: str | Path, streaming: bool = False, ch
     export = export_streaming if streaming else export_offline
     path = export(model, out, pred.cfg, pred.classes)
     report = {"path": str(path), "kind": "streaming" if streaming else "offline", "bytes": Path(path).stat().st_size}
-    if enroll:
-        report["enrolled"] = len(enroll)
+    if pred.cfg.model.normalize == "group":
+        report["enrolled"] = pred.enrolled
     if check:
         try:
             import onnxruntime  # noqa: F401

@@ -67,6 +67,7 @@ class Predictor:
         self.cfg, self.classes, self.meta, self.device = cfg, classes, meta or {}, device
         self.extractor = FeatureExtractor(cfg.features).to(device)
         self.group_mean: np.ndarray | None = None  # model.normalize: group: the enrolled speaker's mean features
+        self.enrolled = 0
 
     @property
     def needs_enrolment(self) -> bool:
@@ -75,12 +76,14 @@ class Predictor:
 
     def enroll(self, paths: list[str | Path], skip_unusable: bool = False) -> "Predictor":
         """Models trained with `model.normalize: group`: the speaker (group) whose clips come next, given by some of
-        its recordings (no labels needed; the clips to predict may be among them). Their mean features are
+        its recordings (files or folders; no labels needed; the clips to predict may be among them). Their mean features are
         subtracted from every later clip, as each speaker's own mean was in training. An unusable file is an error
         unless `skip_unusable`. Returns self."""
         if self.cfg.model.normalize != "group":
             raise SpecrnnError(f"this model normalises with '{self.cfg.model.normalize}', not per speaker: it needs no enrolment")
-        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        from .data.manifest import expand_audio_paths
+
+        paths = expand_audio_paths([paths] if isinstance(paths, (str, Path)) else list(paths))
         if not paths:
             raise SpecrnnError("enrolment needs at least one recording of the speaker")
         f = self.cfg.features
@@ -95,6 +98,7 @@ class Predictor:
         if not sum(len(x) for x in feats):
             raise SpecrnnError(f"enrolment: the {len(paths)} recording(s) give no usable feature frames (unreadable, silent or too short)")
         self.group_mean = group_means(feats, ["speaker"] * len(feats))["speaker"]
+        self.enrolled = len(feats)  # clips the mean came from
         return self
 
     @classmethod
@@ -179,8 +183,6 @@ class Predictor:
         `n_best` > 1 the probabilities are instead those of the n_best most probable sequences (`n_best()`)."""
         # one path is not a sequence of characters; a generator is read once, into a list
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-        if self.needs_enrolment:
-            raise SpecrnnError(ENROL)
         f = self.cfg.features
         waves, errors = [], {}
         for i, p in enumerate(paths):

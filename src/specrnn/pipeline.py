@@ -12,7 +12,7 @@ import numpy as np
 import yaml
 
 from .config import Config, config_from_dict, load_config
-from .data.dataset import FeatureSet, compute_features, model_input_set, subtract_group_means
+from .data.dataset import FeatureSet, check_groups, compute_features, model_input_set, subtract_group_means
 from .data.manifest import Manifest, load_manifest
 from .data.splits import assign_splits
 from .errors import BadFilesError, Interrupted, SpecrnnError
@@ -171,7 +171,7 @@ def train(
             data = make_demo()
             log(f"no DATA given: using the built-in demo data set (8 synthetic sound-event classes) in {data}")
         data = str(Path(data).resolve())
-        load_manifest(data)  # fail on bad DATA before anything is written
+        check_groups(load_manifest(data), cfg)  # fail on bad DATA before anything is written
         if run_dir.exists() and not run_dir.is_dir():
             raise SpecrnnError(f"--out {run_dir}: a file is there, not a folder; choose another --out")
         if run_dir.exists() and any(run_dir.iterdir()):

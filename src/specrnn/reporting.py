@@ -121,11 +121,27 @@ def _provenance(run_dir: Path) -> str:
     return "; ".join(parts) + "."
 
 
+_GROUP_NOTE = ("; with per-speaker normalisation (model.normalize: group), a held-out speaker's unlabelled test clips "
+               "set that speaker's own mean features (transductive, like enrolment).")
+
+
+def _per_speaker(config: dict) -> bool:
+    return (config.get("model") or {}).get("normalize") == "group"
+
+
+def _yaml_config(run_dir: Path) -> dict:
+    import yaml
+
+    path = run_dir / "config.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
 def run_report(run_dir: Path) -> str:
     m = json.loads((run_dir / "metrics.json").read_text())
     split = "test" if "test" in m else "val"
     if split == "test":
-        note = "Validation chose the model; the test split was used only for the figures below."
+        note = "Validation chose the model; the test split was used only for the figures below" + (
+            _GROUP_NOTE if _per_speaker(_yaml_config(run_dir)) else ".")
     else:
         note = ('<b class="bad">This run has no test split:</b> the figures below are on the validation split, which '
                 "also chose the model (best epoch), so they are optimistic. Evaluate on held-out data with "
@@ -210,7 +226,8 @@ def cv_report(cv_dir: Path) -> str:
     counted = f" Each test clip is counted once per seed ({n_seeds} times)." if n_seeds > 1 else ""
     return f"""<h1>specrnn cross-validation: {html.escape(cv_dir.name)}</h1>
 <p>Protocol: {html.escape(s['protocol'])}; {len(s['folds'])} folds x {n_seeds} seed(s) = {s['n_runs']} runs. Each
-fold's test clips were never used for training, early stopping or normalisation.</p>
+fold's test clips were never used for training or early stopping{_GROUP_NOTE if _per_speaker(s.get("config", {})) else
+" or normalisation."}</p>
 <p><b>Mean accuracy {_pct(s['accuracy_mean'])} ± {100 * s['accuracy_std']:.2f}</b> (mean over seeds, then over folds;
 std over folds){ens}; macro-F1 {_pct(s['macro_f1_mean'])}; pooled accuracy {_pct(s['pooled_accuracy'])}.</p>
 <h2>Per fold</h2><table><tr><th>fold</th><th>n</th><th>accuracy</th><th>macro-F1</th><th>{html.escape(seed_head)} (%)</th>

@@ -86,10 +86,20 @@ def subtract_group_means(man: Manifest, feats: list[np.ndarray | None], means: d
 
 
 def _groups(man: Manifest) -> list[str]:
-    if not man.groups:
-        raise SpecrnnError(f"{man.source or 'the data'}: the model normalises each group (speaker) by its own mean "
-                           "features (model.normalize: group), so the manifest needs a 'group' column")
+    if not man.groups or any(g == "" for g in man.groups):
+        blank = f"{sum(g == '' for g in man.groups)} row(s) without a group" if man.groups else "no 'group' column"
+        others = f"; its other columns: {', '.join(man.extra)}" if man.extra else ""
+        raise SpecrnnError(
+            f"{man.source or 'the data'}: {blank}{others}. Per-speaker normalisation (model.normalize: group) subtracts "
+            "each group's (speaker's) mean features, so every row needs a group: a CSV manifest with a 'group' column "
+            "(a folder of class folders has none), e.g. specrnn manifest DIR --pattern '{label}_{group}_{take}.wav'")
     return man.groups
+
+
+def check_groups(man: Manifest, cfg) -> None:
+    """Before any work or output: a `model.normalize: group` config needs every row's group."""
+    if cfg.model.normalize == "group":
+        _groups(man)
 
 
 def manifest_group_means(man: Manifest, cfg: FeatureConfig, cache_dir: str | None = None, device: str = "cpu"

@@ -82,6 +82,22 @@ def is_audio(path: Path) -> bool:
     return path.suffix.lower() in AUDIO_EXTENSIONS and not path.name.startswith(".")
 
 
+def expand_audio_paths(paths: list[str | Path]) -> list[str]:
+    """Each folder among `paths` becomes the audio files below it (sorted); files stay as given."""
+    out = []
+    for p in paths:
+        if str(p) == "":
+            raise SpecrnnError("an empty path was given where a file or folder was expected")
+        if os.path.isdir(p):
+            found = walk_audio(Path(p))
+            if not found:
+                raise SpecrnnError(f"{p}: no audio files in this folder")
+            out += [str(f) for f in found]
+        else:
+            out.append(str(p))
+    return out
+
+
 def walk_audio(root: Path) -> list[Path]:
     """Audio files below `root`, sorted; follows symlinked folders once (a symlink loop is not followed twice)."""
     found: list[Path] = []
