@@ -175,7 +175,10 @@ def test_onnx_export_is_one_enrolled_speakers_model(grouped, tmp_path, capsys):
     assert rc != 0 and "--enroll" in err and not (tmp_path / "m.onnx").exists()
     spk2 = root / "spk2"
     rc, stdout, err = main_cli(capsys, "export", out, "--out", tmp_path / "m.onnx", "--streaming", "--enroll", spk2)
-    assert rc == 0, err
+    assert rc == 0 and "enrolled from 12 clip(s)" in stdout, err
+    from specrnn.export import metadata, session
+
+    assert metadata(session(tmp_path / "m.onnx"))["enrolled_clips"] == "12"
     files = sorted(spk2.glob("*.wav"))[:3]
     expected = specrnn.load(out, device="cpu").enroll(sorted(spk2.glob("*.wav"))).predict(files)
     for f, q in zip(files, expected):

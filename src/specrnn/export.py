@@ -13,7 +13,7 @@ onnx and onnxruntime are imported only inside the functions that need them.
 from __future__ import annotations
 
 import contextlib
-
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -328,6 +328,18 @@ def _save(program, path: Path, meta: dict[str, str]) -> None:
     proto = program.model_proto
     proto.doc_string = f"{ONNX_MARK} {meta['specrnn_kind']} model"  # near the file's start: check_output_file reads it
     for k, v in meta.items():
+        proto.metadata_props.add(key=k, value=v)
+    atomic_write_bytes(path, proto.SerializeToString())
+
+
+def _add_metadata(path: Path, items: dict[str, str]) -> None:
+    """Add key/value pairs to a written ONNX model's metadata (rewritten atomically)."""
+    import onnx
+
+    from .run import atomic_write_bytes
+
+    proto = onnx.load(str(path))
+    for k, v in items.items():
         proto.metadata_props.add(key=k, value=v)
     atomic_write_bytes(path, proto.SerializeToString())
 
@@ -671,14 +683,18 @@ def export_run(run_dir: str | Path, out: str | Path, streaming: bool = False, ch
             raise SpecrnnError("this model normalises per speaker (model.normalize: group): export it for one speaker, "
                                "with --enroll THEIR_RECORDINGS (no labels needed); their mean is built into the ONNX model")
         model = enrolled_copy(pred.enroll(enroll))
+        cfg = dataclasses.replace(pred.cfg, model=model.cfg)  # what the graph now is: a `global` model
     elif enroll:
         raise SpecrnnError(f"--enroll: this model normalises with '{pred.cfg.model.normalize}', not per speaker; "
                            "it needs no enrolment (drop --enroll)")
+    else:
+        cfg = pred.cfg
     export = export_streaming if streaming else export_offline
-    path = export(model, out, pred.cfg, pred.classes)
+    path = export(model, out, cfg, pred.classes)
     report = {"path": str(path), "kind": "streaming" if streaming else "offline", "bytes": Path(path).stat().st_size}
     if pred.cfg.model.normalize == "group":
         report["enrolled"] = pred.enrolled
+        _add_metadata(Path(path), {"enrolled_clips": str(pred.enrolled)})  # one speaker's model, and from how much audio
     if check:
         try:
             import onnxruntime  # noqa: F401
