@@ -332,18 +332,6 @@ def _save(program, path: Path, meta: dict[str, str]) -> None:
     atomic_write_bytes(path, proto.SerializeToString())
 
 
-def _add_metadata(path: Path, items: dict[str, str]) -> None:
-    """Add key/value pairs to a written ONNX model's metadata (rewritten atomically)."""
-    import onnx
-
-    from .run import atomic_write_bytes
-
-    proto = onnx.load(str(path))
-    for k, v in items.items():
-        proto.metadata_props.add(key=k, value=v)
-    atomic_write_bytes(path, proto.SerializeToString())
-
-
 def _time_dim(multiple: int, name: str = "time", least: int = 1):
     t = torch.export.Dim(name, min=least, max=1 << 20)
     return t if multiple == 1 else multiple * t
@@ -377,7 +365,7 @@ def _quiet_export():
 _exports_in_this_process = 0
 
 
-def _in_fresh_process(kind: str, model: SpecRNN, path: Path, cfg, classes: list[str]) -> bool:
+def _in_fresh_process(kind: str, model: SpecRNN, path: Path, cfg, classes: list[str], extra: dict) -> bool:
     """torch.export (PyTorch 2.13) carries state from one export to the next in a process: a second streaming
     export of a GRU model failed inside its GRU decomposition, and a second CNN step model came out with its time
     axis fixed. The first export of a process is right, so every later one runs in a new process (weights and
@@ -396,7 +384,8 @@ def _in_fresh_process(kind: str, model: SpecRNN, path: Path, cfg, classes: list[
     with tempfile.TemporaryDirectory() as folder:
         save_model(Path(folder) / "model.pt", model.state_dict(), {"config": cfg.to_dict(), "classes": list(classes), "epoch": 0})
         code = "import sys; from specrnn.export import _export_saved; _export_saved(*sys.argv[1:])"
-        r = subprocess.run([sys.executable, "-c", code, kind, folder, str(path.resolve())], capture_output=True, text=True,
+        r = subprocess.run([sys.executable, "-c", code, kind, folder, str(path.resolve()), json.dumps(extra)],
+                           capture_output=True, text=True,
                            env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1")))
     if r.returncode:
         last = (r.stderr.strip().splitlines() or ["no output"])[-1]
@@ -404,20 +393,20 @@ def _in_fresh_process(kind: str, model: SpecRNN, path: Path, cfg, classes: list[
     return True
 
 
-def _export_saved(kind: str, folder: str, path: str) -> None:
+def _export_saved(kind: str, folder: str, path: str, extra: str) -> None:
     """The child side of `_in_fresh_process`: load the model file and export it here."""
     from .inference import Predictor
 
     p = Predictor.load(folder, device="cpu")
-    (export_streaming if kind == "streaming" else export_offline)(p.model.eval(), path, p.cfg, p.classes)
+    (export_streaming if kind == "streaming" else export_offline)(p.model.eval(), path, p.cfg, p.classes, json.loads(extra))
 
 
-def export_offline(model: SpecRNN, path: str | Path, cfg, classes: list[str]) -> Path:
+def export_offline(model: SpecRNN, path: str | Path, cfg, classes: list[str], extra: dict | None = None) -> Path:
     """(features (B, T, F) float32, lengths (B,) int64) -> logits (B, C); B and T dynamic, T a multiple of
-    `time_multiple(model)`."""
-    path = Path(path)
+    `time_multiple(model)`. `extra`: more metadata (JSON values)."""
+    path, extra = Path(path), extra or {}
     graph = OfflineGraph(model)
-    if _in_fresh_process("offline", model, path, cfg, classes):
+    if _in_fresh_process("offline", model, path, cfg, classes, extra):
         return path
     n_feat, mult = model.normalizer.mean.shape[0], time_multiple(model)
     T0 = 11 * mult  # short (the exporter unrolls RNNs over it while tracing), and no size of 0 or 1 to special-case
@@ -428,16 +417,17 @@ def export_offline(model: SpecRNN, path: str | Path, cfg, classes: list[str]) ->
         program = torch.onnx.export(graph, (x, lengths), None, dynamo=True, opset_version=OPSET, verbose=False,
                                     input_names=["features", "lengths"], output_names=outputs,
                                     dynamic_shapes=({0: batch, 1: _time_dim(mult)}, {0: batch}))
-    _save(program, path, _meta(model, cfg, classes, "offline", {"time_multiple": mult}))
+    _save(program, path, _meta(model, cfg, classes, "offline", {"time_multiple": mult, **extra}))
     return path
 
 
-def export_streaming(model: SpecRNN, path: str | Path, cfg, classes: list[str]) -> Path:
+def export_streaming(model: SpecRNN, path: str | Path, cfg, classes: list[str], extra: dict | None = None) -> Path:
     """(features (1, t, F), length (1,), *states) -> (logits, *states_out); t dynamic, a multiple of the stack.
-    The states' names, shapes, dtypes and initial values are in the model's metadata ('states')."""
-    path = Path(path)
+    The states' names, shapes, dtypes and initial values are in the model's metadata ('states'). `extra`: more
+    metadata (JSON values)."""
+    path, extra = Path(path), extra or {}
     step = StreamingStep(model)  # refuses what cannot stream, before any work
-    if _in_fresh_process("streaming", model, path, cfg, classes):
+    if _in_fresh_process("streaming", model, path, cfg, classes, extra):
         return path
     spec = step.state_spec()
     n_feat, mult = model.normalizer.mean.shape[0], time_multiple(model)
@@ -451,7 +441,7 @@ def export_streaming(model: SpecRNN, path: str | Path, cfg, classes: list[str]) 
                                     dynamic_shapes={"features": {1: _time_dim(mult, least=step.junk + 1)}, "length": None,
                                                     "states": [None] * len(spec)})
     meta = _meta(model, cfg, classes, "streaming", {"states": spec, "frame_head": model.pooling is None, "time_multiple": mult,
-                                                    "cnn": step.cnn, "junk": step.junk})
+                                                    "cnn": step.cnn, "junk": step.junk, **extra})
     _save(program, path, meta)
     return path
 
@@ -653,17 +643,6 @@ def check_streaming(model: SpecRNN, path: str | Path, frames: int = 97, chunk: i
     return max(diff, float(np.abs(ours.logits() - ref.logits().numpy()).max()))
 
 
-def enrolled_copy(pred) -> SpecRNN:
-    """A per-speaker model (model.normalize: group) with its enrolled speaker's mean folded into the normaliser:
-    (x - speaker - mean) / std is (x - (mean + speaker)) / std, a `global` model of plain features."""
-    import copy
-
-    model = copy.deepcopy(pred.model).cpu().eval()
-    model.normalizer.mean += torch.from_numpy(pred.group_mean)
-    model.cfg.normalize = model.normalizer.mode = "global"
-    return model
-
-
 def export_run(run_dir: str | Path, out: str | Path, streaming: bool = False, check: bool = True,
                enroll: list[str] | None = None) -> dict:
     """Export a run folder's model to ONNX; with onnxruntime installed, check it against PyTorch. A per-speaker
@@ -682,19 +661,19 @@ def export_run(run_dir: str | Path, out: str | Path, streaming: bool = False, ch
         if not enroll:
             raise SpecrnnError("this model normalises per speaker (model.normalize: group): export it for one speaker, "
                                "with --enroll THEIR_RECORDINGS (no labels needed); their mean is built into the ONNX model")
-        model = enrolled_copy(pred.enroll(enroll))
+        model = pred.enroll(enroll).enrolled_model()
         cfg = dataclasses.replace(pred.cfg, model=model.cfg)  # what the graph now is: a `global` model
+        extra = {"enrolled_clips": pred.enrolled}  # one speaker's model, and from how much audio
     elif enroll:
         raise SpecrnnError(f"--enroll: this model normalises with '{pred.cfg.model.normalize}', not per speaker; "
                            "it needs no enrolment (drop --enroll)")
     else:
-        cfg = pred.cfg
+        cfg, extra = pred.cfg, {}
     export = export_streaming if streaming else export_offline
-    path = export(model, out, cfg, pred.classes)
+    path = export(model, out, cfg, pred.classes, extra)
     report = {"path": str(path), "kind": "streaming" if streaming else "offline", "bytes": Path(path).stat().st_size}
-    if pred.cfg.model.normalize == "group":
+    if extra:
         report["enrolled"] = pred.enrolled
-        _add_metadata(Path(path), {"enrolled_clips": str(pred.enrolled)})  # one speaker's model, and from how much audio
     if check:
         try:
             import onnxruntime  # noqa: F401

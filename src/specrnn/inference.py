@@ -68,6 +68,7 @@ class Predictor:
         self.extractor = FeatureExtractor(cfg.features).to(device)
         self.group_mean: np.ndarray | None = None  # model.normalize: group: the enrolled speaker's mean features
         self.enrolled = 0
+        self._enrolled_model: SpecRNN | None = None
 
     @property
     def needs_enrolment(self) -> bool:
@@ -99,7 +100,25 @@ class Predictor:
             raise SpecrnnError(f"enrolment: the {len(paths)} recording(s) give no usable feature frames (unreadable, silent or too short)")
         self.group_mean = group_means(feats, ["speaker"] * len(feats))["speaker"]
         self.enrolled = len(feats)  # clips the mean came from
+        self._enrolled_model = None
         return self
+
+    def enrolled_model(self) -> SpecRNN:
+        """The model for plain features: a per-speaker model with the enrolled speaker's mean folded into its
+        normaliser ((x - speaker - mean) / std is (x - (mean + speaker)) / std, a `global` model on the CPU), for
+        streaming and export; any other model as it is."""
+        if self.cfg.model.normalize != "group":
+            return self.model
+        if self.group_mean is None:
+            raise SpecrnnError(ENROL)
+        if self._enrolled_model is None:
+            import copy
+
+            model = copy.deepcopy(self.model).cpu().eval()
+            model.normalizer.mean += torch.from_numpy(self.group_mean)
+            model.cfg.normalize = model.normalizer.mode = "global"
+            self._enrolled_model = model
+        return self._enrolled_model
 
     @classmethod
     def load(cls, run: str | Path, device: str | None = None) -> "Predictor":

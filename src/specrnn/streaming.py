@@ -253,8 +253,7 @@ class StreamingClassifier(CTCStreamDecoding):
     probabilities (None until the first frame reaches the RNN; frame and CTC heads: the latest step's); `finish()`
     flushes the right context. A CTC model also decodes as it goes: `tokens()` is the sequence so far."""
 
-    def __init__(self, model: SpecRNN, feature_extractor=None, classes: list[str] | None = None, multilabel: bool = False,
-                 group_mean: np.ndarray | None = None):
+    def __init__(self, model: SpecRNN, feature_extractor=None, classes: list[str] | None = None, multilabel: bool = False):
         cfg = model.cfg
         if cfg.bidirectional:
             raise SpecrnnError("this model is bidirectional: it reads each clip backwards from its end, so it cannot stream. "
@@ -265,12 +264,10 @@ class StreamingClassifier(CTCStreamDecoding):
         if cfg.pooling in ("dot", "padded_last") or cfg.rnn_impl == "naive":
             raise SpecrnnError(f"pooling '{cfg.pooling}' needs the whole clip before it can score any frame; "
                                "use last, mean, max, meanstd or attention pooling for streaming.")
-        if cfg.normalize == "group" and group_mean is None:
+        if cfg.normalize == "group":  # Predictor.enrolled_model() folds the speaker's mean in: a constant, it streams
             from .inference import ENROL
 
             raise SpecrnnError(ENROL)
-        # a per-speaker model's enrolled mean: a constant per feature, so it streams exactly
-        self.group_mean = torch.as_tensor(group_mean, dtype=torch.float32) if cfg.normalize == "group" else None
         # Streams run on the CPU (the streaming layers keep their state there); a model on a GPU stays there for its
         # other users, and the stream runs on a CPU copy.
         self.model = _on_cpu(model).eval()
@@ -297,8 +294,6 @@ class StreamingClassifier(CTCStreamDecoding):
         x = torch.as_tensor(np.asarray(chunk, dtype=np.float32))[None]
         self.frames_in += x.shape[1]
         if x.shape[1]:
-            if self.group_mean is not None:
-                x = x - self.group_mean
             x = self.model.normalizer(x, torch.tensor([x.shape[1]]))
             self._stacked(x, final=False)
         return self.probabilities()
@@ -382,8 +377,8 @@ class StreamingClassifier(CTCStreamDecoding):
 
 def stream(predictor) -> StreamingClassifier:
     """A StreamingClassifier for a loaded Predictor (`specrnn.load(run).stream()`)."""
-    return StreamingClassifier(predictor.model, predictor.extractor, predictor.classes, predictor.cfg.model.multilabel,
-                               predictor.group_mean)
+    return StreamingClassifier(predictor.enrolled_model(), predictor.extractor, predictor.classes,
+                               predictor.cfg.model.multilabel)
 
 
 def print_stream(predictor, files: list[str], chunk_ms: float, as_json: bool, top_k: int = 1) -> int:
