@@ -126,7 +126,7 @@ def test_cli_enrols_from_enroll_or_the_files_and_refuses_what_it_cannot_do(group
     rc, _, err = main_cli(capsys, "predict", out, spk3 / "3.wav", "--enroll", tmp_path / "missing.wav")
     assert rc != 0 and "missing.wav" in err and "Traceback" not in err
     rc, _, err = main_cli(capsys, "train", root / "m.csv", "--out", tmp_path / "x", "--set", "model.normalize=group",
-                          "--set", "train.max_epochs=1", "--set", "data.group_val=false")
+                          "--set", "train.max_epochs=1", "--set", "data.group_val=false", "--set", "model.bidirectional=true")
     assert rc == 0  # the manifest has groups
     tones = tmp_path / "tones"
     for i in range(8):
@@ -144,6 +144,9 @@ def test_cli_enrols_from_enroll_or_the_files_and_refuses_what_it_cannot_do(group
     assert rc != 0 and "1 group left for training and validation" in err and "data.group_val=false" in err
     rc, _, err = main_cli(capsys, "predict", tmp_path / "x", spk3 / "3.wav", "--enroll", spk3)
     assert rc == 0, err
+    # a bidirectional model cannot stream: refused before enrolment reads anything (the missing file is never opened)
+    rc, _, err = main_cli(capsys, "predict", tmp_path / "x", spk3 / "3.wav", "--stream", "--enroll", tmp_path / "missing.wav")
+    assert rc != 0 and "is bidirectional" in err and "missing.wav" not in err, err
     # a model without per-speaker normalisation has nothing to enrol
     rc, _, err = main_cli(capsys, "train", root / "m.csv", "--out", tmp_path / "plain", "--set", "train.max_epochs=1",
                           "--set", "model.hidden=8", "--set", "data.group_val=false")

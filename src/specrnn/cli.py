@@ -59,6 +59,10 @@ def _predict(a) -> int:
         raise SpecrnnError("--chunk-ms sets the chunk of --stream; add --stream (or drop --chunk-ms)")
     files = _expand_folders(a.files)
     predictor = load(a.run_dir)
+    if a.stream:  # refused before enrolment reads any audio
+        from .streaming import check_streamable
+
+        check_streamable(predictor.cfg.model, predictor.cfg.features)
     if a.enroll and predictor.cfg.model.normalize != "group":
         raise SpecrnnError(f"--enroll: this model normalises with '{predictor.cfg.model.normalize}', not per speaker; "
                            "it needs no enrolment (drop --enroll)")

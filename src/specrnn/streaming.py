@@ -33,9 +33,7 @@ class StreamingSTFT:
 
     def __init__(self, extractor):
         self.ex, self.cfg = extractor, extractor.cfg
-        if self.cfg.trim_db is not None:
-            raise SpecrnnError("this model's features trim silence at both ends of each clip (features.trim_db), which "
-                               "needs the whole clip; a stream has no end. Train with features.trim_db: null to stream audio.")
+        _check_features_stream(self.cfg)
         self.reset()
 
     def reset(self) -> None:
@@ -248,23 +246,36 @@ def _on_cpu(module: nn.Module) -> nn.Module:
     return module if on_cpu else copy.deepcopy(module).cpu()
 
 
+def check_streamable(cfg, features=None) -> None:
+    """Raise a clear error when a model (its ModelConfig, and FeatureConfig for audio streams) cannot stream; called
+    before any work (e.g. enrolment) is spent on a stream that would be refused."""
+    if cfg.bidirectional:
+        raise SpecrnnError("this model is bidirectional: it reads each clip backwards from its end, so it cannot stream. "
+                           "Train a unidirectional model (model.bidirectional=false) for streaming.")
+    if cfg.normalize == "utterance":
+        raise SpecrnnError("this model normalises each clip with statistics of the whole clip (model.normalize=utterance), "
+                           "which a stream does not have yet; use global or frame normalisation for streaming.")
+    if cfg.pooling in ("dot", "padded_last") or cfg.rnn_impl == "naive":
+        raise SpecrnnError(f"pooling '{cfg.pooling}' needs the whole clip before it can score any frame; "
+                           "use last, mean, max, meanstd or attention pooling for streaming.")
+    if features is not None:
+        _check_features_stream(features)
+
+
+def _check_features_stream(features) -> None:
+    if features.trim_db is not None:
+        raise SpecrnnError("this model's features trim silence at both ends of each clip (features.trim_db), which "
+                           "needs the whole clip; a stream has no end. Train with features.trim_db: null to stream audio.")
+
+
 class StreamingClassifier(CTCStreamDecoding):
     """Run a trained unidirectional model on a stream. `push_audio`/`push_features` return the running class
     probabilities (None until the first frame reaches the RNN; frame and CTC heads: the latest step's); `finish()`
     flushes the right context. A CTC model also decodes as it goes: `tokens()` is the sequence so far."""
 
     def __init__(self, model: SpecRNN, feature_extractor=None, classes: list[str] | None = None, multilabel: bool = False):
-        cfg = model.cfg
-        if cfg.bidirectional:
-            raise SpecrnnError("this model is bidirectional: it reads each clip backwards from its end, so it cannot stream. "
-                               "Train a unidirectional model (model.bidirectional=false) for streaming.")
-        if cfg.normalize == "utterance":
-            raise SpecrnnError("this model normalises each clip with statistics of the whole clip (model.normalize=utterance), "
-                               "which a stream does not have yet; use global or frame normalisation for streaming.")
-        if cfg.pooling in ("dot", "padded_last") or cfg.rnn_impl == "naive":
-            raise SpecrnnError(f"pooling '{cfg.pooling}' needs the whole clip before it can score any frame; "
-                               "use last, mean, max, meanstd or attention pooling for streaming.")
-        if cfg.normalize == "group":  # Predictor.enrolled_model() folds the speaker's mean in: a constant, it streams
+        check_streamable(model.cfg)
+        if model.cfg.normalize == "group":  # Predictor.enrolled_model() folds the speaker's mean in: a constant, it streams
             from .inference import ENROL
 
             raise SpecrnnError(ENROL)
