@@ -183,3 +183,60 @@ def test_cv_arguments_are_checked_before_anything_runs(capsys, tmp_path, args, m
     with pytest.raises(SystemExit) as e:
         main_cli(capsys, "cv", tmp_path / "m.csv", "--out", tmp_path / "out", *args)
     assert e.value.code == 2 and message in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def _extra_csv(root, groups=("syn0", "syn1"), n=12, name="extra.csv"):
+    """Clips of other (e.g. synthetic) speakers, for --train-extra."""
+    rng = np.random.default_rng(1)
+    rows = [["path", "label", "group"]]
+    for i in range(n):
+        rows.append([f"extra/{i}.wav", low_high_clip(root / "extra" / f"{i}.wav", i, rng), groups[i % len(groups)]])
+    with open(root / name, "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    return root / name
+
+
+@pytest.mark.parametrize("group_val", [True, False])
+def test_train_extra_rows_train_every_fold_and_are_never_validated_or_tested(grouped_csv, tmp_path, group_val):
+    from specrnn.data.manifest import load_manifest
+
+    extra = _extra_csv(tmp_path)
+    extra_paths = set(load_manifest(extra).paths)
+    out = tmp_path / "cv"
+    s = specrnn.cv(grouped_csv, out, overrides=TINY + [f"data.group_val={str(group_val).lower()}"],
+                   leave_one_group_out=True, jobs=1, train_extra=extra, log=lambda *a: None)
+    assert sum(f["n"] for f in s["folds"]) == 36 and s["train_extra"] == {"path": str(extra), "rows": 12}
+    for fold in [f"spk{i}" for i in range(6)]:
+        split = load_manifest(out / f"fold-{fold}" / "seed-0" / "split.csv")  # what the run trained on
+        where = {p: sp for p, sp in zip(split.paths, split.splits)}
+        assert {where[p] for p in extra_paths} == {"train"}  # every extra row, in training only
+        by_split = {t: {g for g, sp in zip(split.groups, split.splits) if sp == t} for t in ("train", "val", "test")}
+        assert by_split["test"] == {fold} and by_split["val"] and not by_split["val"] & {"syn0", "syn1"}
+        assert not by_split["test"] & (by_split["train"] | by_split["val"])
+        assert (by_split["val"] <= by_split["train"]) != group_val  # validation carved as train would carve it
+    # resuming with other extra rows would mix two experiments in one folder
+    other = _extra_csv(tmp_path, n=8, name="other.csv")
+    with pytest.raises(SpecrnnError, match="training rows added from"):
+        specrnn.cv(grouped_csv, out, overrides=TINY + [f"data.group_val={str(group_val).lower()}"],
+                   leave_one_group_out=True, jobs=1, train_extra=other, log=lambda *a: None)
+
+
+def test_train_extra_is_checked_against_the_data_before_anything_runs(grouped_csv, tmp_path, capsys):
+    from .test_bad_inputs import main_cli
+
+    def refused(extra, message):
+        rc, _, err = main_cli(capsys, "cv", grouped_csv, "--out", tmp_path / "out", "--leave-one-group-out",
+                              "--train-extra", extra)
+        assert rc != 0 and message in err and "Traceback" not in err and not (tmp_path / "out").exists(), err
+
+    refused(_extra_csv(tmp_path, groups=("spk1", "syn")), "group(s) spk1 are also in DATA")
+    no_groups = tmp_path / "nogroups.csv"
+    no_groups.write_text("path,label\n" + "".join(f"extra/{i}.wav,{'low' if i % 2 else 'high'}\n" for i in range(4)))
+    refused(no_groups, "no 'group' column, but DATA has groups")
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text("path,label,group\nextra/0.wav,middle,syn\n")
+    refused(unknown, "'middle' are not among DATA's labels")
+    same = tmp_path / "same.csv"
+    same.write_text("path,label,group\n0.wav,low,syn\n")
+    refused(same, "also in DATA")
+    refused(tmp_path / "missing.csv", "missing.csv: no such file or folder")

@@ -96,15 +96,16 @@ def manifest(root: str | Path, pattern: str, split_rules=None):
 
 def cv(data: str | Path, out: str | Path, config=None, overrides=None, fold_column: str | None = None,
        folds: int | None = None, leave_one_group_out: bool = False, group_column: str | None = None,
-       seeds=(0,), jobs: int | None = None, log: Log = print) -> dict:
+       seeds=(0,), jobs: int | None = None, train_extra: str | Path | None = None, log: Log = print) -> dict:
     """Cross-validation: folds from a column (`fold` by default when present), stratified (group-aware) K-fold,
     or leave-one-group-out; one training per fold and seed (`seeds`: an int, a list, or '0,1,2'); returns cv.json's
-    summary. Rerun the same call to resume."""
+    summary. `train_extra`: a manifest or folder whose rows join every fold's training part only. Rerun the same
+    call to resume."""
     from .crossval import cv as _cv
 
     return _cv(_data(data), out, config, _overrides(overrides), fold_column=fold_column, folds=folds,
                leave_one_group_out=leave_one_group_out, group_column=group_column, seeds=_seeds(seeds), jobs=jobs,
-               log=_log(log))
+               train_extra=None if train_extra is None else _data(train_extra), log=_log(log))
 
 
 def _seeds(seeds) -> list[int]:

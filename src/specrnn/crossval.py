@@ -106,9 +106,12 @@ def cv(
     group_column: str | None = None,
     seeds: list[int] = (0,),
     jobs: int | None = None,
+    train_extra: str | Path | None = None,
     log=print,
 ) -> dict:
-    """Run the cross-validation into `out` and return (and write) cv.json's summary."""
+    """Run the cross-validation into `out` and return (and write) cv.json's summary. `train_extra` (a manifest or
+    folder) adds its rows to every fold's training part, never to validation or test: synthetic or out-of-domain
+    audio that should help training but must not be scored."""
     seeds = list(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise SpecrnnError(f"seeds must be distinct and at least one, got {seeds}")
@@ -121,11 +124,14 @@ def cv(
     if group_column:
         man.groups = _column(man, group_column)
     check_groups(man, cfg)  # before the folder and its folds are made
+    extra = _extra_rows(train_extra, man, cfg, group_column) if train_extra is not None else None
     out.mkdir(parents=True, exist_ok=True)
     if man.splits is not None and fold_column != "split":
         log("note: DATA's split column is not used: cv makes its own test folds (and validation from each fold's "
             "training part); --fold-column split would make its splits the folds")
     man = _usable_rows(man, cfg, out, log)
+    if extra is not None:
+        extra = _usable_rows(extra, cfg, out, log, "bad_files_train_extra.csv")
     ids = fold_ids(man, fold_column, folds, leave_one_group_out, cfg.seed, stratify=not sequences)
     fold_names = sorted(set(ids), key=lambda f: (0, int(f), f) if f.isdigit() else (1, 0, f))  # 1, 2, 10; then names
     cfg_path = out / "config.yaml"
@@ -137,10 +143,16 @@ def cv(
     protocol = ("leave-one-group-out" if leave_one_group_out else f"column '{fold_column or 'fold'}'"
                 if (fold_column or (folds is None and man.folds is not None))
                 else f"{'' if sequences else 'stratified '}{folds or 5}-fold")
-    _check_protocol(out, protocol + (f", groups from column '{group_column}'" if group_column else ""), fold_names)
+    _check_protocol(out, protocol + (f", groups from column '{group_column}'" if group_column else "")
+                    + (f", training rows added from {Path(train_extra).resolve()}" if extra is not None else ""), fold_names)
+    if extra is not None:
+        log(f"every fold also trains on {len(extra)} rows of {train_extra} (never validated or tested on); validation is "
+            "carved once per fold from DATA's training rows")
     runs = []
     for fold in fold_names:
         fm = fold_manifest(man, ids, fold)
+        if extra is not None:
+            fm = with_training_rows(fm, extra, cfg, sequences)
         csv_path = out / f"fold-{fold}" / "data.csv"
         if not csv_path.exists():
             fm.to_csv(csv_path)
@@ -190,6 +202,8 @@ def cv(
             list(pool.map(one, todo))
     summary = summarize(runs, fold_names, protocol)
     summary["config"] = cfg.to_dict()
+    if extra is not None:
+        summary["train_extra"] = {"path": str(train_extra), "rows": len(extra)}
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     write_json(out / "cv.json", summary)
     _write_tables(out, summary)
@@ -197,7 +211,54 @@ def cv(
     return summary
 
 
-def _usable_rows(man: Manifest, cfg, out: Path, log) -> Manifest:
+def _extra_rows(path: str | Path, man: Manifest, cfg, group_column: str | None) -> Manifest:
+    """The --train-extra manifest, checked against DATA: known labels, its own groups where DATA has groups, and no
+    file or group shared with DATA (either would put the same audio or speaker on both sides of a fold)."""
+    extra = load_manifest(path)
+    if group_column and man.groups is not None:
+        extra.groups = _column(extra, group_column)
+    where = f"--train-extra {path}"
+    if not len(extra):
+        raise SpecrnnError(f"{where}: no rows")
+    unknown = sorted(set(extra.labels) - set(man.labels))
+    if unknown and label_kind(cfg.model) != "sequence":
+        raise SpecrnnError(f"{where}: label(s) {', '.join(map(repr, unknown[:5]))} are not among DATA's labels; cv would "
+                           "train classes it never tests")
+    if man.groups is not None:
+        if extra.groups is None:
+            raise SpecrnnError(f"{where}: no '{group_column or 'group'}' column, but DATA has groups (e.g. speakers): give "
+                               f"each extra row its group (columns: {', '.join(extra.columns())})")
+        shared = sorted(set(extra.groups) & set(man.groups))
+        if shared:
+            raise SpecrnnError(f"{where}: group(s) {', '.join(shared[:5])} are also in DATA, where they are tested; give "
+                               "the extra rows groups of their own")
+        check_groups(extra, cfg)
+    same = sorted(set(map(os.path.realpath, extra.paths)) & set(map(os.path.realpath, man.paths)))
+    if same:
+        raise SpecrnnError(f"{where}: {len(same)} file(s) are also in DATA, e.g. {same[0]}: they would be trained on "
+                           "and tested")
+    return extra
+
+
+def with_training_rows(fm: Manifest, extra: Manifest, cfg, sequences: bool) -> Manifest:
+    """A fold's manifest with validation carved from its own training rows (as `train` would), then `extra`'s rows
+    appended as training rows, so that they never reach validation."""
+    from .data.splits import assign_splits
+
+    seed = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
+    fm = assign_splits(fm, cfg.data.val_fraction, 0.0, seed, group_val=cfg.data.group_val, stratify=not sequences)
+    cols = lambda m, name, n: list(getattr(m, name)) if getattr(m, name) is not None else [""] * n  # noqa: E731
+    n, k = len(fm), len(extra)
+    return Manifest(
+        fm.paths + extra.paths, fm.labels + extra.labels, fm.splits + ["train"] * k,
+        None if fm.groups is None else fm.groups + cols(extra, "groups", k),
+        None if fm.folds is None else fm.folds + [""] * k,
+        {c: v + extra.extra.get(c, [""] * k) for c, v in fm.extra.items()},
+        fm.source,
+    )
+
+
+def _usable_rows(man: Manifest, cfg, out: Path, log, bad_csv: str = "bad_files.csv") -> Manifest:
     """Decode every file once, before folds are made (this also fills the feature cache the runs read): unusable
     files stop the CV (data.on_error: stop) or are dropped before stratification (skip), listed in bad_files.csv."""
     from .data.dataset import compute_features
@@ -207,11 +268,11 @@ def _usable_rows(man: Manifest, cfg, out: Path, log) -> Manifest:
     feats, errors = compute_features(man.paths, cfg.features, cfg.data.cache_dir, desc="reading audio")
     if not errors:
         return man
-    _write_bad_files(out / "bad_files.csv", errors)
+    _write_bad_files(out / bad_csv, errors)
     if cfg.data.on_error == "stop":
         raise BadFilesError(errors, "Cross-validation stopped before any training. Fix or remove them, or pass "
                             "--set data.on_error=skip to leave them out of every fold.")
-    log(f"skipping {len(errors)} unusable file(s) before making folds; list in {out / 'bad_files.csv'}")
+    log(f"skipping {len(errors)} unusable file(s) before making folds; list in {out / bad_csv}")
     return man.select([i for i, f in enumerate(feats) if f is not None])
 
 
