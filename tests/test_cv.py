@@ -214,6 +214,9 @@ def test_train_extra_rows_train_every_fold_and_are_never_validated_or_tested(gro
         assert by_split["test"] == {fold} and by_split["val"] and not by_split["val"] & {"syn0", "syn1"}
         assert not by_split["test"] & (by_split["train"] | by_split["val"])
         assert (by_split["val"] <= by_split["train"]) != group_val  # validation carved as train would carve it
+    from specrnn.reporting import report
+
+    assert "Every fold also trained on 12 rows of" in report(out).read_text()
     # resuming with other extra rows would mix two experiments in one folder
     other = _extra_csv(tmp_path, n=8, name="other.csv")
     with pytest.raises(SpecrnnError, match="training rows added from"):

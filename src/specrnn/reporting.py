@@ -227,7 +227,7 @@ def cv_report(cv_dir: Path) -> str:
     return f"""<h1>specrnn cross-validation: {html.escape(cv_dir.name)}</h1>
 <p>Protocol: {html.escape(s['protocol'])}; {len(s['folds'])} folds x {n_seeds} seed(s) = {s['n_runs']} runs. Each
 fold's test clips were never used for training or early stopping{_GROUP_NOTE if _per_speaker(s.get("config", {})) else
-" or normalisation."}</p>
+" or normalisation."}{_extra_note(s)}</p>
 <p><b>Mean accuracy {_pct(s['accuracy_mean'])} ± {100 * s['accuracy_std']:.2f}</b> (mean over seeds, then over folds;
 std over folds){ens}; macro-F1 {_pct(s['macro_f1_mean'])}; pooled accuracy {_pct(s['pooled_accuracy'])}.</p>
 <h2>Per fold</h2><table><tr><th>fold</th><th>n</th><th>accuracy</th><th>macro-F1</th><th>{html.escape(seed_head)} (%)</th>
@@ -235,6 +235,13 @@ std over folds){ens}; macro-F1 {_pct(s['macro_f1_mean'])}; pooled accuracy {_pct
 <h2>Pooled confusion matrix</h2><p>Every fold's test predictions added up.{counted}</p>{_img(cv_dir / 'confusion_matrix.png', 'pooled confusion matrix of every fold')}
 <h2>Per class (pooled over folds{' and seeds' if n_seeds > 1 else ''})</h2>{_per_class_table(per_class)}
 <h2>Config</h2><pre>{html.escape(config)}</pre>"""
+
+
+def _extra_note(s: dict) -> str:
+    """What `cv --train-extra` added to every fold's training part, if anything."""
+    x = s.get("train_extra")
+    return (f" Every fold also trained on {x['rows']} rows of {html.escape(x['path'])} (--train-extra), which were never "
+            "validated or tested on." if x else "")
 
 
 def _sequence_cv_report(cv_dir: Path, s: dict, config: str) -> str:
@@ -247,7 +254,7 @@ def _sequence_cv_report(cv_dir: Path, s: dict, config: str) -> str:
     return f"""<h1>specrnn cross-validation: {html.escape(cv_dir.name)}</h1>
 <p>Protocol: {html.escape(s['protocol'])}; {len(s['folds'])} folds x {len(seeds)} seed(s) = {s['n_runs']} runs of a CTC
 model over the tokens {html.escape(', '.join(s['classes']))}. Each fold's test clips were never used for training,
-early stopping or normalisation.</p>
+early stopping or normalisation.{_extra_note(s)}</p>
 <p><b>Mean token error rate {_pct(s['token_error_rate_mean'])} ± {100 * s['token_error_rate_std']:.2f}</b> (mean over
 seeds, then over folds; std over folds); pooled over every run {_pct(s['pooled_token_error_rate'])}; sequences
 right {_pct(s['accuracy_mean'])}. Token error rate: substitutions, insertions and deletions over the true tokens.
