@@ -3,7 +3,8 @@ per clip and per-speaker normalisation),
 unseen-speaker accuracy against the number of training speakers (1-4, seed 0; 5 read from the loso task),
 FSDD speaker identification, ESC-10 (official 5-fold CV). Every row: accuracy, macro-F1, training time, epochs,
 parameters, config. --quick is a smoke test (1 seed, 1-2 epochs, subsets), not a result.
-python -m benchmarks.accuracy [--quick] [--tasks digits,loso,loso_group,speakers,speaker,esc10] [--resume]
+python -m benchmarks.accuracy [--quick] [--tasks digits,loso,loso_group,loso_synth,speakers,speaker,esc10] [--resume]
+loso_synth adds synthetic voices (benchmarks.synth_speakers, needs the espeak-ng program) to every fold's training part.
 --resume keeps finished runs in benchmarks/out/runs/acc-* (a CV folder resumes at its first unfinished run).
 """
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pathlib import Path
 
 from .common import ESC10, OUT, QUICK_OUT, ROOT, figure, finish, fsdd_groups_manifest, fsdd_manifest, load_str, mean_std, start, table
 
-TASKS = ["digits", "loso", "loso_group", "speakers", "speaker", "esc10"]
+TASKS = ["digits", "loso", "loso_group", "loso_synth", "speakers", "speaker", "esc10"]
 RUN_NAMES = {"digits": "acc-fsdd-digits-s*", "loso": "acc-fsdd-loso", "loso_group": "acc-fsdd-loso-group",
+             "loso_synth": "acc-fsdd-loso-synth",
              "speakers": "acc-speakers-k*", "speaker": "acc-fsdd-speaker-s*", "esc10": "acc-esc10"}  # under RUNS
 FSDD_SPEAKERS = ["theo", "lucas", "george", "jackson", "nicolas", "yweweler"]
 # k training speakers: subsets of k + 1 speakers, run leave-one-speaker-out, chosen so that every speaker is
@@ -108,6 +110,16 @@ def main(argv=None) -> dict:
                                  "FSDD digits, unseen speaker, per-speaker normalisation")):
         if task in tasks:
             _loso(res, rows, fold_rows, q, quick_sets, task, config, label)
+    if "loso_synth" in tasks:
+        from .synth_speakers import SPEAKERS, TAKES, espeak_missing, synthesise
+
+        if espeak_missing():
+            print(f"loso_synth skipped: {espeak_missing()}")
+        else:
+            voices, takes = (4, 1) if q else (SPEAKERS, TAKES)
+            extra = synthesise((QUICK_OUT if q else OUT) / f"synth-speakers-{voices}x{takes}", voices, takes)
+            _loso(res, rows, fold_rows, q, quick_sets, "loso_synth", _config("fsdd-speaker-norm.yaml"),
+                  f"FSDD digits, unseen speaker, per-speaker normalisation + {voices} synthetic voices", extra)
     if "speakers" in tasks and not q:
         _speaker_count(res, si_config_path())
     if "speaker" in tasks:
@@ -142,14 +154,16 @@ def main(argv=None) -> dict:
 
 
 def _loso(res: dict, rows: list, fold_rows: list, q: bool, quick_sets: list[str], task: str, config: str | None,
-          label: str) -> None:
-    """FSDD leave one speaker out with `config`, 5 seeds (quick: 3 speakers, 1 seed): a row, per-fold rows, figures."""
+          label: str, extra: Path | None = None) -> None:
+    """FSDD leave one speaker out with `config`, 5 seeds (quick: 3 speakers, 1 seed): a row, per-fold rows, figures.
+    `extra`: a manifest of training-only rows (cv --train-extra)."""
     csv = fsdd_groups_manifest()
     if q:  # three speakers (validation needs two in training), takes 0-19: three small folds
         csv = _subset(csv, lambda r: r["group"] in ("george", "jackson", "lucas") and int(r["take"]) < 20,
                       "fsdd_loso_3speakers.csv")
     seeds = [0] if q else [0, 1, 2, 3, 4]
-    s, runs = _cv(csv, RUN_NAMES[task].removeprefix("acc-"), quick_sets, config=config, leave_one_group_out=True, seeds=seeds)
+    s, runs = _cv(csv, RUN_NAMES[task].removeprefix("acc-"), quick_sets, config=config, leave_one_group_out=True, seeds=seeds,
+                   train_extra=extra)
     name = f"configs/{Path(config).name}" if config else "default"
     rows.append(_row(label, runs, name, f"leave one speaker out, {len(s['folds'])} folds x seeds {seeds}"))
     fold_rows += [[f"{label} ({name})", f["fold"], f["n"], f"{100 * f['accuracy']:.2f}%", f"{100 * f['macro_f1']:.2f}%"]
