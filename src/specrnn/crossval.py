@@ -247,11 +247,10 @@ def with_training_rows(fm: Manifest, extra: Manifest, cfg, sequences: bool) -> M
 
     seed = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
     fm = assign_splits(fm, cfg.data.val_fraction, 0.0, seed, group_val=cfg.data.group_val, stratify=not sequences)
-    cols = lambda m, name, n: list(getattr(m, name)) if getattr(m, name) is not None else [""] * n  # noqa: E731
-    n, k = len(fm), len(extra)
+    k = len(extra)
     return Manifest(
         fm.paths + extra.paths, fm.labels + extra.labels, fm.splits + ["train"] * k,
-        None if fm.groups is None else fm.groups + cols(extra, "groups", k),
+        None if fm.groups is None else fm.groups + list(extra.groups or [""] * k),  # _extra_rows checked them
         None if fm.folds is None else fm.folds + [""] * k,
         {c: v + extra.extra.get(c, [""] * k) for c, v in fm.extra.items()},
         fm.source,
