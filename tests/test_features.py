@@ -33,7 +33,9 @@ def test_features_match_librosa(kind):
     else:
         ref = librosa.power_to_db(np.abs(librosa.stft(y, **kw)) ** 2, top_db=80)
     assert int(frames[0]) == ref.shape[1]
-    np.testing.assert_allclose(ours[0].numpy(), ref.T, atol=2e-3 if kind != "mfcc" else 5e-3)
+    # float32 FFT rounding, relative to the clip's peak, grows in dB far below it and depends on the CPU's FFT code:
+    # one bin 42 dB down differed by 0.0026 dB on one machine (0.002 passed on another); 0.005 dB is far below audible
+    np.testing.assert_allclose(ours[0].numpy(), ref.T, atol=5e-3)
 
 
 def test_batched_features_equal_single_clip_features():
