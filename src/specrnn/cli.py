@@ -44,20 +44,14 @@ def _evaluate(a) -> int:
     return 0
 
 
-def _expand_folders(paths: list[str]) -> list[str]:
-    """Each folder among `paths` becomes the audio files below it (sorted); files stay as given."""
-    from .data.manifest import expand_audio_paths
-
-    return expand_audio_paths(paths)
-
-
 def _predict(a) -> int:
+    from .data.manifest import expand_audio_paths
     from .errors import SpecrnnError
     from .inference import load, percent
 
     if a.chunk_ms is not None and not a.stream:
         raise SpecrnnError("--chunk-ms sets the chunk of --stream; add --stream (or drop --chunk-ms)")
-    files = _expand_folders(a.files)
+    files = expand_audio_paths(a.files)  # a folder becomes the audio files below it
     predictor = load(a.run_dir)
     if a.stream:  # refused before enrolment reads any audio
         from .streaming import check_streamable
