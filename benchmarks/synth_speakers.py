@@ -7,9 +7,15 @@ pitch and rate; each take jitters pitch, rate and loudness. It writes a manifest
 synthetic voice) for `specrnn cv --train-extra`, which adds its rows to every fold's training part, never to
 validation or test.
 
-Needs the espeak-ng program (Debian: apt-get install espeak-ng); not a dependency of specrnn.
+`--engine donors` renders instead with flite and festival, whose voices are cut from recordings of five people
+(CMU's kal, awb, rms and slt, and ked): diphone, unit-selection and HMM voices, whose consonants come from real
+speech, where espeak-ng's are formant rules. Each voice is a donor with its own pitch (flite), duration stretch and
+speed factor (pitch, formants and duration together, as in speed perturbation), written at FSDD's 8 kHz.
 
-python -m benchmarks.synth_speakers --out DIR [--speakers 96] [--takes 4] [--seed 1]
+Needs the espeak-ng program (Debian: apt-get install espeak-ng), or for donors flite and festival (apt-get install
+flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts); none is a dependency of specrnn.
+
+python -m benchmarks.synth_speakers --out DIR [--engine espeak|donors] [--speakers 96] [--takes 4] [--seed 1]
 """
 from __future__ import annotations
 
@@ -42,25 +48,78 @@ def render(cmd_out: tuple[list[str], Path]) -> None:
     subprocess.run(cmd + ["-w", str(out)], check=True, capture_output=True)
 
 
+# (program, voice, its natural mean f0 in Hz or None where the program cannot set it)
+DONORS = [("flite", "kal16", 105), ("flite", "awb", 110), ("flite", "rms", 100), ("flite", "slt", 170),
+          ("flite", "kal", 105), ("festival", "kal_diphone", None), ("festival", "ked_diphone", None),
+          ("festival", "cmu_us_slt_arctic_hts", None)]
+DONOR_PROGRAMS = {"flite": "flite", "festival": "text2wave"}
+
+
+def donor_voices(n: int, rng: np.random.Generator) -> list[dict]:
+    """`n` voices cycling over DONORS, each with its own pitch scale, duration stretch and speed factor."""
+    return [{"program": DONORS[k % len(DONORS)][0], "voice": DONORS[k % len(DONORS)][1],
+             "f0": DONORS[k % len(DONORS)][2], "pitch": float(rng.uniform(0.8, 1.2)),
+             "stretch": float(rng.uniform(0.85, 1.25)), "speed": float(rng.uniform(0.9, 1.1))} for k in range(n)]
+
+
+def render_donor(job: tuple[dict, str, Path, np.random.Generator]) -> None:
+    """One take: the donor's program writes a WAV, which is replayed at the take's speed and resampled to 8 kHz."""
+    import soundfile as sf
+    import soxr
+
+    v, word, out, rng = job
+    tmp = out.with_suffix(".raw.wav")
+    stretch = v["stretch"] * rng.uniform(0.9, 1.1)
+    if v["program"] == "flite":
+        cmd = ["flite", "-voice", v["voice"], "-t", word, "-o", str(tmp), "--setf", f"duration_stretch={stretch:.3f}",
+               "--setf", f"int_f0_target_mean={v['f0'] * v['pitch'] * rng.uniform(0.92, 1.08):.1f}"]
+        subprocess.run(cmd, check=True, capture_output=True)
+    else:
+        cmd = ["text2wave", "-eval", f"(voice_{v['voice']})", "-eval", f"(Parameter.set 'Duration_Stretch {stretch:.3f})",
+               "-o", str(tmp)]
+        subprocess.run(cmd, input=word.encode(), check=True, capture_output=True)
+    x, sr = sf.read(tmp, dtype="float32")
+    tmp.unlink()
+    speed = v["speed"] * rng.uniform(0.98, 1.02)
+    y = soxr.resample(x, sr * speed, 8000)  # played `speed` times faster, then sampled at 8 kHz
+    y *= 10 ** (rng.uniform(-12, 0) / 20) * 0.9 / max(1e-6, float(np.abs(y).max()))
+    sf.write(out, y, 8000, subtype="PCM_16")
+
+
 SPEAKERS, TAKES, SEED = 96, 4, 1  # the documented set (docs/experiments.md)
 
 
-def espeak_missing() -> str | None:
+def espeak_missing(engine: str = "espeak") -> str | None:
     """Why synthesis cannot run here, or None."""
-    return None if shutil.which("espeak-ng") else "the espeak-ng program is not installed (Debian: apt-get install espeak-ng)"
+    need = ["espeak-ng"] if engine == "espeak" else list(DONOR_PROGRAMS.values())
+    missing = [p for p in need if not shutil.which(p)]
+    if not missing:
+        return None
+    return f"{', '.join(missing)} not installed (Debian: apt-get install " + (
+        "espeak-ng)" if engine == "espeak" else "flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)")
 
 
-def synthesise(out: Path, speakers: int = SPEAKERS, takes: int = TAKES, seed: int = SEED) -> Path:
+def synthesise(out: Path, speakers: int = SPEAKERS, takes: int = TAKES, seed: int = SEED, engine: str = "espeak") -> Path:
     """Render speakers x 10 digits x takes WAV files under `out` and return the manifest's path (kept when it
     exists: the same arguments render the same voices)."""
-    if espeak_missing():
-        raise SystemExit(espeak_missing())
+    if espeak_missing(engine):
+        raise SystemExit(espeak_missing(engine))
     manifest = out / "manifest.csv"
     if manifest.is_file():
         return manifest
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     rows, jobs = [["path", "label", "group"]], []
+    if engine == "donors":
+        for k, v in enumerate(donor_voices(speakers, rng)):
+            group = f"donor{k:02d}-{v['voice']}"
+            for d, word in enumerate(WORDS):
+                for t in range(takes):
+                    path = out / f"{d}_{group}_{t}.wav"
+                    jobs.append((v, word, path, np.random.default_rng([seed, k, d, t])))
+                    rows.append([path.name, str(d), group])
+        _write(manifest, rows, render_donor, jobs)
+        return manifest
     for k, v in enumerate(voices(speakers, rng)):
         group = f"synth{k:02d}-{v['accent']}-{v['variant']}"
         for d, word in enumerate(WORDS):
@@ -72,12 +131,16 @@ def synthesise(out: Path, speakers: int = SPEAKERS, takes: int = TAKES, seed: in
                        "-a", str(int(rng.integers(60, 180))), word]
                 jobs.append((cmd, path))
                 rows.append([path.name, str(d), group])
+    _write(manifest, rows, render, jobs)
+    return manifest
+
+
+def _write(manifest: Path, rows: list[list[str]], render_one, jobs: list) -> None:
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(render, jobs))
+        list(pool.map(render_one, jobs))
     with open(manifest.with_suffix(".tmp"), "w", newline="") as fh:
         csv.writer(fh).writerows(rows)
     manifest.with_suffix(".tmp").rename(manifest)  # written last: a manifest means every file is there
-    return manifest
 
 
 def main() -> None:
@@ -86,8 +149,9 @@ def main() -> None:
     ap.add_argument("--speakers", type=int, default=SPEAKERS)
     ap.add_argument("--takes", type=int, default=TAKES)
     ap.add_argument("--seed", type=int, default=SEED)
+    ap.add_argument("--engine", choices=["espeak", "donors"], default="espeak")
     a = ap.parse_args()
-    print(synthesise(a.out, a.speakers, a.takes, a.seed))
+    print(synthesise(a.out, a.speakers, a.takes, a.seed, a.engine))
 
 
 if __name__ == "__main__":
