@@ -3,9 +3,9 @@ per clip and per-speaker normalisation),
 unseen-speaker accuracy against the number of training speakers (1-4, seed 0; 5 read from the loso task),
 FSDD speaker identification, ESC-10 (official 5-fold CV). Every row: accuracy, macro-F1, training time, epochs,
 parameters, config. --quick is a smoke test (1 seed, 1-2 epochs, subsets), not a result.
-python -m benchmarks.accuracy [--quick] [--tasks digits,loso,loso_group,loso_synth,speakers,speaker,esc10] [--resume]
-loso_synth (not run by default: needs the espeak-ng program, and about two hours) adds synthetic voices
-(benchmarks.synth_speakers) to every fold's training part.
+python -m benchmarks.accuracy [--quick] [--tasks digits,loso,loso_group,loso_synth,loso_donors,speakers,speaker,esc10] [--resume]
+loso_synth and loso_donors (not run by default: they need the espeak-ng, or flite and festival, programs, and one to
+two hours each) add synthetic voices (benchmarks.synth_speakers) to every fold's training part.
 --resume keeps finished runs in benchmarks/out/runs/acc-* (a CV folder resumes at its first unfinished run).
 """
 from __future__ import annotations
@@ -18,9 +18,10 @@ from pathlib import Path
 
 from .common import ESC10, OUT, QUICK_OUT, ROOT, figure, finish, fsdd_groups_manifest, fsdd_manifest, load_str, mean_std, start, table
 
-TASKS = ["digits", "loso", "loso_group", "loso_synth", "speakers", "speaker", "esc10"]
+TASKS = ["digits", "loso", "loso_group", "loso_synth", "loso_donors", "speakers", "speaker", "esc10"]
+SYNTH_TASKS = {"loso_synth": ("espeak", 96), "loso_donors": ("donors", 48)}  # engine, voices (benchmarks.synth_speakers)
 RUN_NAMES = {"digits": "acc-fsdd-digits-s*", "loso": "acc-fsdd-loso", "loso_group": "acc-fsdd-loso-group",
-             "loso_synth": "acc-fsdd-loso-synth",
+             "loso_synth": "acc-fsdd-loso-synth", "loso_donors": "acc-fsdd-loso-donors",
              "speakers": "acc-speakers-k*", "speaker": "acc-fsdd-speaker-s*", "esc10": "acc-esc10"}  # under RUNS
 FSDD_SPEAKERS = ["theo", "lucas", "george", "jackson", "nicolas", "yweweler"]
 # k training speakers: subsets of k + 1 speakers, run leave-one-speaker-out, chosen so that every speaker is
@@ -89,7 +90,7 @@ def _cv(csv: Path, name: str, sets: list[str], config=None, **kw) -> tuple[dict,
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--tasks", default=",".join(t for t in TASKS if t != "loso_synth"))
+    ap.add_argument("--tasks", default=",".join(t for t in TASKS if t not in SYNTH_TASKS))
     ap.add_argument("--resume", action="store_true", help="keep finished runs instead of training them again")
     a = ap.parse_args(argv)
     global RESUME, RUNS
@@ -111,16 +112,18 @@ def main(argv=None) -> dict:
                                  "FSDD digits, unseen speaker, per-speaker normalisation")):
         if task in tasks:
             _loso(res, rows, fold_rows, q, quick_sets, task, config, label)
-    if "loso_synth" in tasks:
-        from .synth_speakers import SPEAKERS, TAKES, espeak_missing, synthesise
+    for task, (engine, voices) in SYNTH_TASKS.items():
+        if task not in tasks:
+            continue
+        from .synth_speakers import TAKES, espeak_missing, synthesise
 
-        if espeak_missing():
-            print(f"loso_synth skipped: {espeak_missing()}")
-        else:
-            voices, takes = (4, 1) if q else (SPEAKERS, TAKES)
-            extra = synthesise((QUICK_OUT if q else OUT) / f"synth-speakers-{voices}x{takes}", voices, takes)
-            _loso(res, rows, fold_rows, q, quick_sets, "loso_synth", _config("fsdd-speaker-norm.yaml"),
-                  f"FSDD digits, unseen speaker, per-speaker normalisation + {voices} synthetic voices", extra)
+        if espeak_missing(engine):
+            print(f"{task} skipped: {espeak_missing(engine)}")
+            continue
+        voices, takes = (4, 1) if q else (voices, TAKES)
+        extra = synthesise((QUICK_OUT if q else OUT) / f"synth-{engine}-{voices}x{takes}", voices, takes, engine=engine)
+        _loso(res, rows, fold_rows, q, quick_sets, task, _config("fsdd-speaker-norm.yaml"),
+              f"FSDD digits, unseen speaker, per-speaker normalisation + {voices} synthetic voices ({engine})", extra)
     if "speakers" in tasks and not q:
         _speaker_count(res, si_config_path())
     if "speaker" in tasks:
