@@ -115,10 +115,10 @@ def main(argv=None) -> dict:
     for task, (engine, voices) in SYNTH_TASKS.items():
         if task not in tasks:
             continue
-        from .synth_speakers import TAKES, espeak_missing, synthesise
+        from .synth_speakers import TAKES, programs_missing, synthesise
 
-        if espeak_missing(engine):
-            print(f"{task} skipped: {espeak_missing(engine)}")
+        if programs_missing(engine):
+            print(f"{task} skipped: {programs_missing(engine)}")
             continue
         voices, takes = (4, 1) if q else (voices, TAKES)
         extra = synthesise((QUICK_OUT if q else OUT) / f"synth-{engine}-{voices}x{takes}", voices, takes, engine=engine)

@@ -57,9 +57,9 @@ DONOR_PROGRAMS = {"flite": "flite", "festival": "text2wave"}
 
 def donor_voices(n: int, rng: np.random.Generator) -> list[dict]:
     """`n` voices cycling over DONORS, each with its own pitch scale, duration stretch and speed factor."""
-    return [{"program": DONORS[k % len(DONORS)][0], "voice": DONORS[k % len(DONORS)][1],
-             "f0": DONORS[k % len(DONORS)][2], "pitch": float(rng.uniform(0.8, 1.2)),
-             "stretch": float(rng.uniform(0.85, 1.25)), "speed": float(rng.uniform(0.9, 1.1))} for k in range(n)]
+    return [{"program": program, "voice": voice, "f0": f0, "pitch": float(rng.uniform(0.8, 1.2)),
+             "stretch": float(rng.uniform(0.85, 1.25)), "speed": float(rng.uniform(0.9, 1.1))}
+            for program, voice, f0 in (DONORS[k % len(DONORS)] for k in range(n))]
 
 
 def render_donor(job: tuple[dict, str, Path, np.random.Generator]) -> None:
@@ -89,8 +89,8 @@ def render_donor(job: tuple[dict, str, Path, np.random.Generator]) -> None:
 SPEAKERS, TAKES, SEED = 96, 4, 1  # the documented set (docs/experiments.md)
 
 
-def espeak_missing(engine: str = "espeak") -> str | None:
-    """Why synthesis cannot run here, or None."""
+def programs_missing(engine: str = "espeak") -> str | None:
+    """Why `engine`'s synthesis cannot run here, or None."""
     need = ["espeak-ng"] if engine == "espeak" else list(DONOR_PROGRAMS.values())
     missing = [p for p in need if not shutil.which(p)]
     if not missing:
@@ -102,45 +102,39 @@ def espeak_missing(engine: str = "espeak") -> str | None:
 def synthesise(out: Path, speakers: int = SPEAKERS, takes: int = TAKES, seed: int = SEED, engine: str = "espeak") -> Path:
     """Render speakers x 10 digits x takes WAV files under `out` and return the manifest's path (kept when it
     exists: the same arguments render the same voices)."""
-    if espeak_missing(engine):
-        raise SystemExit(espeak_missing(engine))
+    missing = programs_missing(engine)
+    if missing:
+        raise SystemExit(missing)
     manifest = out / "manifest.csv"
     if manifest.is_file():
         return manifest
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
+    donors = engine == "donors"
     rows, jobs = [["path", "label", "group"]], []
-    if engine == "donors":
-        for k, v in enumerate(donor_voices(speakers, rng)):
-            group = f"donor{k:02d}-{v['voice']}"
-            for d, word in enumerate(WORDS):
-                for t in range(takes):
-                    path = out / f"{d}_{group}_{t}.wav"
-                    jobs.append((v, word, path, np.random.default_rng([seed, k, d, t])))
-                    rows.append([path.name, str(d), group])
-        _write(manifest, rows, render_donor, jobs)
-        return manifest
-    for k, v in enumerate(voices(speakers, rng)):
-        group = f"synth{k:02d}-{v['accent']}-{v['variant']}"
+    for k, v in enumerate(donor_voices(speakers, rng) if donors else voices(speakers, rng)):
+        group = f"donor{k:02d}-{v['voice']}" if donors else f"synth{k:02d}-{v['accent']}-{v['variant']}"
         for d, word in enumerate(WORDS):
             for t in range(takes):
                 path = out / f"{d}_{group}_{t}.wav"
-                pitch = int(np.clip(v["pitch"] + rng.integers(-8, 9), 0, 99))
-                rate = int(v["rate"] * rng.uniform(0.85, 1.15))
-                cmd = ["espeak-ng", "-v", f"{v['accent']}+{v['variant']}", "-p", str(pitch), "-s", str(rate),
-                       "-a", str(int(rng.integers(60, 180))), word]
-                jobs.append((cmd, path))
+                # espeak-ng takes draw from the shared generator, in this order (the documented set depends on it)
+                jobs.append((v, word, path, np.random.default_rng([seed, k, d, t])) if donors
+                            else (_espeak_command(v, word, rng), path))
                 rows.append([path.name, str(d), group])
-    _write(manifest, rows, render, jobs)
-    return manifest
-
-
-def _write(manifest: Path, rows: list[list[str]], render_one, jobs: list) -> None:
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(render_one, jobs))
+        list(pool.map(render_donor if donors else render, jobs))
     with open(manifest.with_suffix(".tmp"), "w", newline="") as fh:
         csv.writer(fh).writerows(rows)
     manifest.with_suffix(".tmp").rename(manifest)  # written last: a manifest means every file is there
+    return manifest
+
+
+def _espeak_command(v: dict, word: str, rng: np.random.Generator) -> list[str]:
+    """One espeak-ng take of `word` in voice `v`, with jittered pitch, rate and loudness."""
+    pitch = int(np.clip(v["pitch"] + rng.integers(-8, 9), 0, 99))
+    rate = int(v["rate"] * rng.uniform(0.85, 1.15))
+    return ["espeak-ng", "-v", f"{v['accent']}+{v['variant']}", "-p", str(pitch), "-s", str(rate),
+            "-a", str(int(rng.integers(60, 180))), word]
 
 
 def main() -> None:
