@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import OUT, ROOT, SHARED, fsdd_manifest, machine
+from .common import OUT, ROOT, SHARED, fsdd_groups_manifest, fsdd_manifest, machine
 from .common import timed as common_timed
 
 RESULT: dict = {}
@@ -335,7 +335,58 @@ def ctc(dev: str, work: Path) -> dict:
     return r
 
 
-SECTIONS = ("env", "features", "models", "rnn_impls", "training", "use_on_cpu", "yesno", "ctc", "yesno_best")
+def group_norm(dev: str, work: Path, quick: bool) -> dict:
+    """Per-speaker normalisation on the device: FSDD leave-one-speaker-out with configs/fsdd-speaker-norm.yaml, seed 0
+    (with the donor voices of benchmarks.synth_speakers as --train-extra when SHARED/donors holds them; quick: 3 speakers,
+    2 epochs), then each fold's model scores its held-out speaker, enrolled on all of its clips, on the device and on the
+    CPU (per-speaker means, normalisation and the model on both)."""
+    import specrnn
+    from specrnn.data.manifest import load_manifest
+
+    csv = fsdd_groups_manifest()
+    if quick:
+        rows = [line for i, line in enumerate(csv.read_text().splitlines()) if i == 0 or "_george_" in line or "_jackson_" in line
+                or "_lucas_" in line]
+        csv = work / "fsdd_loso_3.csv"
+        csv.write_text("\n".join(rows) + "\n")
+    extra = SHARED / "donors" / "manifest.csv"
+    run = work / "loso-group"
+    cmd = [sys.executable, "-m", "specrnn", "cv", str(csv), "--out", str(run), "--leave-one-group-out", "--seeds", "0",
+           "--config", str(ROOT / "configs" / "fsdd-speaker-norm.yaml"), *(["--train-extra", str(extra)] if extra.is_file() else []),
+           *(["--set", "train.max_epochs=2"] if quick else [])]
+    t0, r = time.perf_counter(), {"train_extra": extra.is_file()}
+    try:  # a cut-off CV still leaves its finished folds to check
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=150 if quick else 380)
+        r.update(rc=p.returncode, stdout_tail=p.stdout[-1500:], stderr=p.stderr[-3000:] if p.returncode else "")
+    except subprocess.TimeoutExpired:
+        r["timed_out"] = True
+    r["wall_s"] = round(time.perf_counter() - t0, 1)
+    if (run / "cv.json").is_file():
+        cv = json.loads((run / "cv.json").read_text())
+        r.update(accuracy_mean=cv["accuracy_mean"], folds={f["fold"]: f["accuracy"] for f in cv["folds"]})
+    folds = {}
+    for fold_dir in sorted(run.glob("fold-*")):
+        seed = fold_dir / "seed-0"
+        if not (seed / "metrics.json").is_file():
+            continue
+        m = json.loads((seed / "metrics.json").read_text())
+        test = load_manifest(fold_dir / "data.csv").where_split("test")
+        held, truth = test.paths, test.labels
+        gpu, cpu = specrnn.load(seed, device=dev).enroll(held), specrnn.load(seed, device="cpu").enroll(held)
+        pg, pc = gpu.predict(held), cpu.predict(held)
+        folds[fold_dir.name] = {
+            "hardware": m.get("hardware"), "train_seconds": m["train_seconds"], "cv_test_accuracy": m["test"]["accuracy"],
+            "mean_diff_gpu_cpu": float(np.abs(gpu.group_mean - cpu.group_mean).max()),
+            "max_prob_diff_gpu_cpu": max(abs(a.probabilities[c] - b.probabilities[c]) for a, b in zip(pg, pc) for c in a.probabilities),
+            "same_label": f"{sum(a.label == b.label for a, b in zip(pg, pc))} of {len(held)}",
+            "accuracy_gpu_enrolled": sum(a.label == t for a, t in zip(pg, truth)) / len(held),
+            "accuracy_cpu_enrolled": sum(b.label == t for b, t in zip(pc, truth)) / len(held)}
+        print(fold_dir.name, folds[fold_dir.name], flush=True)
+    r["folds_checked"] = folds
+    return r
+
+
+SECTIONS = ("env", "features", "models", "rnn_impls", "training", "use_on_cpu", "yesno", "ctc", "yesno_best", "group_norm")
 
 
 def main() -> None:
@@ -368,6 +419,8 @@ def main() -> None:
         section("ctc", a.out)(ctc)(dev, a.work)
     if "yesno_best" in todo:
         section("yesno_best", a.out)(yesno_best)(dev, a.work, a.yesno_seeds)
+    if "group_norm" in todo:
+        section("group_norm", a.out)(group_norm)(dev, a.work, a.quick)
     print(json.dumps(RESULT, indent=1, default=str)[-6000:])
 
 

@@ -145,7 +145,7 @@ def test_runs_with_other_features_are_averaged_each_on_its_own_features(grouped_
     probs, targets = fold_test_probabilities(runs, fold_csv)
     alone = []
     for run in runs:
-        p = Predictor.load(run)
+        p = Predictor.load(run, device="cpu")  # as fold_test_probabilities does: the same arithmetic on a GPU machine
         fs = build_feature_set(load_manifest(fold_csv).where_split("test"), p.cfg.features, p.classes)
         alone.append(p.probabilities(p.logits_from_features(fs.features)))
         assert (fs.targets == targets).all()
