@@ -1,5 +1,6 @@
 """GPU paths checked against the CPU: batched features, cuDNN RNNs (packed and padded-exact), padding invariance
-in fp32 and bf16 autocast, mixed-precision training through `specrnn train`, and a GPU-trained model used on CPU.
+in fp32 and bf16 autocast, mixed-precision training through `specrnn train`, a GPU-trained model used on CPU, and
+per-speaker normalisation (leave-one-speaker-out `cv`, then enrolled prediction on both devices; --sections group_norm).
 
 Run on a machine with CUDA (it also runs on CPU, comparing CPU with itself, to check the script):
 python -m benchmarks.gpu_check [--out DIR] [--quick]
@@ -387,6 +388,7 @@ def group_norm(dev: str, work: Path, quick: bool) -> dict:
 
 
 SECTIONS = ("env", "features", "models", "rnn_impls", "training", "use_on_cpu", "yesno", "ctc", "yesno_best", "group_norm")
+LONG = ("yesno", "yesno_best", "group_norm")  # minutes each: run when named in --sections
 
 
 def main() -> None:
@@ -394,7 +396,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--work", type=Path, default=Path("/tmp/specrnn_gpu_check"))
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--sections", default=",".join(s for s in SECTIONS if not s.startswith("yesno")))
+    ap.add_argument("--sections", default=",".join(s for s in SECTIONS if s not in LONG))
     ap.add_argument("--runs", default="gru-auto,gru-32,gru-16mixed,crnn-auto", help=f"training runs, of {sorted(RUNS)}")
     ap.add_argument("--yesno-seeds", default="0,1")
     a = ap.parse_args()
