@@ -3,9 +3,9 @@ per clip and per-speaker normalisation),
 unseen-speaker accuracy against the number of training speakers (1-4, seed 0; 5 read from the loso task),
 FSDD speaker identification, ESC-10 (official 5-fold CV). Every row: accuracy, macro-F1, training time, epochs,
 parameters, config. --quick is a smoke test (1 seed, 1-2 epochs, subsets), not a result.
-python -m benchmarks.accuracy [--quick] [--tasks digits,loso,loso_group,loso_synth,loso_donors,speakers,speaker,esc10] [--resume]
-loso_synth and loso_donors (not run by default: they need the espeak-ng, or flite and festival, programs, and one to
-two hours each) add synthetic voices (benchmarks.synth_speakers) to every fold's training part.
+python -m benchmarks.accuracy [--quick] [--tasks digits,loso,loso_group,loso_synth,loso_donors,loso_accents,speakers,speaker,esc10] [--resume]
+loso_synth, loso_donors and loso_accents (not run by default: they need the espeak-ng, or flite and festival,
+programs, and one to two hours each) add synthetic voices (benchmarks.synth_speakers) to every fold's training part.
 --resume keeps finished runs in benchmarks/out/runs/acc-* (a CV folder resumes at its first unfinished run).
 """
 from __future__ import annotations
@@ -18,10 +18,11 @@ from pathlib import Path
 
 from .common import ESC10, OUT, QUICK_OUT, ROOT, figure, finish, fsdd_groups_manifest, fsdd_manifest, load_str, mean_std, start, table
 
-TASKS = ["digits", "loso", "loso_group", "loso_synth", "loso_donors", "speakers", "speaker", "esc10"]
-SYNTH_TASKS = {"loso_synth": ("espeak", 96), "loso_donors": ("donors", 48)}  # engine, voices (benchmarks.synth_speakers)
+TASKS = ["digits", "loso", "loso_group", "loso_synth", "loso_donors", "loso_accents", "speakers", "speaker", "esc10"]
+SYNTH_TASKS = {"loso_synth": ("espeak", 96), "loso_donors": ("donors", 48), "loso_accents": ("accents", 48)}  # engine, voices (benchmarks.synth_speakers)
 RUN_NAMES = {"digits": "acc-fsdd-digits-s*", "loso": "acc-fsdd-loso", "loso_group": "acc-fsdd-loso-group",
              "loso_synth": "acc-fsdd-loso-synth", "loso_donors": "acc-fsdd-loso-donors",
+             "loso_accents": "acc-fsdd-loso-accents",
              "speakers": "acc-speakers-k*", "speaker": "acc-fsdd-speaker-s*", "esc10": "acc-esc10"}  # under RUNS
 FSDD_SPEAKERS = ["theo", "lucas", "george", "jackson", "nicolas", "yweweler"]
 # k training speakers: subsets of k + 1 speakers, run leave-one-speaker-out, chosen so that every speaker is

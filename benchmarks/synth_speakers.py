@@ -12,10 +12,13 @@ validation or test.
 speech, where espeak-ng's are formant rules. Each voice is a donor with its own pitch (flite), duration stretch and
 speed factor (pitch, formants and duration together, as in speed perturbation), written at FSDD's 8 kHz.
 
+`--engine accents` renders foreign-accented English the same way: festival's Italian, Czech, Finnish and Russian
+voices (one recorded man each) read the digit words respelt in their own orthography ("tri", "sics", "сри").
+
 Needs the espeak-ng program (Debian: apt-get install espeak-ng), or for donors flite and festival (apt-get install
 flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts); none is a dependency of specrnn.
 
-python -m benchmarks.synth_speakers --out DIR [--engine espeak|donors] [--speakers 96] [--takes 4] [--seed 1]
+python -m benchmarks.synth_speakers --out DIR [--engine espeak|donors|accents] [--speakers 96] [--takes 4] [--seed 1]
 """
 from __future__ import annotations
 
@@ -54,12 +57,28 @@ DONORS = [("flite", "kal16", 105), ("flite", "awb", 110), ("flite", "rms", 100),
           ("festival", "cmu_us_slt_arctic_hts", None)]
 DONOR_PROGRAMS = {"flite": "flite", "festival": "text2wave"}
 
+# Foreign-accented English: festival's voices of other languages (each cut from one man's recordings) read the
+# digit words respelt in their own orthography, the way a speaker of that language tends to say them.
+RESPELT = {
+    "it": ["ziro", "uan", "tu", "tri", "for", "faiv", "sics", "seven", "eit", "nain"],
+    "cs": ["zírou", "uan", "tú", "trí", "fór", "fajv", "siks", "sevn", "ejt", "najn"],
+    "fi": ["siirou", "uan", "tuu", "trii", "foor", "faiv", "siks", "seven", "eit", "nain"],
+    "ru": ["зироу", "уан", "ту", "сри", "фор", "файв", "сикс", "севен", "эйт", "найн"],
+}
+ACCENTED = [("festival", "pc_diphone", "it"), ("festival", "czech_machac", "cs"), ("festival", "czech_ph", "cs"),
+            ("festival", "hy_fi_mv_diphone", "fi"), ("festival", "msu_ru_nsh_clunits", "ru")]
+ACCENTED_PACKAGES = "festival festvox-itapc16k festvox-czech-machac festvox-czech-ph festvox-suopuhe-mv festvox-ru"
 
-def donor_voices(n: int, rng: np.random.Generator) -> list[dict]:
-    """`n` voices cycling over DONORS, each with its own pitch scale, duration stretch and speed factor."""
+
+def donor_voices(n: int, rng: np.random.Generator, accented: bool = False) -> list[dict]:
+    """`n` voices cycling over DONORS (or ACCENTED), each with its own pitch scale, duration stretch and speed
+    factor."""
+    pool = [(program, voice, None, lang) for program, voice, lang in ACCENTED] if accented else \
+        [(program, voice, f0, None) for program, voice, f0 in DONORS]
     return [{"program": program, "voice": voice, "f0": f0, "pitch": float(rng.uniform(0.8, 1.2)),
-             "stretch": float(rng.uniform(0.85, 1.25)), "speed": float(rng.uniform(0.9, 1.1))}
-            for program, voice, f0 in (DONORS[k % len(DONORS)] for k in range(n))]
+             "stretch": float(rng.uniform(0.85, 1.25)), "speed": float(rng.uniform(0.9, 1.1)),
+             "spell": dict(zip(WORDS, RESPELT[lang])) if lang else {}}
+            for program, voice, f0, lang in (pool[k % len(pool)] for k in range(n))]
 
 
 def render_donor(job: tuple[dict, str, Path, np.random.Generator]) -> None:
@@ -68,6 +87,7 @@ def render_donor(job: tuple[dict, str, Path, np.random.Generator]) -> None:
     import soxr
 
     v, word, out, rng = job
+    word = v["spell"].get(word, word)
     tmp = out.with_suffix(".raw.wav")
     stretch = v["stretch"] * rng.uniform(0.9, 1.1)
     if v["program"] == "flite":
@@ -75,9 +95,13 @@ def render_donor(job: tuple[dict, str, Path, np.random.Generator]) -> None:
                "--setf", f"int_f0_target_mean={v['f0'] * v['pitch'] * rng.uniform(0.92, 1.08):.1f}"]
         subprocess.run(cmd, check=True, capture_output=True)
     else:
-        cmd = ["text2wave", "-eval", f"(voice_{v['voice']})", "-eval", f"(Parameter.set 'Duration_Stretch {stretch:.3f})",
-               "-o", str(tmp)]
-        subprocess.run(cmd, input=word.encode(), check=True, capture_output=True)
+        for attempt in range(4):  # festival's Italian diphone voice crashes at a few stretch values: nudge it
+            cmd = ["text2wave", "-eval", f"(voice_{v['voice']})", "-eval",
+                   f"(Parameter.set 'Duration_Stretch {stretch + 0.013 * attempt:.3f})", "-o", str(tmp)]
+            done = subprocess.run(cmd, input=word.encode(), capture_output=True)
+            if done.returncode == 0:
+                break
+        done.check_returncode()
     x, sr = sf.read(tmp, dtype="float32")
     tmp.unlink()
     speed = v["speed"] * rng.uniform(0.98, 1.02)
@@ -91,12 +115,15 @@ SPEAKERS, TAKES, SEED = 96, 4, 1  # the documented set (docs/experiments.md)
 
 def programs_missing(engine: str = "espeak") -> str | None:
     """Why `engine`'s synthesis cannot run here, or None."""
-    need = ["espeak-ng"] if engine == "espeak" else list(DONOR_PROGRAMS.values())
+    need = {"espeak": ["espeak-ng"], "donors": list(DONOR_PROGRAMS.values()), "accents": ["text2wave"]}[engine]
     missing = [p for p in need if not shutil.which(p)]
+    if engine == "accents" and not missing:
+        missing = [v for _, v, _ in ACCENTED if not list(Path("/usr/share/festival/voices").glob(f"*/{v}"))]
     if not missing:
         return None
-    return f"{', '.join(missing)} not installed (Debian: apt-get install " + (
-        "espeak-ng)" if engine == "espeak" else "flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)")
+    return f"{', '.join(missing)} not installed (Debian: apt-get install " + {
+        "espeak": "espeak-ng)", "donors": "flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)",
+        "accents": ACCENTED_PACKAGES + ")"}[engine]
 
 
 def synthesise(out: Path, speakers: int = SPEAKERS, takes: int = TAKES, seed: int = SEED, engine: str = "espeak") -> Path:
@@ -110,10 +137,10 @@ def synthesise(out: Path, speakers: int = SPEAKERS, takes: int = TAKES, seed: in
         return manifest
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
-    donors = engine == "donors"
+    donors = engine in ("donors", "accents")
     rows, jobs = [["path", "label", "group"]], []
-    for k, v in enumerate(donor_voices(speakers, rng) if donors else voices(speakers, rng)):
-        group = f"donor{k:02d}-{v['voice']}" if donors else f"synth{k:02d}-{v['accent']}-{v['variant']}"
+    for k, v in enumerate(donor_voices(speakers, rng, engine == "accents") if donors else voices(speakers, rng)):
+        group = f"{'accent' if v['spell'] else 'donor'}{k:02d}-{v['voice']}" if donors else f"synth{k:02d}-{v['accent']}-{v['variant']}"
         for d, word in enumerate(WORDS):
             for t in range(takes):
                 path = out / f"{d}_{group}_{t}.wav"
@@ -143,7 +170,7 @@ def main() -> None:
     ap.add_argument("--speakers", type=int, default=SPEAKERS)
     ap.add_argument("--takes", type=int, default=TAKES)
     ap.add_argument("--seed", type=int, default=SEED)
-    ap.add_argument("--engine", choices=["espeak", "donors"], default="espeak")
+    ap.add_argument("--engine", choices=["espeak", "donors", "accents"], default="espeak")
     a = ap.parse_args()
     print(synthesise(a.out, a.speakers, a.takes, a.seed, a.engine))
 
