@@ -16,7 +16,9 @@ speed factor (pitch, formants and duration together, as in speed perturbation), 
 voices (one recorded man each) read the digit words respelt in their own orthography ("tri", "sics", "сри").
 
 Needs the espeak-ng program (Debian: apt-get install espeak-ng), or for donors flite and festival (apt-get install
-flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts); none is a dependency of specrnn.
+flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts), or for accents festival and its voices
+(apt-get install festvox-itapc16k festvox-czech-machac festvox-czech-ph festvox-suopuhe-mv festvox-ru); none is a
+dependency of specrnn.
 
 python -m benchmarks.synth_speakers --out DIR [--engine espeak|donors|accents] [--speakers 96] [--takes 4] [--seed 1]
 """
@@ -65,15 +67,15 @@ RESPELT = {
     "fi": ["siirou", "uan", "tuu", "trii", "foor", "faiv", "siks", "seven", "eit", "nain"],
     "ru": ["зироу", "уан", "ту", "сри", "фор", "файв", "сикс", "севен", "эйт", "найн"],
 }
-ACCENTED = [("festival", "pc_diphone", "it"), ("festival", "czech_machac", "cs"), ("festival", "czech_ph", "cs"),
-            ("festival", "hy_fi_mv_diphone", "fi"), ("festival", "msu_ru_nsh_clunits", "ru")]
+ACCENTED = [("pc_diphone", "it"), ("czech_machac", "cs"), ("czech_ph", "cs"), ("hy_fi_mv_diphone", "fi"),
+            ("msu_ru_nsh_clunits", "ru")]  # (festival voice, language of its respelling)
 ACCENTED_PACKAGES = "festival festvox-itapc16k festvox-czech-machac festvox-czech-ph festvox-suopuhe-mv festvox-ru"
 
 
 def donor_voices(n: int, rng: np.random.Generator, accented: bool = False) -> list[dict]:
     """`n` voices cycling over DONORS (or ACCENTED), each with its own pitch scale, duration stretch and speed
     factor."""
-    pool = [(program, voice, None, lang) for program, voice, lang in ACCENTED] if accented else \
+    pool = [("festival", voice, None, lang) for voice, lang in ACCENTED] if accented else \
         [(program, voice, f0, None) for program, voice, f0 in DONORS]
     return [{"program": program, "voice": voice, "f0": f0, "pitch": float(rng.uniform(0.8, 1.2)),
              "stretch": float(rng.uniform(0.85, 1.25)), "speed": float(rng.uniform(0.9, 1.1)),
@@ -118,7 +120,7 @@ def programs_missing(engine: str = "espeak") -> str | None:
     need = {"espeak": ["espeak-ng"], "donors": list(DONOR_PROGRAMS.values()), "accents": ["text2wave"]}[engine]
     missing = [p for p in need if not shutil.which(p)]
     if engine == "accents" and not missing:
-        missing = [v for _, v, _ in ACCENTED if not list(Path("/usr/share/festival/voices").glob(f"*/{v}"))]
+        missing = [v for v, _ in ACCENTED if not list(Path("/usr/share/festival/voices").glob(f"*/{v}"))]
     if not missing:
         return None
     return f"{', '.join(missing)} not installed (Debian: apt-get install " + {
