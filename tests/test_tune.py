@@ -67,24 +67,34 @@ def test_killed_study_resumes(study_data):
     from .test_cli import cli
 
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    # ask for more trials than can finish between two polls, so the study is still running when it is killed
-    p = subprocess.Popen([sys.executable, "-m", "specrnn", *_args(study_data, 30)], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # ask for far more trials than can finish before the deadline, so the study is still running when it is killed
+    log = open(study_data / "tune.log", "w")
+    p = subprocess.Popen([sys.executable, "-m", "specrnn", *_args(study_data, 10_000)], env=env,
+                         stdout=log, stderr=subprocess.STDOUT)
     db = f"sqlite:///{study_data / 'study' / 'study.db'}"
     deadline = time.time() + 300
-    finished = 0
+    finished, last_error = 0, None
     while time.time() < deadline and p.poll() is None:
         time.sleep(1)
         try:
             study = optuna.load_study(study_name="specrnn", storage=db)
             finished = len([t for t in study.trials if t.state.is_finished()])
-        except Exception:
+        except Exception as e:  # the study may not exist yet, or the database is briefly locked
+            last_error = e
             continue
         if finished >= 1:
             break
-    assert p.poll() is None and finished >= 1, "the study ended before it could be killed"
+    running = p.poll() is None
+    if not running or finished < 1:
+        p.kill()
+        p.wait()
+        log.close()
+        tail = (study_data / "tune.log").read_text()[-3000:]
+        pytest.fail(f"tune {'exited with ' + str(p.returncode) if not running else 'still running'}, "
+                    f"{finished} finished trial(s) seen, last polling error: {last_error!r}\n--- tune output ---\n{tail}")
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
+    log.close()
     killed = optuna.load_study(study_name="specrnn", storage=db).trials
     before = {t.number: t.value for t in killed if t.state.is_finished()}
     sampled = [t.params for t in killed]
