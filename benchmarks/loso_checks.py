@@ -119,6 +119,8 @@ def main(argv=None) -> int:
     ap.add_argument("--warps", default=None, help="test-time mel warp factors, comma-separated, e.g. 0.9,1.0,1.1")
     ap.add_argument("--vtln", action="store_true", help="choose one of --warps per held-out speaker (most confident)")
     a = ap.parse_args(argv)
+    if a.vtln and not a.warps:
+        ap.error("--vtln chooses among --warps: give them, e.g. --warps 0.9,0.95,1.0,1.05,1.1")
     res: dict = {"suite": "loso_checks", "machine": machine(), "probe": [], "ensemble": None}
     for d in a.probe:
         res["probe"].append(speaker_probe(d))
