@@ -87,8 +87,10 @@ def test_cv_runs_folds_keeps_test_out_of_validation_and_resumes(grouped_csv, tmp
     assert sorted(p.name for p in out.glob("fold-*")) == ["fold-1", "fold-2", "fold-3"]
 
 
-def test_unusable_files_stop_the_cv_or_are_left_out_before_folds_are_made(grouped_csv, tmp_path):
+def test_unusable_files_stop_the_cv_or_are_left_out_before_folds_are_made(grouped_csv, tmp_path, capsys):
     from specrnn.errors import BadFilesError
+
+    from .test_bad_inputs import main_cli
 
     bad = tmp_path / "bad.csv"
     lines = grouped_csv.read_text().splitlines(keepends=True)
@@ -99,7 +101,9 @@ def test_unusable_files_stop_the_cv_or_are_left_out_before_folds_are_made(groupe
     with pytest.raises(BadFilesError, match="3 unusable audio file"):
         specrnn.cv(bad, tmp_path / "stop", overrides=TINY, folds=3, jobs=1, log=lambda *a: None)
     assert not list((tmp_path / "stop").glob("fold-*")) and (tmp_path / "stop" / "bad_files.csv").is_file()
-    s = specrnn.cv(bad, tmp_path / "skip", overrides=[*TINY, "data.on_error=skip"], folds=3, jobs=1, log=lambda *a: None)
+    args = sum((["--set", t] for t in TINY), [])  # --on-error as for train (the same as --set data.on_error=skip)
+    assert main_cli(capsys, "cv", bad, "--out", tmp_path / "skip", "--folds", 3, "--jobs", 1, "--on-error", "skip", *args)[0] == 0
+    s = json.loads((tmp_path / "skip" / "cv.json").read_text())
     assert sum(f["n"] for f in s["folds"]) == 36  # every usable row tested once, none of the broken ones
     for fold in ("1", "2", "3"):
         assert "broken" not in (tmp_path / "skip" / f"fold-{fold}" / "data.csv").read_text()
@@ -169,6 +173,43 @@ def test_leave_one_group_out_fold_validation_by_group_or_by_row(grouped_csv, tmp
     assert by_split["test"] == {"spk0"} and not by_split["test"] & (by_split["train"] | by_split["val"])
     assert by_split["val"] and (by_split["val"] <= by_split["train"]) != group_val
     assert (by_split["train"] | by_split["val"]) == {f"spk{i}" for i in range(1, 6)}
+
+
+def test_too_few_groups_for_group_validation_is_refused_before_anything_is_written(grouped_csv, tmp_path):
+    """Leave-one-group-out over two speakers leaves one for training and validation: group-aware validation cannot
+    work, and the error comes before the CV folder gets a config that a corrected rerun would clash with."""
+    two = tmp_path / "two.csv"
+    two.write_text(grouped_csv.read_text().replace("spk1", "spk0").replace("spk2", "spk0").replace("spk3", "spk1")
+                   .replace("spk4", "spk1").replace("spk5", "spk1"))
+    out = tmp_path / "cv"
+    with pytest.raises(SpecrnnError, match="leaves 1 group .*data.group_val=false"):
+        specrnn.cv(two, out, overrides=TINY, leave_one_group_out=True, jobs=1, log=lambda *a: None)
+    assert not (out / "config.yaml").exists()
+    s = specrnn.cv(two, out, overrides=[*TINY, "data.group_val=false"], leave_one_group_out=True, jobs=1, log=lambda *a: None)
+    assert [f["fold"] for f in s["folds"]] == ["spk0", "spk1"]
+
+
+def test_a_cv_folder_where_nothing_trained_takes_new_settings(grouped_csv, tmp_path):
+    """An earlier command that stopped before any fold trained (here: its run folders hold a config but no model
+    or checkpoint) does not block a rerun with corrected settings; its stale run folders are not resumed."""
+    import yaml
+
+    from specrnn.config import load_config
+
+    out = tmp_path / "cv"
+    old = load_config(None, [*TINY, "model.hidden=20"]).to_dict()
+    (out / "fold-1" / "seed-0").mkdir(parents=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(old))
+    (out / "fold-1" / "seed-0" / "config.yaml").write_text(yaml.safe_dump(old))
+    (out / "fold-1" / "seed-0" / "run.json").write_text("{}")
+    (out / "protocol.txt").write_text("stratified 5-fold\n")
+    lines = []
+    specrnn.cv(grouped_csv, out, overrides=TINY, folds=3, jobs=1, log=lambda *a: lines.append(" ".join(map(str, a))))
+    assert any("no fold had trained yet" in line for line in lines)
+    assert load_config(str(out / "fold-1" / "seed-0" / "config.yaml")).model.hidden == 12  # trained anew, not resumed
+    # once a fold has trained, another config is refused as before
+    with pytest.raises(SpecrnnError, match="another config"):
+        specrnn.cv(grouped_csv, out, overrides=[*TINY, "model.hidden=20"], folds=3, jobs=1, log=lambda *a: None)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -68,6 +68,9 @@ def test_pattern_manifest_with_split_rules(tmp_path):
     assert again.paths == m.paths and again.splits == m.splits and again.extra["speaker"] == m.extra["speaker"]
     with pytest.raises(SpecrnnError, match="bad split rule"):
         from_pattern(tmp_path, "{label}_{speaker}_{take}.wav", ["nofield<3=test"])
+    for typo in ("take<<3=test", "take<three=test", "take>=3a=test"):  # would compare as text and send every row to test
+        with pytest.raises(SpecrnnError, match="compares numbers"):
+            from_pattern(tmp_path, "{label}_{speaker}_{take}.wav", [typo])
     # a pattern with a field too few matches no whole name: it is refused, not read from the name's end
     for short in ("{label}_{take}.wav", "ann_{label}.wav"):
         with pytest.raises(SpecrnnError, match="no audio file name matches"):

@@ -160,7 +160,8 @@ def _models(a) -> int:
 def _cv(a) -> int:
     from .crossval import cv
 
-    cv(a.data, a.out, a.config, a.set, a.fold_column, a.folds, a.leave_one_group_out, a.group_column, a.seeds, a.jobs, a.train_extra)
+    sets = list(a.set or []) + ([f"data.on_error={a.on_error}"] if a.on_error else [])
+    cv(a.data, a.out, a.config, sets, a.fold_column, a.folds, a.leave_one_group_out, a.group_column, a.seeds, a.jobs, a.train_extra)
     return 0
 
 
@@ -300,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--group-column", help="use this column as the group (kept within one split)")
     c.add_argument("--seeds", type=_seed_list, default=[0], help="comma-separated seeds, e.g. 0,1,2")
     c.add_argument("--jobs", type=_positive(int), help="runs in parallel (default: cores / threads per run)")
+    c.add_argument("--on-error", choices=["stop", "skip"], help="unusable audio: stop before training (default) or skip and list it")
     c.add_argument("--train-extra", metavar="PATH", help="folder or CSV manifest whose rows join every fold's training "
                    "part, never validation or test (e.g. synthetic speakers); with groups in DATA it needs its own groups")
     _config_args(c)

@@ -7,6 +7,7 @@ at the first unfinished run (finished runs are kept, a half-trained one resumes 
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from .config import load_config
 from .data.dataset import check_groups
 from .data.manifest import Manifest, load_manifest
 from .errors import SpecrnnError
-from .run import atomic_write_text, write_json
+from .run import CHECKPOINT_FILE, MODEL_FILE, atomic_write_text, write_json
 from .tasks import label_kind
 
 
@@ -134,12 +135,21 @@ def cv(
         extra = _usable_rows(extra, cfg, out, log, "bad_files_train_extra.csv")
     ids = fold_ids(man, fold_column, folds, leave_one_group_out, cfg.seed, stratify=not sequences)
     fold_names = sorted(set(ids), key=lambda f: (0, int(f), f) if f.isdigit() else (1, 0, f))  # 1, 2, 10; then names
+    _check_validation_groups(man, ids, fold_names, cfg)
     cfg_path = out / "config.yaml"
+    if cfg_path.exists() and load_config(str(cfg_path)).to_dict() != cfg.to_dict():
+        if _any_trained(out):  # resuming must not mix two experiments in one folder
+            raise SpecrnnError(f"{out} holds a cross-validation with another config ({cfg_path}); choose another --out "
+                               "or rerun with the same config to resume it")
+        # an earlier command stopped before any fold trained: the folder takes the new settings
+        log(f"{out}: no fold had trained yet; its settings are replaced by this command's")
+        for d in out.glob("fold-*/seed-*"):
+            if d.is_dir():
+                shutil.rmtree(d)
+        for stale in [cfg_path, out / "protocol.txt", *out.glob("fold-*/data.csv")]:
+            stale.unlink(missing_ok=True)
     if not cfg_path.exists():
         atomic_write_text(cfg_path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    elif load_config(str(cfg_path)).to_dict() != cfg.to_dict():  # resuming must not mix two experiments in one folder
-        raise SpecrnnError(f"{out} holds a cross-validation with another config ({cfg_path}); choose another --out "
-                           "or rerun with the same config to resume it")
     protocol = ("leave-one-group-out" if leave_one_group_out else f"column '{fold_column or 'fold'}'"
                 if (fold_column or (folds is None and man.folds is not None))
                 else f"{'' if sequences else 'stratified '}{folds or 5}-fold")
@@ -273,6 +283,24 @@ def _usable_rows(man: Manifest, cfg, out: Path, log, bad_csv: str = "bad_files.c
                             "--set data.on_error=skip to leave them out of every fold.")
     log(f"skipping {len(errors)} unusable file(s) before making folds; list in {out / bad_csv}")
     return man.select([i for i, f in enumerate(feats) if f is not None])
+
+
+def _any_trained(out: Path) -> bool:
+    """Whether any run of a CV folder has a model or a checkpoint."""
+    return any((d / f).exists() for d in out.glob("fold-*/seed-*") for f in (MODEL_FILE, CHECKPOINT_FILE))
+
+
+def _check_validation_groups(man: Manifest, ids, fold_names: list[str], cfg) -> None:
+    """Before any output: with group-aware validation (data.group_val), every fold must leave at least two groups
+    for training and validation, else its training would stop at the split."""
+    if not cfg.data.group_val or man.groups is None:
+        return
+    for fold in fold_names:
+        left = {g for g, f in zip(man.groups, ids) if f != fold}
+        if len(left) < 2:
+            raise SpecrnnError(f"{man.source or 'data'}: fold '{fold}' leaves {len(left)} group for training and validation, "
+                               "and validation takes whole groups (data.group_val); set data.group_val=false to draw "
+                               "validation rows from the training groups")
 
 
 def _check_protocol(out: Path, protocol: str, fold_names: list[str]) -> None:

@@ -253,6 +253,14 @@ def pattern_regex(pattern: str) -> re.Pattern:
 RULE = re.compile(r"^\s*(\w+)\s*(<=|>=|==|!=|<|>| in )\s*(.+?)\s*=\s*(train|val|test)\s*$")
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
 def _rule_matches(value: str, op: str, target: str) -> bool:
     if op.strip() == "in":
         return value in [t.strip() for t in target.split(",")]
@@ -276,6 +284,9 @@ def from_pattern(root: str | Path, pattern: str, split_rules: list[str] | None =
         m = RULE.match(r)
         if not m or m.group(1) not in rx.groupindex:
             raise SpecrnnError(f"bad split rule '{r}': expected FIELD OP VALUE=SPLIT with a field of the pattern, e.g. 'take<5=test'")
+        if m.group(2) in ("<", "<=", ">", ">=") and not _is_number(m.group(3)):
+            raise SpecrnnError(f"bad split rule '{r}': '{m.group(2)}' compares numbers, and '{m.group(3)}' is not one "
+                               "(use == or 'in' for text, e.g. 'speaker in george,lucas=test')")
         rules.append(m.groups())
     fields = [f for f in rx.groupindex if f not in ("label", "path")]
     cols: dict[str, list[str]] = {"path": [], "label": [], **{f: [] for f in fields}}
