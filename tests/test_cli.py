@@ -72,6 +72,11 @@ def test_evaluate_json(tiny_run, tmp_path):
     assert m_all["n"] == 48 and m_all["split"] is None
     text = cli("evaluate", run, run / "split.csv").stdout  # a CSV with a split column: its test rows, and it says so
     assert "split.csv, test rows" in text
+    test_only = tmp_path / "test_only.csv"  # a CSV without the asked split: the error names the splits it has
+    test_only.write_text("".join(x for i, x in enumerate((run / "split.csv").read_text().splitlines(True))
+                                 if i == 0 or ",test" in x))
+    r = cli("evaluate", run, test_only, "--split", "val", check=False)
+    assert r.returncode == 2 and "its splits: test;" in r.stderr and "specrnn evaluate RUN --split val" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("args, message", [(["--top-k", "-2"], "must be a whole number above 0"),
@@ -163,6 +168,15 @@ def test_unseen_label_in_evaluation_is_named(tiny_run, tmp_path):
     write(tmp_path / "d" / "low" / "l.wav", tone(300))
     r = cli("evaluate", run, tmp_path / "d", check=False)
     assert r.returncode == 2 and "'whistle'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_predict_notes_a_file_longer_than_the_model_reads(tiny_run, tmp_path):
+    run, root = tiny_run
+    short = next(root.rglob("*.wav"))
+    long = tmp_path / "long.wav"
+    write(long, np.tile(tone(300, 1.0, seed=1), 31))  # 31 s; features.max_seconds keeps the first 30
+    r = cli("predict", run, short, long)
+    assert f"{long} is 31.0 s long; the model read its first 30 s" in r.stderr and str(short) not in r.stderr, r.stderr
 
 
 def test_predict_reports_a_bad_file_and_still_scores_the_rest(tiny_run, tmp_path):

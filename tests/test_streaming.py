@@ -147,8 +147,9 @@ def test_predict_stream_cli_prints_running_labels_and_matches_offline(tone_folde
     assert len(lines) >= 3 and lines[-1]["final"] and all(x["path"] == str(f) for x in lines)
     offline = json.loads(cli("predict", run, f, "--json").stdout)[0]["top"][0]
     assert lines[-1]["label"] == offline["label"] and abs(lines[-1]["probability"] - offline["probability"]) < 1e-3
-    text = cli("predict", run, f, "--stream").stdout
-    assert "end" in text
+    r = cli("predict", run, f, "--stream")
+    text = r.stdout
+    assert "end" in text and "note" not in r.stderr  # top_db null: exact, no note
     top3 = [json.loads(x) for x in cli("predict", run, f, "--stream", "--top-k", 3, "--json").stdout.splitlines()]
     final = top3[-1]["top"]
     assert final[0]["label"] == lines[-1]["label"] and len(final) == 2  # the tone folder has two classes
@@ -157,6 +158,28 @@ def test_predict_stream_cli_prints_running_labels_and_matches_offline(tone_folde
     assert cli("predict", run, f, "--stream", "--top-k", 2).stdout.splitlines()[-1].count("%") == 2
     r = cli("predict", tmp_path / "nope", f, "--stream", check=False)
     assert r.returncode == 2 and "nope: no such run folder" in r.stderr
+
+
+def test_a_top_db_model_says_its_stream_can_differ_from_offline(tone_folder, tmp_path):
+    """features.top_db floors each clip below its loudest frame, which a stream does not know yet: the stream is
+    marked inexact, the Python API warns and `predict --stream` prints a note, so nobody relies on equality."""
+    import warnings
+
+    import specrnn
+
+    from .test_cli import cli
+
+    run = tmp_path / "topdb"
+    cli("train", tone_folder, "--out", run, "--config", "lstm", "--max-epochs", 1, "--set", "model.hidden=8")
+    f = sorted(tone_folder.rglob("*.wav"))[0]
+    assert "top_db=null" in cli("predict", run, f, "--stream").stderr
+    with pytest.warns(UserWarning, match="features.top_db"):
+        s = specrnn.load(run).stream()
+    assert not s.exact
+    fcfg = FeatureConfig(top_db=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert StreamingClassifier(build_model(load_config("lstm").model, fcfg.n_features, 2), FeatureExtractor(fcfg)).exact
 
 
 def test_audio_at_another_rate_is_resampled_on_the_fly():

@@ -44,6 +44,23 @@ def _evaluate(a) -> int:
     return 0
 
 
+def _note_cropped(paths: list[str], f) -> None:
+    """A note for each file longer than features.max_seconds: the model read only part of it."""
+    if f.max_seconds is None:
+        return
+    import soundfile as sf
+
+    for path in paths:
+        try:
+            seconds = sf.info(str(path)).duration
+        except Exception:  # it decoded for the prediction; a header soundfile cannot size is not worth an error
+            continue
+        if seconds > f.max_seconds:
+            part = "first" if f.crop == "start" else "middle"
+            print(f"specrnn: note: {path} is {seconds:.1f} s long; the model read its {part} {f.max_seconds:g} s "
+                  "(features.max_seconds, features.crop)", file=sys.stderr)
+
+
 def _predict(a) -> int:
     from .data.manifest import expand_audio_paths
     from .errors import SpecrnnError
@@ -87,6 +104,7 @@ def _predict(a) -> int:
     ctc = predictor.cfg.model.head == "ctc"
     top_k = a.top_k or (1 if ctc else 3)
     preds = predictor.predict(files, n_best=top_k if ctc else 1)
+    _note_cropped([p.path for p in preds if not p.error], predictor.cfg.features)
     failed = 0
     if a.json:
         print(json.dumps([p.to_dict(top_k) for p in preds]))
@@ -111,11 +129,12 @@ def _manifest(a) -> int:
     check_output_file(out, (".csv",), b"path,label", "manifest", "--out" if a.out else "the manifest (default --out)")
     man = from_pattern(a.dir, a.pattern, a.split_rule)
     unmatched = man.unmatched
+    replaced = os.path.exists(out)  # only a manifest specrnn wrote gets here (check_output_file)
     man.to_csv(out, relative_to=os.path.dirname(os.path.abspath(out)))
     counts = {}
     for s in man.splits or ["(no split)"] * len(man):
         counts[s] = counts.get(s, 0) + 1
-    print(f"wrote {out}: {len(man)} files, {len(man.classes)} labels, splits {counts}")
+    print(f"{'replaced' if replaced else 'wrote'} {out}: {len(man)} files, {len(man.classes)} labels, splits {counts}")
     if unmatched:
         print(f"{len(unmatched)} audio file(s) did not match the pattern, e.g. {unmatched[0]}", file=sys.stderr)
     if man.groups is not None and man.splits is not None:

@@ -443,19 +443,20 @@ def _write_tables(out: Path, s: dict) -> None:
 
 def format_summary(s: dict, out: Path) -> str:
     lines = ["", "=" * 64, f"cross-validation ({s['protocol']}), {len(s['folds'])} folds, {s['n_runs']} runs"]
+    width = max(len(str(f["fold"])) for f in s["folds"])  # fold names line up without padding short ones far out
     if s.get("task") == "sequence":
         for f in s["folds"]:
-            seeds = ", ".join(f"{100 * a:.1f}" for a in f["token_error_rate_per_seed"])
-            lines.append(f"  fold {f['fold']:>10}: token error rate {100 * f['token_error_rate']:6.2f}%  "
+            seeds = ", ".join(f"{100 * a:.2f}" for a in f["token_error_rate_per_seed"])
+            lines.append(f"  fold {f['fold']:>{width}}: token error rate {100 * f['token_error_rate']:6.2f}%  "
                          f"(n={f['n']}, {f['tokens']} tokens; seeds: {seeds})")
         lines += [f"mean token error rate {100 * s['token_error_rate_mean']:.2f}% ± {100 * s['token_error_rate_std']:.2f} "
                   f"(std over folds); pooled {100 * s['pooled_token_error_rate']:.2f}%; sequences right "
                   f"{100 * s['accuracy_mean']:.2f}%", f"CV folder: {out}  (cv.json, folds.csv, fold-*/seed-*/)", "=" * 64]
         return "\n".join(lines)
     for f in s["folds"]:
-        seeds = ", ".join(f"{100 * a:.1f}" for a in f["accuracy_per_seed"])
-        ens = f"; seeds together: {100 * f['ensemble_accuracy']:.1f}" if "ensemble_accuracy" in f else ""
-        lines.append(f"  fold {f['fold']:>10}: {100 * f['accuracy']:6.2f}%  (n={f['n']}; seeds: {seeds}{ens})")
+        seeds = ", ".join(f"{100 * a:.2f}" for a in f["accuracy_per_seed"])
+        ens = f"; seeds together: {100 * f['ensemble_accuracy']:.2f}" if "ensemble_accuracy" in f else ""
+        lines.append(f"  fold {f['fold']:>{width}}: {100 * f['accuracy']:6.2f}%  (n={f['n']}; seeds: {seeds}{ens})")
     lines += [f"mean accuracy {100 * s['accuracy_mean']:.2f}% ± {100 * s['accuracy_std']:.2f} (std over folds); "
               f"macro-F1 {100 * s['macro_f1_mean']:.2f}%",
               *([f"the seeds together (averaged probabilities): mean accuracy {100 * s['ensemble_accuracy_mean']:.2f}%"]

@@ -388,7 +388,7 @@ def _plots(run_dir: Path, metrics: dict, classes: list[str]) -> None:
 def summary(run_dir: Path, m: dict) -> str:
     what = "tokens" if "token_error_rate" in m.get("val", {}) else "classes"
     lines = ["", "=" * 64, f"specrnn: {m['model']}, {m['parameters']:,} parameters, {len(m['classes'])} {what}",
-             f"best epoch {m['best_epoch']} of {m['epochs_run']} run"]
+             f"best epoch {m['best_epoch']} (of {m['epochs_run']} trained)"]
     for name in ("val", "test"):
         if name in m and "token_error_rate" in m[name]:
             lines.append(f"{name:>4} sequences right {100 * m[name]['accuracy']:6.2f}%   token error rate "
@@ -425,7 +425,11 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str | N
             split = "test"
     rows = man.where_split(split) if split is not None else man
     if not len(rows):
-        raise SpecrnnError(f"no rows to evaluate in {man.source} (split {split})")
+        present = sorted(set(man.splits or []))
+        raise SpecrnnError(f"no rows to evaluate in {man.source} (split {split}); its splits: "
+                           f"{', '.join(present) if present else 'none (no split column)'}"
+                           + ("; the rows the run carved for validation are in the run: specrnn evaluate RUN --split val"
+                              if split == "val" and data is not None else ""))
     # all of `man`, not just `rows`: a per-speaker model's group means come from every row of the speaker
     fs = model_input_set(man, predictor.cfg, predictor.classes, split, "evaluate", label_kind(predictor.cfg.model))
     if fs.errors:

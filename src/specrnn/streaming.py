@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import sys
+import warnings
 
 import numpy as np
 import torch
@@ -284,6 +285,8 @@ class StreamingClassifier(CTCStreamDecoding):
         self.model = _on_cpu(model).eval()
         self.extractor = _on_cpu(feature_extractor) if feature_extractor is not None else None
         self.classes, self.multilabel = classes, multilabel
+        # audio streams equal the offline pass unless features are floored below each clip's (future) peak
+        self.exact = feature_extractor is None or feature_extractor.cfg.top_db is None
         self.reset()
 
     def reset(self) -> None:
@@ -386,10 +389,21 @@ class StreamingClassifier(CTCStreamDecoding):
         return p[0].numpy()
 
 
-def stream(predictor) -> StreamingClassifier:
-    """A StreamingClassifier for a loaded Predictor (`specrnn.load(run).stream()`)."""
-    return StreamingClassifier(predictor.enrolled_model(), predictor.extractor, predictor.classes,
-                               predictor.cfg.model.multilabel)
+def top_db_note(top_db: float) -> str:
+    return (f"this model floors its features {top_db:g} dB below each clip's loudest frame (features.top_db), and a "
+            "stream knows only the loudest frame so far, so its outputs can differ from predicting the whole file "
+            "(most where a clip starts with quiet or digital silence); train with features.top_db=null for a "
+            "model whose streaming equals the offline pass")
+
+
+def stream(predictor, warn: bool = True) -> StreamingClassifier:
+    """A StreamingClassifier for a loaded Predictor (`specrnn.load(run).stream()`); warns when its audio stream can
+    differ from the offline pass (a `features.top_db` model)."""
+    s = StreamingClassifier(predictor.enrolled_model(), predictor.extractor, predictor.classes,
+                            predictor.cfg.model.multilabel)
+    if warn and not s.exact:
+        warnings.warn(top_db_note(predictor.cfg.features.top_db), stacklevel=3)
+    return s
 
 
 def print_stream(predictor, files: list[str], chunk_ms: float, as_json: bool, top_k: int = 1) -> int:
@@ -401,7 +415,7 @@ def print_stream(predictor, files: list[str], chunk_ms: float, as_json: bool, to
 
     f = predictor.cfg.features
     step = max(1, int(round(chunk_ms / 1000 * f.sample_rate)))
-    failed = 0
+    failed, noted = 0, False
     for path in files:
         try:
             wave = load_audio(path, f.sample_rate, f.max_seconds, f.crop)
@@ -409,7 +423,10 @@ def print_stream(predictor, files: list[str], chunk_ms: float, as_json: bool, to
             print(f"specrnn: error: {e}", file=sys.stderr)
             failed += 1
             continue
-        s = stream(predictor)
+        s = stream(predictor, warn=False)
+        if not s.exact and not noted:
+            print(f"specrnn: note: {top_db_note(f.top_db)}", file=sys.stderr)
+            noted = True
         events = []
         for start in range(0, len(wave), step):
             s.push_audio(wave[start : start + step])
