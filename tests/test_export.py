@@ -92,27 +92,33 @@ def test_streaming_export_matches_streaming_classifier_and_offline(tmp_path):
     np.testing.assert_allclose(p.sum(), 1.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("preset, sets", [("lstm", []), ("crnn", ["model.bidirectional=false", "model.frontend.channels=[4,4]"])])
+@pytest.mark.parametrize("preset, sets", [("lstm", ["features.top_db=null"]), ("lstm", ["features.top_db=30"]),
+                                          ("crnn", ["model.bidirectional=false", "model.frontend.channels=[4,4]"])])
 def test_onnx_stream_takes_audio_like_the_pytorch_stream(tmp_path, preset, sets):
     """push_audio builds the features from the settings stored in the ONNX metadata: audio at another rate,
-    in chunks that split frames, ends where PyTorch's StreamingClassifier and the offline model end."""
+    in chunks that split frames, ends where PyTorch's StreamingClassifier and the offline model end. The audio
+    starts quiet and grows louder, so a top-dB floor rises over frames already sent and both streams start over."""
     import soxr
 
     from specrnn.features import FeatureExtractor
     from specrnn.streaming import StreamingClassifier
 
-    cfg, model = _model(preset, "features.top_db=null", *sets)
+    cfg, model = _model(preset, *sets)
     path = export.export_streaming(model, tmp_path / "s.onnx", cfg, CLASSES)
     ex = FeatureExtractor(cfg.features)
-    wave8k = (np.sin(np.arange(6001) * 0.3) * np.random.default_rng(0).uniform(0.05, 0.5, 6001)).astype(np.float32)
+    loudness = np.geomspace(1e-4, 0.5, 6001) * np.random.default_rng(0).uniform(0.5, 1.0, 6001)
+    wave8k = (np.sin(np.arange(6001) * 0.3) * loudness).astype(np.float32)
     wave = soxr.resample(wave8k, 8000, cfg.features.sample_rate, quality="HQ").astype(np.float32)
     with torch.no_grad():
         feats, n = ex(torch.from_numpy(wave)[None], torch.tensor([len(wave)]))
         offline = model(feats, n).numpy()
     ours, ref = export.OnnxStreamingClassifier(path), StreamingClassifier(model, ex)
+    restarts = 0
     for i in range(0, len(wave8k), 777):
         ours.push_audio(wave8k[i : i + 777], sample_rate=8000)
         ref.push_audio(wave8k[i : i + 777], sample_rate=8000)
+        restarts += ours.audio.restart
+    assert restarts >= (cfg.features.top_db == 30)  # the 30 dB floor rises over frames already sent
     p = ours.finish()
     ref.finish()
     np.testing.assert_allclose(ours.logits(), ref.logits().numpy(), atol=TOL, rtol=0)

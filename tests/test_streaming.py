@@ -147,9 +147,8 @@ def test_predict_stream_cli_prints_running_labels_and_matches_offline(tone_folde
     assert len(lines) >= 3 and lines[-1]["final"] and all(x["path"] == str(f) for x in lines)
     offline = json.loads(cli("predict", run, f, "--json").stdout)[0]["top"][0]
     assert lines[-1]["label"] == offline["label"] and abs(lines[-1]["probability"] - offline["probability"]) < 1e-3
-    r = cli("predict", run, f, "--stream")
-    text = r.stdout
-    assert "end" in text and "note" not in r.stderr  # top_db null: exact, no note
+    text = cli("predict", run, f, "--stream").stdout
+    assert "end" in text
     top3 = [json.loads(x) for x in cli("predict", run, f, "--stream", "--top-k", 3, "--json").stdout.splitlines()]
     final = top3[-1]["top"]
     assert final[0]["label"] == lines[-1]["label"] and len(final) == 2  # the tone folder has two classes
@@ -160,26 +159,32 @@ def test_predict_stream_cli_prints_running_labels_and_matches_offline(tone_folde
     assert r.returncode == 2 and "nope: no such run folder" in r.stderr
 
 
-def test_a_top_db_model_says_its_stream_can_differ_from_offline(tone_folder, tmp_path):
-    """features.top_db floors each clip below its loudest frame, which a stream does not know yet: the stream is
-    marked inexact, the Python API warns and `predict --stream` prints a note, so nobody relies on equality."""
-    import warnings
-
-    import specrnn
-
-    from .test_cli import cli
-
-    run = tmp_path / "topdb"
-    cli("train", tone_folder, "--out", run, "--config", "lstm", "--max-epochs", 1, "--set", "model.hidden=8")
-    f = sorted(tone_folder.rglob("*.wav"))[0]
-    assert "top_db=null" in cli("predict", run, f, "--stream").stderr
-    with pytest.warns(UserWarning, match="features.top_db"):
-        s = specrnn.load(run).stream()
-    assert not s.exact
-    fcfg = FeatureConfig(top_db=None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert StreamingClassifier(build_model(load_config("lstm").model, fcfg.n_features, 2), FeatureExtractor(fcfg)).exact
+@pytest.mark.parametrize("chunk", [160, 1000, 3001])
+@pytest.mark.parametrize("kind", ["logmel", "mfcc"])
+def test_top_db_stream_starts_over_when_the_floor_rises_and_ends_equal_to_offline(chunk, kind):
+    """features.top_db floors each clip at its loudest frame minus top_db, which a stream learns late: digital
+    silence, then a quiet tone, then a loud one raise the floor twice over frames already sent. The stream starts
+    the model over on the refloored frames, so after the last chunk it equals the offline pass."""
+    fcfg = FeatureConfig(kind=kind, top_db=40.0)
+    ex = FeatureExtractor(fcfg)
+    t = np.arange(4000) / 16000
+    wave = np.concatenate([np.zeros(3000), 1e-3 * np.sin(2 * np.pi * 300 * t), 0.5 * np.sin(2 * np.pi * 900 * t),
+                           np.zeros(1234)]).astype(np.float32)
+    feats, _ = ex(torch.from_numpy(wave)[None], torch.tensor([len(wave)]))
+    model = _randomise(build_model(load_config("lstm").model, fcfg.n_features, 5))
+    s = StreamingClassifier(model, ex)
+    restarts = 0
+    for i in range(0, len(wave), chunk):
+        s.push_audio(wave[i : i + chunk])
+        restarts += s.audio.restart
+    s.finish()
+    assert restarts >= 1
+    torch.testing.assert_close(s.logits(), _offline(model, feats[0]), atol=1e-5, rtol=0)
+    s.reset()  # a second stream on the same object starts from nothing
+    for i in range(0, len(wave), chunk):
+        s.push_audio(wave[i : i + chunk])
+    s.finish()
+    torch.testing.assert_close(s.logits(), _offline(model, feats[0]), atol=1e-5, rtol=0)
 
 
 def test_audio_at_another_rate_is_resampled_on_the_fly():

@@ -493,14 +493,18 @@ class OnnxStreamingClassifier(CTCStreamDecoding):
         self.reset()
 
     def reset(self) -> None:
+        self._start_model()
+        self.audio = None  # an AudioStream, made when audio is first pushed
+        self.finished = False
+
+    def _start_model(self) -> None:
+        """The model's state as before any frame: a new stream, or the same audio again (AudioStream.restart)."""
         self.states = {s["name"]: np.full(s["shape"], s["init"], dtype=s["dtype"]) for s in self.spec}
         self.pending = np.zeros((0, 0), dtype=np.float32)
         self.latest: np.ndarray | None = None
         self.frame_outputs: list[np.ndarray] = []
         self.ctc = GreedyCTC(self.blank) if self.blank is not None else None
         self.fed = self.real = 0  # feature frames given to the model so far: all, and real ones
-        self.audio = None  # an AudioStream, made when audio is first pushed
-        self.finished = False
 
     def _run(self, frames: np.ndarray, total: int | None = None) -> None:
         """One step on `frames` (real), zero-padded to `total` frames (default: the next multiple)."""
@@ -541,7 +545,12 @@ class OnnxStreamingClassifier(CTCStreamDecoding):
             from .features import FeatureExtractor
 
             self.audio = AudioStream(FeatureExtractor(FeatureConfig(**self.features)))
-        return self.push_features(self.audio.push(samples, sample_rate).numpy())
+        return self._push_audio_frames(self.audio.push(samples, sample_rate))
+
+    def _push_audio_frames(self, frames) -> np.ndarray | None:
+        if self.audio.restart:  # every frame so far, floored anew: the model starts over on them
+            self._start_model()
+        return self.push_features(frames.numpy())
 
     def finish(self) -> np.ndarray | None:
         """The last step: the audio's last frames (if audio was pushed), the pending frames, then (with a CNN
@@ -554,7 +563,7 @@ class OnnxStreamingClassifier(CTCStreamDecoding):
 
     def _flush(self) -> None:
         if self.audio is not None:
-            self.push_features(self.audio.finish().numpy())
+            self._push_audio_frames(self.audio.finish())
         real = self.real + self.pending.shape[0]
         if self.cnn and real:
             need = _cnn_frames_needed(self.cnn, self.junk, real, self.stack)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import sys
-import warnings
 
 import numpy as np
 import torch
@@ -26,11 +25,17 @@ from .models.frontends import ConvBlock
 from .tasks.ctc import GreedyCTC
 
 
+RESTART_DB = 1.0  # while streaming, the top-dB floor may lag this much behind the peak before the model starts over
+
+
 class StreamingSTFT:
     """Centred, zero-padded log-(mel) STFT frames from audio chunks: frame t appears once sample t*hop+n_fft/2 arrives.
 
-    top-dB clipping needs the clip's peak, which a stream does not know yet: the running peak is used, so audio
-    streaming equals offline exactly when `features.top_db` is null (or the peak comes first)."""
+    top-dB clipping floors each clip at its loudest frame minus top_db, and a stream knows only the loudest frame so
+    far. So the frames' dB values before the floor are kept (up to `features.max_seconds`, what the offline pass
+    reads). When the peak has risen more than RESTART_DB since the frames sent were floored, and the higher floor
+    reaches some of them, `push` returns every frame again, floored anew, and sets `restart`: the model starts
+    over on them. `finish` does so for any rise at all, so after the last chunk the stream equals the offline pass."""
 
     def __init__(self, extractor):
         self.ex, self.cfg = extractor, extractor.cfg
@@ -40,6 +45,31 @@ class StreamingSTFT:
     def reset(self) -> None:
         self.buf = torch.zeros(self.cfg.n_fft // 2)  # left zero padding of the centred STFT
         self.next_frame, self.samples, self.peak = 0, 0, -torch.inf
+        self.raw: list[Tensor] = []  # dB frames before the floor, for a restart (top_db models)
+        self.raw_min, self.floored_at, self.restart = torch.inf, -torch.inf, False  # floored_at: the lowest peak used
+        c = self.cfg
+        self.keep = None if c.max_seconds is None else int(c.max_seconds * c.sample_rate / c.hop_length) + 1
+
+    def _floor(self, db: Tensor, final: bool) -> Tensor:
+        """Floor new dB frames at the running peak minus top_db; all frames again (restart) when the floor rose
+        over frames already sent by more than RESTART_DB (at the end: by anything)."""
+        c = self.cfg
+        if c.top_db is None or not (db.shape[0] or final and self.raw):
+            return db
+        if db.shape[0]:
+            self.peak = max(self.peak, float(db.max()))
+        if not self.raw:
+            self.floored_at = self.peak
+        rise = self.peak - self.floored_at  # the most a frame already sent lags behind the current floor
+        restart = self.raw_min < self.peak - c.top_db and (rise > 0 if final else rise > RESTART_DB)
+        if self.keep is not None and sum(len(r) for r in self.raw) >= self.keep:  # past max_seconds: no restarts
+            restart = False
+        elif db.shape[0]:
+            self.raw.append(db)
+            self.raw_min = min(self.raw_min, float(db.min()))
+        if restart:
+            self.restart, self.floored_at, db = True, self.peak, torch.cat(self.raw)
+        return torch.maximum(db, torch.tensor(self.peak - c.top_db))
 
     def _frames(self, limit: int, count: int | None = None) -> Tensor:
         c = self.cfg
@@ -47,19 +77,22 @@ class StreamingSTFT:
         last = (limit - c.n_fft) // c.hop_length
         if count is not None:
             last = min(last, count - 1)
-        n = last - self.next_frame + 1
-        if n <= 0:
+        n = max(0, last - self.next_frame + 1)
+        final = count is not None  # the end: a last restart may still be due with no new frame
+        if not n and not (final and self.raw):
             return torch.zeros(0, self.cfg.n_features)
-        seg = self.buf[: (n - 1) * c.hop_length + c.n_fft]
-        spec = torch.stft(seg[None], c.n_fft, c.hop_length, c.win_length, self.ex.window, center=False, return_complex=True)
-        spec = torch.view_as_real(spec)
-        power = (spec[..., 0].square() + spec[..., 1].square()).transpose(1, 2)[0]
-        if c.kind != "logpower":
-            power = power @ self.ex.mel
-        db = 10.0 * torch.log10(power.clamp_min(AMIN))
-        if c.top_db is not None:
-            self.peak = max(self.peak, float(db.max()))
-            db = torch.maximum(db, torch.tensor(self.peak - c.top_db))
+        if n:
+            seg = self.buf[: (n - 1) * c.hop_length + c.n_fft]
+            spec = torch.stft(seg[None], c.n_fft, c.hop_length, c.win_length, self.ex.window, center=False,
+                              return_complex=True)
+            spec = torch.view_as_real(spec)
+            power = (spec[..., 0].square() + spec[..., 1].square()).transpose(1, 2)[0]
+            if c.kind != "logpower":
+                power = power @ self.ex.mel
+            db = 10.0 * torch.log10(power.clamp_min(AMIN))
+        else:
+            db = self.raw[0][:0]
+        db = self._floor(db, final)
         if c.kind == "mfcc":
             db = db @ self.ex.dct
         self.next_frame += n
@@ -67,12 +100,15 @@ class StreamingSTFT:
         return db
 
     def push(self, samples: np.ndarray | Tensor) -> Tensor:
+        """The frames these samples complete; every frame so far when `restart` is set."""
+        self.restart = False
         x = torch.as_tensor(np.asarray(samples, dtype=np.float32))
         self.buf = torch.cat([self.buf, x])
         self.samples += len(x)
         return self._frames(self.next_frame * self.cfg.hop_length + len(self.buf))
 
     def finish(self) -> Tensor:
+        self.restart = False
         half = self.cfg.n_fft // 2
         self.buf = torch.cat([self.buf, torch.zeros(half)])
         return self._frames(self.next_frame * self.cfg.hop_length + len(self.buf), count=1 + self.samples // self.cfg.hop_length)
@@ -83,11 +119,13 @@ FINISHED = "this stream has finished; call reset() to start a new one"
 
 class AudioStream:
     """Audio chunks of any size -> feature frames: soxr's streaming resampler (when the chunks come at another
-    rate) then `StreamingSTFT`. Shared by the PyTorch and the ONNX streaming classifiers."""
+    rate) then `StreamingSTFT`. Shared by the PyTorch and the ONNX streaming classifiers. After `push` or
+    `finish`, `restart` says the frames returned are all the frames so far (the top-dB floor rose): the consumer
+    starts its model over on them."""
 
     def __init__(self, extractor):
         self.stft = StreamingSTFT(extractor)
-        self.resampler, self.rate, self.finished = None, None, False
+        self.resampler, self.rate, self.finished, self.restart = None, None, False, False
 
     def push(self, samples: np.ndarray, sample_rate: int | None = None) -> Tensor:
         """Mono float samples in [-1, 1] at `sample_rate` (default: the model's rate); returns the frames they complete."""
@@ -115,18 +153,23 @@ class AudioStream:
 
                 self.resampler = soxr.ResampleStream(rate, model_rate, 1, dtype="float32", quality="HQ")
             samples = self.resampler.resample_chunk(samples)
-        return self.stft.push(samples)
+        frames = self.stft.push(samples)
+        self.restart = self.stft.restart
+        return frames
 
     def finish(self) -> Tensor:
         """The frames still held back: the resampler's delayed tail, then the STFT's right padding. None pushed: none."""
         if self.finished:
             return torch.zeros(0, self.stft.cfg.n_features)
-        self.finished = True
+        self.finished, self.restart = True, False
         frames = []
-        if self.resampler is not None:
-            frames.append(self.stft.push(self.resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)))
-        if self.stft.samples:
-            frames.append(self.stft.finish())
+        parts = [lambda: self.stft.push(self.resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+                 ] if self.resampler is not None else []
+        for part in [*parts, lambda: self.stft.finish() if self.stft.samples else None]:
+            out = part()
+            if out is not None:
+                frames = [out] if self.stft.restart else [*frames, out]  # a restart's frames hold the earlier ones
+                self.restart = self.restart or self.stft.restart
         return torch.cat(frames) if frames else torch.zeros(0, self.stft.cfg.n_features)
 
 
@@ -285,12 +328,14 @@ class StreamingClassifier(CTCStreamDecoding):
         self.model = _on_cpu(model).eval()
         self.extractor = _on_cpu(feature_extractor) if feature_extractor is not None else None
         self.classes, self.multilabel = classes, multilabel
-        # audio streams equal the offline pass unless features are floored below each clip's (future) peak
-        self.exact = feature_extractor is None or feature_extractor.cfg.top_db is None
         self.reset()
 
     def reset(self) -> None:
         self.audio = AudioStream(self.extractor) if self.extractor is not None else None
+        self._start_model()
+
+    def _start_model(self) -> None:
+        """The model's state as before any frame: a new stream, or the same audio again (AudioStream.restart)."""
         self.pending = None  # frames waiting to complete a stacked group
         self.blocks = [_ConvBlockStream(b) for b in self.model.frontend.blocks] if self.model.frontend is not None else []
         self.state = None
@@ -318,7 +363,12 @@ class StreamingClassifier(CTCStreamDecoding):
         else at the model's rate."""
         if self.audio is None:
             raise SpecrnnError("no feature extractor: use push_features, or build the stream from a Predictor")
-        return self.push_features(self.audio.push(samples, sample_rate))
+        return self._push_audio_frames(self.audio.push(samples, sample_rate))
+
+    def _push_audio_frames(self, frames: Tensor) -> np.ndarray | None:
+        if self.audio.restart:  # every frame so far, floored anew: the model starts over on them
+            self._start_model()
+        return self.push_features(frames)
 
     @torch.no_grad()
     def finish(self) -> np.ndarray | None:
@@ -327,7 +377,7 @@ class StreamingClassifier(CTCStreamDecoding):
         if self.finished:
             return self.probabilities()
         if self.audio is not None:
-            self.push_features(self.audio.finish())
+            self._push_audio_frames(self.audio.finish())
         self._stacked(None, final=True)
         self.finished = True
         return self.probabilities()
@@ -389,21 +439,10 @@ class StreamingClassifier(CTCStreamDecoding):
         return p[0].numpy()
 
 
-def top_db_note(top_db: float) -> str:
-    return (f"this model floors its features {top_db:g} dB below each clip's loudest frame (features.top_db), and a "
-            "stream knows only the loudest frame so far, so its outputs can differ from predicting the whole file "
-            "(most where a clip starts with quiet or digital silence); train with features.top_db=null for a "
-            "model whose streaming equals the offline pass")
-
-
-def stream(predictor, warn: bool = True) -> StreamingClassifier:
-    """A StreamingClassifier for a loaded Predictor (`specrnn.load(run).stream()`); warns when its audio stream can
-    differ from the offline pass (a `features.top_db` model)."""
-    s = StreamingClassifier(predictor.enrolled_model(), predictor.extractor, predictor.classes,
-                            predictor.cfg.model.multilabel)
-    if warn and not s.exact:
-        warnings.warn(top_db_note(predictor.cfg.features.top_db), stacklevel=3)
-    return s
+def stream(predictor) -> StreamingClassifier:
+    """A StreamingClassifier for a loaded Predictor (`specrnn.load(run).stream()`)."""
+    return StreamingClassifier(predictor.enrolled_model(), predictor.extractor, predictor.classes,
+                               predictor.cfg.model.multilabel)
 
 
 def print_stream(predictor, files: list[str], chunk_ms: float, as_json: bool, top_k: int = 1) -> int:
@@ -415,7 +454,7 @@ def print_stream(predictor, files: list[str], chunk_ms: float, as_json: bool, to
 
     f = predictor.cfg.features
     step = max(1, int(round(chunk_ms / 1000 * f.sample_rate)))
-    failed, noted = 0, False
+    failed = 0
     for path in files:
         try:
             wave = load_audio(path, f.sample_rate, f.max_seconds, f.crop)
@@ -423,10 +462,7 @@ def print_stream(predictor, files: list[str], chunk_ms: float, as_json: bool, to
             print(f"specrnn: error: {e}", file=sys.stderr)
             failed += 1
             continue
-        s = stream(predictor, warn=False)
-        if not s.exact and not noted:
-            print(f"specrnn: note: {top_db_note(f.top_db)}", file=sys.stderr)
-            noted = True
+        s = stream(predictor)
         events = []
         for start in range(0, len(wave), step):
             s.push_audio(wave[start : start + step])
