@@ -187,6 +187,21 @@ def test_top_db_stream_starts_over_when_the_floor_rises_and_ends_equal_to_offlin
     torch.testing.assert_close(s.logits(), _offline(model, feats[0]), atol=1e-5, rtol=0)
 
 
+def test_top_db_stream_keeps_frames_for_restarts_only_up_to_max_seconds():
+    """Memory stays bounded on a long stream: frames are kept for restarts up to features.max_seconds (what the
+    offline pass reads); a louder sound after that floors only the frames still to come."""
+    ex = FeatureExtractor(FeatureConfig(top_db=40.0, max_seconds=0.5))
+    t = np.arange(12000) / 16000
+    quiet_then_loud = np.concatenate([1e-3 * np.sin(2 * np.pi * 300 * t), 0.5 * np.sin(2 * np.pi * 300 * t)])
+    stft = StreamingSTFT(ex)
+    for i in range(0, len(quiet_then_loud), 800):
+        frames = stft.push(quiet_then_loud[i : i + 800].astype(np.float32))
+        assert not stft.restart and len(frames) <= 6  # the loud half comes at 0.75 s: no restart
+    assert stft.kept <= 0.5 * 16000 / 160 + 6
+    stft.finish()
+    assert not stft.restart
+
+
 def test_audio_at_another_rate_is_resampled_on_the_fly():
     import soxr
 

@@ -46,6 +46,7 @@ class StreamingSTFT:
         self.buf = torch.zeros(self.cfg.n_fft // 2)  # left zero padding of the centred STFT
         self.next_frame, self.samples, self.peak = 0, 0, -torch.inf
         self.raw: list[Tensor] = []  # dB frames before the floor, for a restart (top_db models)
+        self.kept = 0  # frames in self.raw
         self.raw_min, self.floored_at, self.restart = torch.inf, -torch.inf, False  # floored_at: the lowest peak used
         c = self.cfg
         self.keep = None if c.max_seconds is None else int(c.max_seconds * c.sample_rate / c.hop_length) + 1
@@ -62,10 +63,11 @@ class StreamingSTFT:
             self.floored_at = self.peak
         rise = self.peak - self.floored_at  # the most a frame already sent lags behind the current floor
         restart = self.raw_min < self.peak - c.top_db and (rise > 0 if final else rise > RESTART_DB)
-        if self.keep is not None and sum(len(r) for r in self.raw) >= self.keep:  # past max_seconds: no restarts
+        if self.keep is not None and self.kept >= self.keep:  # past max_seconds: no restarts
             restart = False
         elif db.shape[0]:
             self.raw.append(db)
+            self.kept += db.shape[0]
             self.raw_min = min(self.raw_min, float(db.min()))
         if restart:
             self.restart, self.floored_at, db = True, self.peak, torch.cat(self.raw)
