@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,7 +227,7 @@ def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=pr
     from .models import build_model
     from .models.build import count_parameters
     from .tasks import make_task
-    from .training import BestModel, History, LitClassifier, make_trainer, weight_averaging
+    from .training import BestModel, EpochLog, History, LitClassifier, make_trainer, weight_averaging
 
     _set_threads(cfg)
     L.seed_everything(cfg.seed, verbose=False)
@@ -243,7 +244,8 @@ def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=pr
     best = BestModel(run_dir, meta, cfg.train.patience, cfg.train.min_epochs, averaging)
     extra = [averaging] if averaging is not None else []
     history = History(run_dir)
-    trainer = make_trainer(cfg, run_dir, [*extra, best, history, *callbacks])
+    epoch_lines = [] if sys.stderr.isatty() else [EpochLog(log)]  # a terminal has Lightning's progress bar instead
+    trainer = make_trainer(cfg, run_dir, [*extra, best, history, *epoch_lines, *callbacks])
     n_groups = int(sets["train"].groups.max()) + 1 if cfg.train.adversary > 0 else 0
     lit = LitClassifier(model, task, cfg, len(train_loader), batch_augment(cfg, task.n_outputs, log), n_groups)
     log(f"training {describe(cfg)} ({count_parameters(model):,} parameters) on {len(sets['train'])} clips, "

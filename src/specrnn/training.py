@@ -223,6 +223,24 @@ class History(Callback):
         self.seconds_before_resume = sum(float(r.get("epoch_seconds", 0.0)) for r in self.rows)
 
 
+class EpochLog(Callback):
+    """One line per epoch (train and validation loss, validation accuracy, seconds), for runs whose output is not a
+    terminal: there Lightning's progress bar is off, and a log or pipe would otherwise show nothing until the end."""
+
+    def __init__(self, log):
+        self.write = log
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        parts = [f"train loss {m['train_loss']:.4f}" if "train_loss" in m else None,
+                 f"val loss {m['val_loss']:.4f}" if "val_loss" in m else None,
+                 f"val accuracy {100 * m['val_acc']:.2f}%" if "val_acc" in m else None]
+        seconds = f" ({m['epoch_seconds']:.1f} s)" if "epoch_seconds" in m else ""
+        self.write(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {', '.join(p for p in parts if p)}{seconds}")
+
+
 class ExactResume(Callback):
     """What makes a resumed run end with the same weights as an uninterrupted one, beyond Lightning's own state:
     - the bucket sampler's epoch (Lightning calls set_epoch only on `batch_sampler.sampler`, which ours lacks);
