@@ -182,7 +182,7 @@ def test_too_few_groups_for_group_validation_is_refused_before_anything_is_writt
     two.write_text(grouped_csv.read_text().replace("spk1", "spk0").replace("spk2", "spk0").replace("spk3", "spk1")
                    .replace("spk4", "spk1").replace("spk5", "spk1"))
     out = tmp_path / "cv"
-    with pytest.raises(SpecrnnError, match="leaves 1 group .*data.group_val=false"):
+    with pytest.raises(SpecrnnError, match="fold 'spk0' held out, 1 group left .*data.group_val=false"):
         specrnn.cv(two, out, overrides=TINY, leave_one_group_out=True, jobs=1, log=lambda *a: None)
     assert not (out / "config.yaml").exists()
     s = specrnn.cv(two, out, overrides=[*TINY, "data.group_val=false"], leave_one_group_out=True, jobs=1, log=lambda *a: None)

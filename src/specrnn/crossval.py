@@ -293,14 +293,12 @@ def _any_trained(out: Path) -> bool:
 def _check_validation_groups(man: Manifest, ids, fold_names: list[str], cfg) -> None:
     """Before any output: with group-aware validation (data.group_val), every fold must leave at least two groups
     for training and validation, else its training would stop at the split."""
-    if not cfg.data.group_val or man.groups is None:
-        return
-    for fold in fold_names:
-        left = {g for g, f in zip(man.groups, ids) if f != fold}
-        if len(left) < 2:
-            raise SpecrnnError(f"{man.source or 'data'}: fold '{fold}' leaves {len(left)} group for training and validation, "
-                               "and validation takes whole groups (data.group_val); set data.group_val=false to draw "
-                               "validation rows from the training groups")
+    from .data.splits import check_validation_groups
+
+    if cfg.data.group_val and man.groups is not None:
+        for fold in fold_names:
+            check_validation_groups({g for g, f in zip(man.groups, ids) if f != fold},
+                                    f"{man.source or 'data'}: with fold '{fold}' held out")
 
 
 def _check_protocol(out: Path, protocol: str, fold_names: list[str]) -> None:

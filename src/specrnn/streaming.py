@@ -70,7 +70,8 @@ class StreamingSTFT:
             self.kept += db.shape[0]
             self.raw_min = min(self.raw_min, float(db.min()))
         if restart:
-            self.restart, self.floored_at, db = True, self.peak, torch.cat(self.raw)
+            db = torch.cat(self.raw)
+            self.raw, self.restart, self.floored_at = [db], True, self.peak  # one tensor: the next restart cats less
         return torch.maximum(db, torch.tensor(self.peak - c.top_db))
 
     def _frames(self, limit: int, count: int | None = None) -> Tensor:

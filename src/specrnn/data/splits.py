@@ -67,6 +67,13 @@ def _hold_out(man: Manifest, idx: np.ndarray, frac: float, seed: int) -> tuple[n
     return _stratified(man.labels, idx, frac, np.random.default_rng(seed))
 
 
+def check_validation_groups(left: set, where: str) -> None:
+    """Group-aware validation takes whole groups: the groups `left` for training and validation must be two or more."""
+    if len(left) < 2:
+        raise SpecrnnError(f"{where}, {len(left)} group left for training and validation, and validation takes whole "
+                           "groups; with few groups set data.group_val=false (validation rows from the training groups)")
+
+
 def assign_splits(man: Manifest, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
                   warn: Callable[[str], None] | None = None, group_val: bool = True, stratify: bool = True) -> Manifest:
     """Return a copy with every row in train, val or test.
@@ -97,10 +104,8 @@ def assign_splits(man: Manifest, val_fraction: float = 0.1, test_fraction: float
         # val_fraction is of the whole data when we made the test split, of the train rows when it was given
         frac = val_fraction / (1 - test_fraction) if man.splits is None and test_fraction < 1 else val_fraction
         if group_val:
-            if man.groups is not None and len(set(np.asarray(man.groups)[train_idx])) < 2:
-                raise SpecrnnError(f"{man.source or 'data'}: after the test split, {len(set(np.asarray(man.groups)[train_idx]))} "
-                                   "group left for training and validation, and validation takes whole groups; with few "
-                                   "groups set data.group_val=false (validation rows from the training groups)")
+            if man.groups is not None:
+                check_validation_groups(set(np.asarray(man.groups)[train_idx]), f"{man.source or 'data'}: after the test split")
             _, val = _hold_out(man, train_idx, frac, seed + 1)
         else:
             _, val = _stratified(man.labels, train_idx, frac, np.random.default_rng(seed + 1))
