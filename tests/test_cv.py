@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import specrnn
-from specrnn.crossval import fold_ids, fold_manifest
+from specrnn.crossval import _auto_jobs, fold_ids, fold_manifest
 from specrnn.data.manifest import Manifest
 from specrnn.errors import SpecrnnError
 
@@ -118,6 +118,17 @@ def test_cv_cli_parallel_jobs(grouped_csv, tmp_path):
     assert "mean accuracy" in r.stdout
     s = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert [f["fold"] for f in s["folds"]] == [f"spk{i}" for i in range(6)]
+
+
+def test_default_parallel_runs_fit_the_cores_and_share_a_gpu():
+    assert _auto_jobs(6, cuda=False, cores=2) == 2  # one thread each (pipeline._set_threads)
+    assert _auto_jobs(6, cuda=False, cores=16) == 4  # four threads each
+    assert _auto_jobs(1, cuda=False, cores=16) == 1
+    gib = 1 << 30
+    assert _auto_jobs(30, cuda=True, cores=16, gpu_memory=140 * gib) == 6  # measured: 2.7x the wall time of one at once
+    assert _auto_jobs(30, cuda=True, cores=4, gpu_memory=140 * gib) == 2  # two cores a run
+    assert _auto_jobs(30, cuda=True, cores=16, gpu_memory=6 * gib) == 3  # 2 GiB of GPU memory a run
+    assert _auto_jobs(30, cuda=True, cores=2, gpu_memory=140 * gib) == 1
 
 
 def test_several_seeds_are_also_scored_together(grouped_csv, tmp_path):

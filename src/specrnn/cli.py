@@ -319,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--leave-one-group-out", action="store_true", help="each group (e.g. speaker) is a test fold")
     c.add_argument("--group-column", help="use this column as the group (kept within one split)")
     c.add_argument("--seeds", type=_seed_list, default=[0], help="comma-separated seeds, e.g. 0,1,2")
-    c.add_argument("--jobs", type=_positive(int), help="runs in parallel (default: cores / threads per run)")
+    c.add_argument("--jobs", type=_positive(int), help="runs in parallel (default: cores / threads per run on CPU; "
+                   "up to 6 sharing one GPU)")
     c.add_argument("--on-error", choices=["stop", "skip"], help="unusable audio: stop before training (default) or skip and list it")
     c.add_argument("--train-extra", metavar="PATH", help="folder or CSV manifest whose rows join every fold's training "
                    "part, never validation or test (e.g. synthetic speakers); with groups in DATA it needs its own groups")

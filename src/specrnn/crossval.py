@@ -86,12 +86,20 @@ def fold_manifest(man: Manifest, ids: list[str], fold: str) -> Manifest:
     return out
 
 
-def _auto_jobs(n_runs: int) -> int:
+GPU_JOBS = 6  # runs sharing one GPU by default: measured on an H200 with 16 cores (benchmarks/RESULTS.md)
+GPU_MEMORY_PER_JOB = 2 << 30  # bytes; an FSDD-sized run used about 1.4 GiB
+
+
+def _auto_jobs(n_runs: int, cuda: bool | None = None, cores: int | None = None, gpu_memory: int | None = None) -> int:
+    """Runs at once: on CPU, the cores over each run's threads; on a GPU, several runs share it (small RNNs leave it
+    mostly idle between the steps of one run), two cores each, at most GPU_JOBS and 2 GiB of GPU memory each."""
     import torch
 
-    if torch.cuda.is_available():
-        return 1
-    cores = os.cpu_count() or 2
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    cores = cores or os.cpu_count() or 2
+    if cuda:
+        gpu_memory = gpu_memory or torch.cuda.get_device_properties(0).total_memory
+        return max(1, min(n_runs, cores // 2, GPU_JOBS, gpu_memory // GPU_MEMORY_PER_JOB))
     threads = max(1, min(4, cores // 2))  # as pipeline._set_threads
     return max(1, min(n_runs, cores // threads))
 
@@ -176,6 +184,8 @@ def cv(
     if len(todo) < len(runs):
         log(f"resuming: {len(runs) - len(todo)} run(s) already finished")
     jobs = jobs or _auto_jobs(len(todo))
+    # parallel runs share the cores: torch's default (all of them, where a GPU trains) would oversubscribe them
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // jobs)))}
     t0 = time.perf_counter()
 
     def one(run):
@@ -196,7 +206,7 @@ def cv(
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
             with open(run_dir.parent / f"seed-{seed}.log", "w") as logf:
-                r = subprocess.run([sys.executable, "-m", "specrnn", *args], stdout=logf, stderr=subprocess.STDOUT)
+                r = subprocess.run([sys.executable, "-m", "specrnn", *args], stdout=logf, stderr=subprocess.STDOUT, env=env)
             if r.returncode != 0:
                 raise SpecrnnError(f"fold {fold} seed {seed} failed; see {run_dir.parent / f'seed-{seed}.log'}")
         t = _read_metrics(run_dir)["test"]
