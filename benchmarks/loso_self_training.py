@@ -50,12 +50,14 @@ def prepare(work: Path, teachers: list[Path], students: list[Path], seeds: list[
 
     for fold in folds or sorted(p.name.removeprefix("fold-") for p in teachers[0].glob("fold-*")):
         fdir = work / fold
-        if (fdir / "teacher.npz").is_file():
-            continue
         fold_csv = teachers[0] / f"fold-{fold}" / "data.csv"
         runs = sorted(r for d in teachers for r in (d / f"fold-{fold}").glob("seed-*") if (r / "metrics.json").is_file()
                       and (teacher_seeds is None or int(r.name.removeprefix("seed-")) in teacher_seeds))
-        probs, targets = teacher_probabilities(runs, fold_csv, warps)
+        if (fdir / "teacher.npz").is_file():  # taught before: only students not yet prepared are added
+            old = np.load(fdir / "teacher.npz")
+            probs, targets = old["p"], old["t"]
+        else:
+            probs, targets = teacher_probabilities(runs, fold_csv, warps)
         test = load_manifest(fold_csv).where_split("test")
         assert len(test) == len(targets), "unusable test files: not handled by this experiment"
         classes = json.loads((runs[0] / "metrics.json").read_text())["classes"]
@@ -76,6 +78,8 @@ def prepare(work: Path, teachers: list[Path], students: list[Path], seeds: list[
             for seed in seeds:
                 base = cv / f"fold-{fold}" / f"seed-{seed}"
                 sdir = fdir / f"{cv.name}-seed{seed}"
+                if (sdir / "manifest.csv").is_file():
+                    continue
                 sdir.mkdir(parents=True, exist_ok=True)
                 man = load_manifest(base / "split.csv")
                 rows = [["path", "label", "split", "group"]]
