@@ -144,7 +144,7 @@ def main(argv=None) -> dict:
         fold_rows += [["ESC-10", f["fold"], f["n"], f"{100 * f['accuracy']:.2f}%", f"{100 * f['macro_f1']:.2f}%"] for f in s["folds"]]
         res["figures"].append(figure("ESC-10, official folds: mean accuracy", s["accuracy_mean"], "fraction",
                                      note=f"std over folds {s['accuracy_std']:.4f}; {ESC10_REFERENCES}"))
-    res["tables"].append(table("Accuracy on real data (test sets never used for training, early stopping or statistics)",
+    res["tables"].append(table("Accuracy on real data (test labels never used for training, early stopping or statistics; per-speaker normalisation takes the held-out speaker's mean from its unlabelled clips)",
                                ["task", "protocol", "accuracy", "macro-F1", "training s per run", "epochs", "parameters", "config"],
                                rows, note=("QUICK SMOKE TEST (1-2 epochs, subsets): not a result. " if q else "") +
                                "± is the standard deviation over every run (folds x seeds); the figures above give "

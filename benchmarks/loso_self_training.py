@@ -54,6 +54,10 @@ def prepare(work: Path, teachers: list[Path], students: list[Path], seeds: list[
         runs = sorted(r for d in teachers for r in (d / f"fold-{fold}").glob("seed-*") if (r / "metrics.json").is_file()
                       and (teacher_seeds is None or int(r.name.removeprefix("seed-")) in teacher_seeds))
         if (fdir / "teacher.npz").is_file():  # taught before: only students not yet prepared are added
+            was = json.loads((fdir / "teacher.json").read_text())
+            now = {"teachers": [str(r) for r in runs], "warps": warps, "threshold": threshold}
+            if any(was[k] != v for k, v in now.items()):
+                raise SystemExit(f"{fdir}: taught with other teachers, warps or threshold; use another WORK folder")
             old = np.load(fdir / "teacher.npz")
             probs, targets = old["p"], old["t"]
         else:
@@ -165,30 +169,47 @@ def train_pending(work: Path, overrides: list[str], prefixes: list[tuple[str, st
         print(sdir.parent.name, sdir.name, where["test_accuracy"], where["seconds"], flush=True)
 
 
-def score(work: Path, name: str) -> dict:
-    """Per fold: the teacher, each student, the students together, and students and teacher at equal weight."""
-    folds, rows = {}, []
+def score(work: Path, name: str, seeds: list[int] | None = None) -> dict:
+    """Per fold: the teacher, each student (of `seeds`, default all), the students together, and students and teacher
+    at equal weight; also apart on the pseudo-labelled clips (which the students trained on) and on the rest. Means
+    over folds only where every fold has the same students."""
+    folds = {}
     for fdir in sorted(p for p in work.iterdir() if (p / "teacher.npz").is_file()):
         t = np.load(fdir / "teacher.npz")
-        studs = {s.parent.name: np.load(s)["p"] for s in sorted(fdir.glob("*/probs.npz"))}
-        acc = lambda p: float(np.mean(p.argmax(-1) == t["t"]))
         info = json.loads((fdir / "teacher.json").read_text())
+        studs = {}
+        for f in sorted(fdir.glob("*/probs.npz")):
+            if seeds is None or int(f.parent.name.rsplit("-seed", 1)[1]) in seeds:
+                z = np.load(f)
+                assert np.array_equal(z["t"], t["t"]), f"{f}: other test rows than the teacher's"
+                studs[f.parent.name] = z["p"]
+        pseudo = t["p"].max(1) >= info["threshold"]
+        acc = lambda p, m=slice(None): float(np.mean(p.argmax(-1)[m] == t["t"][m]))  # noqa: E731
         row = {"teacher": acc(t["p"]), "pseudo_labelled": info["pseudo_labelled"],
-               "pseudo_labels_right": info["pseudo_labels_right"], "students": {k: acc(p) for k, p in studs.items()}}
+               "pseudo_labels_right": info["pseudo_labels_right"], "students": {k: acc(p) for k, p in studs.items()},
+               "teacher_on_the_rest": acc(t["p"], ~pseudo)}
         if studs:
             together = np.mean(list(studs.values()), 0)
             row["students_together"] = acc(together)
+            row["students_together_on_pseudo_labelled"] = acc(together, pseudo)
+            row["students_together_on_the_rest"] = acc(together, ~pseudo)
             row["students_and_teacher"] = acc(0.5 * together + 0.5 * t["p"])
         folds[fdir.name] = row
-    res = {"work": str(work), "machine": machine(), "folds": folds}
-    for key in ("teacher", "students_together", "students_and_teacher"):
-        if all(key in r for r in folds.values()):
-            res[f"mean_{key}"] = float(np.mean([r[key] for r in folds.values()]))
-    res["mean_student"] = float(np.mean([a for r in folds.values() for a in r["students"].values()] or [np.nan]))
-    print(f"{'fold':10} {'pseudo':>11} {'teacher':>8} {'students':>9} {'both':>6}  each student")
+    sets = {tuple(r["students"]) for r in folds.values()}
+    res = {"work": str(work), "machine": machine(), "students": sorted(set().union(*sets)),
+           "same_students_in_every_fold": len(sets) == 1, "folds": folds}
+    if len(sets) == 1:
+        for key in ("teacher", "students_together", "students_and_teacher"):
+            if all(key in r for r in folds.values()):
+                res[f"mean_{key}"] = float(np.mean([r[key] for r in folds.values()]))
+        res["mean_student"] = float(np.mean([a for r in folds.values() for a in r["students"].values()] or [np.nan]))
+    else:
+        print("the folds have different students, so no means:", {f: list(r["students"]) for f, r in folds.items()})
+    print(f"{'fold':10} {'pseudo':>11} {'teacher':>8} {'students':>9} {'both':>6} {'rest: t/s':>12}  each student")
     for f, r in folds.items():
         print(f"{f:10} {r['pseudo_labelled']:4} ({r['pseudo_labels_right']:3}) {100 * r['teacher']:8.1f} "
-              f"{100 * r.get('students_together', np.nan):9.1f} {100 * r.get('students_and_teacher', np.nan):6.1f}  "
+              f"{100 * r.get('students_together', np.nan):9.1f} {100 * r.get('students_and_teacher', np.nan):6.1f} "
+              f"{100 * r['teacher_on_the_rest']:5.1f}/{100 * r.get('students_together_on_the_rest', np.nan):5.1f}  "
               + " ".join(f"{100 * a:.1f}" for a in r["students"].values()))
     print({k: round(100 * v, 2) for k, v in res.items() if k.startswith("mean_")})
     write_json(name, res)
@@ -214,7 +235,8 @@ def main() -> None:
     t.add_argument("--only", default=None, help="train only the students whose name holds this text")
     s = sub.add_parser("score")
     s.add_argument("work", type=Path)
-    s.add_argument("--name", default="loso_self_training")
+    s.add_argument("--name", default="loso_self_training", help="writes benchmarks/out/NAME.json")
+    s.add_argument("--seeds", default=None, help="only the students of these seeds, e.g. 0,1 (default: all)")
     a = ap.parse_args()
     a.work = a.work.resolve()  # manifests name the pseudo-label links by absolute path (a relative one would resolve)
     if a.cmd == "prepare":
@@ -225,7 +247,7 @@ def main() -> None:
     elif a.cmd == "train":
         train_pending(a.work, a.set, [tuple(m.split("=", 1)) for m in a.map], a.only)
     else:
-        score(a.work, a.name)
+        score(a.work, a.name, [int(x) for x in a.seeds.split(",")] if a.seeds else None)
 
 
 if __name__ == "__main__":
