@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import shutil
 from pathlib import Path
 
 import numpy as np
+
+from specrnn.run import atomic_write_bytes, write_json as write_json_at
 
 from .common import machine, write_json
 
@@ -94,9 +97,16 @@ def prepare(work: Path, teachers: list[Path], students: list[Path], seeds: list[
         info = {"teachers": [str(r) for r in runs], "warps": warps, "threshold": threshold,
                 "teacher_accuracy": float(np.mean(guess == targets)), "pseudo_labelled": int(len(keep)),
                 "test_clips": len(targets), "pseudo_labels_right": int(np.sum(guess[keep] == targets[keep]))}
-        (fdir / "teacher.json").write_text(json.dumps(info, indent=1))
-        np.savez(fdir / "teacher.npz", p=probs, t=targets)
+        write_json_at(fdir / "teacher.json", info)
+        save_npz(fdir / "teacher.npz", p=probs, t=targets)  # last: its presence marks the fold as taught
         print(fold, info, flush=True)
+
+
+def save_npz(path: Path, **arrays) -> None:
+    """np.savez through a temporary file and a rename, so a killed process leaves no half-written result."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def speaker_means_for_pseudo_rows() -> None:
@@ -143,7 +153,8 @@ def local_manifest(sdir: Path, prefixes: list[tuple[str, str]]) -> Path:
 
 def train_pending(work: Path, overrides: list[str], prefixes: list[tuple[str, str]], only: str | None = None) -> None:
     """Train each prepared student (whose name holds `only`, if given) that no process has claimed (mkdir is the
-    claim); write its test probabilities."""
+    claim); write its test probabilities. A student whose process was killed keeps its claim: remove its `claim`
+    folder to train it again."""
     import time
 
     import specrnn
@@ -162,10 +173,10 @@ def train_pending(work: Path, overrides: list[str], prefixes: list[tuple[str, st
         m = specrnn.train(manifest, out=sdir / "run", config=str(sdir / "config.yaml"), overrides=overrides,
                           overwrite=True, log=None)
         probs, targets = fold_test_probabilities([sdir / "run"], manifest)
-        np.savez(sdir / "probs.npz", p=probs, t=targets)
+        save_npz(sdir / "probs.npz", p=probs, t=targets)
         where = {"overrides": overrides, "seconds": round(time.perf_counter() - t0, 1), "machine": machine(),
                  "test_accuracy": m["test"]["accuracy"]}
-        (sdir / "trained.json").write_text(json.dumps(where, indent=1))
+        write_json_at(sdir / "trained.json", where)
         print(sdir.parent.name, sdir.name, where["test_accuracy"], where["seconds"], flush=True)
 
 
