@@ -33,7 +33,7 @@ def fsdd_manifest(label: str = "digit") -> Path:
 
 
 def write_json(name: str, obj) -> Path:
-    from specrnn.run import write_json as _w
+    from specrnn.files import write_json as _w
 
     path = OUT / f"{name}.json"
     _w(path, obj)
@@ -90,7 +90,7 @@ def start(suite: str, quick: bool) -> dict:
 
 def finish(res: dict, quick: bool) -> Path:
     """Record the load at the end and write out/<suite>.json (or out/quick/<suite>.json)."""
-    from specrnn.run import write_json as _w
+    from specrnn.files import write_json as _w
 
     res["load_end"] = load_now()
     path = out_dir(quick) / f"{res['suite']}.json"
@@ -172,7 +172,7 @@ def random_run(preset: str | None, folder: Path, n_features: int = 64, classes: 
 
     from specrnn.config import load_config
     from specrnn.models import build_model
-    from specrnn.run import save_model
+    from specrnn.files import save_model
 
     cfg = load_config(preset)
     torch.manual_seed(0)
@@ -189,7 +189,7 @@ def fsdd_prepared(overrides: list[str] | None = None, cache_dir: Path | None = N
     """(Prepared, Config) for FSDD digits, standard split, default config: specrnn's own splits and cached features."""
     from specrnn.config import load_config
     from specrnn.data.manifest import load_manifest
-    from specrnn.pipeline import prepare_data
+    from specrnn.training.prepare import prepare_data
 
     cfg = load_config(None, [f"data.cache_dir={cache_dir or OUT / 'cache'}", *(overrides or [])])
     prep = prepare_data(load_manifest(fsdd_manifest("digit")), cfg, None, log=lambda *a: None)

@@ -95,7 +95,7 @@ def onnx_offline_figures(res: dict, q: bool) -> None:
 def streaming_figures(res: dict, q: bool) -> None:
     from specrnn import export
     from specrnn.inference import Predictor
-    from specrnn.streaming import StreamingClassifier
+    from specrnn.inference.streaming import StreamingClassifier
 
     run = random_run("lstm", OUT / "runs" / "bench-lstm")
     pred = Predictor.load(run, device="cpu")

@@ -87,7 +87,7 @@ def ensemble(cv_dirs: list[Path], warps: list[float] | None = None, vtln: bool =
     `warps`, the probabilities are averaged over the warp factors too (test-time augmentation), or with `vtln`
     one factor is chosen per speaker: the one whose mean top-class probability over the speaker's clips is
     highest (label-free, like the speaker's mean in `model.normalize: group`)."""
-    from specrnn.crossval import fold_test_probabilities
+    from specrnn.experiments.cv import fold_test_probabilities
 
     out = {}
     for fold in _folds(cv_dirs[0]):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from specrnn.run import atomic_write_bytes, write_json as write_json_at
+from specrnn.files import atomic_write_bytes, write_json as write_json_at
 
 from .common import machine, write_json
 
@@ -36,7 +36,7 @@ PSEUDO = "-pseudo"
 
 def teacher_probabilities(runs: list[Path], fold_csv: Path, warps: list[float] | None) -> tuple[np.ndarray, np.ndarray]:
     """The runs' class probabilities on the fold's test rows (averaged over runs, and over warps when given)."""
-    from specrnn.crossval import fold_test_probabilities
+    from specrnn.experiments.cv import fold_test_probabilities
 
     from .loso_checks import warped_probabilities
 
@@ -158,7 +158,7 @@ def train_pending(work: Path, overrides: list[str], prefixes: list[tuple[str, st
     import time
 
     import specrnn
-    from specrnn.crossval import fold_test_probabilities
+    from specrnn.experiments.cv import fold_test_probabilities
 
     speaker_means_for_pseudo_rows()
     for sdir in sorted(p.parent for p in work.glob("*/*/manifest.csv")):

@@ -53,7 +53,7 @@ def main(argv=None) -> dict:
 
 
 def write_table(results: dict) -> None:
-    from specrnn.run import atomic_write_text
+    from specrnn.files import atomic_write_text
 
     lines = ["# Model presets on FSDD digits", "",
              f"{results['data']}; mean of seeds {sorted({r['seed'] for r in results['rows']})}. Machine: "

@@ -102,7 +102,7 @@ def render(folder: Path, quick: bool) -> str:
 
 
 def write(quick: bool) -> Path:
-    from specrnn.run import atomic_write_text
+    from specrnn.files import atomic_write_text
 
     path = QUICK_OUT / "RESULTS-quick.md" if quick else ROOT / "benchmarks" / "RESULTS.md"
     atomic_write_text(path, render(QUICK_OUT if quick else OUT, quick))

@@ -1,5 +1,5 @@
 """How often `specrnn train --seeds` keeps a failed run: from one `--seeds` run over many seeds, every subset of k of
-them is replayed with the tool's own choice (specrnn.seeds.selection_key, validation only), and the chosen seed's
+them is replayed with the tool's own choice (specrnn.experiments.seeds.selection_key, validation only), and the chosen seed's
 test figure is recorded.
 
 python -m benchmarks.seeds_choice RUN_DIR|METRICS_JSON ... [--fail 0.2] [--out benchmarks/out/seeds_choice.json]
@@ -12,7 +12,7 @@ import json
 import statistics
 from pathlib import Path
 
-from specrnn.seeds import selection_key
+from specrnn.experiments.seeds import selection_key
 
 from .common import OUT
 

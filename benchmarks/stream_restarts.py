@@ -21,7 +21,7 @@ def main(argv=None) -> int:
     from specrnn.config import load_config
     from specrnn.features import FeatureExtractor
     from specrnn.models import build_model
-    from specrnn.streaming import RESTART_DB, StreamingClassifier
+    from specrnn.inference.streaming import RESTART_DB, StreamingClassifier
 
     torch.set_num_threads(1)
     res: dict = {"suite": "stream_restarts", "machine": machine(), "restart_db": RESTART_DB, "cases": {}}

@@ -32,7 +32,8 @@ def child_specrnn(events: Path, run: Path, max_epochs: int | None, stop_at: floa
 
     from specrnn.config import load_config
     from specrnn.data.manifest import load_manifest
-    from specrnn.pipeline import fit, prepare_data
+    from specrnn.jobs import train_prepared as fit
+    from specrnn.training.prepare import prepare_data
 
     class Log(Callback):
         def on_validation_end(self, trainer, pl_module):

@@ -55,7 +55,7 @@ def lightning_epochs(prep, cfg, epochs: int) -> list[dict]:
     """`specrnn train`'s own fit() (Lightning) for `epochs` epochs; each training epoch timed without validation."""
     from lightning.pytorch.callbacks import Callback
 
-    from specrnn.pipeline import fit
+    from specrnn.jobs import train_prepared as fit
 
     class EpochTimer(Callback):
         def __init__(self):

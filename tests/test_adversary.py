@@ -10,9 +10,9 @@ import torch
 
 from specrnn.config import load_config
 from specrnn.models import build_model
-from specrnn.run import load_model_file
+from specrnn.files import load_model_file
 from specrnn.tasks import ClassificationTask
-from specrnn.training import LitClassifier
+from specrnn.training.module import LitClassifier
 
 from .conftest import low_high_clip, speakers_manifest
 from .test_bad_inputs import TINY, run_cli

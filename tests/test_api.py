@@ -92,7 +92,7 @@ def test_models_show_counts_the_ctc_blank(capsys):
 
 
 def test_ctc_summary_warns_when_nothing_is_decoded(tmp_path):
-    from specrnn.pipeline import summary
+    from specrnn.jobs import summary
 
     split = {"n": 10, "accuracy": 0.0, "token_error_rate": 1.0, "tokens": 40, "empty_decodings": 9}
     m = {"model": "gru + CTC", "parameters": 1, "classes": ["a", "b"], "best_epoch": 1, "epochs_run": 1,

@@ -77,7 +77,7 @@ def test_specaugment_only_in_training_mode_and_never_masks_a_short_clip_away():
 
 
 def test_validation_step_ignores_augmentation():
-    from specrnn.training import LitClassifier
+    from specrnn.training.module import LitClassifier
 
     torch.manual_seed(0)
     cfg = Config(model=ModelConfig(hidden=8, layers=1), augment=AugmentConfig(gain_db=20, mixup=1.0, time_shift=0.5))
@@ -134,7 +134,7 @@ def test_colored_noise_has_the_spectral_slope_of_its_colour():
 def test_builtin_noise_colours_reach_the_training_batches_for_mfcc_too():
     from specrnn.config import load_config
     from specrnn.errors import SpecrnnError
-    from specrnn.pipeline import batch_augment
+    from specrnn.training.fit import batch_augment
 
     cfg = load_config(None, ["features.kind=mfcc", "features.n_mfcc=13", "features.n_mels=40", "augment.noise_colors=[white,pink]",
                              "augment.noise_snr_db=[0,0]"])

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import specrnn
-from specrnn.crossval import _auto_jobs, fold_ids, fold_manifest
+from specrnn.devices import auto_jobs as _auto_jobs
+from specrnn.experiments.cv import fold_ids, fold_manifest
 from specrnn.data.manifest import Manifest
 from specrnn.errors import SpecrnnError
 
@@ -132,7 +133,7 @@ def test_default_parallel_runs_fit_the_cores_and_share_a_gpu():
 
 
 def test_several_seeds_are_also_scored_together(grouped_csv, tmp_path):
-    from specrnn.crossval import seed_ensemble
+    from specrnn.experiments.cv import seed_ensemble
 
     out = tmp_path / "cv"
     s = specrnn.cv(grouped_csv, out, overrides=TINY, folds=3, seeds=[0, 1], jobs=1, log=lambda *a: None)
@@ -147,7 +148,7 @@ def test_several_seeds_are_also_scored_together(grouped_csv, tmp_path):
 
 
 def test_runs_with_other_features_are_averaged_each_on_its_own_features(grouped_csv, tmp_path):
-    from specrnn.crossval import fold_test_probabilities
+    from specrnn.experiments.cv import fold_test_probabilities
     from specrnn.data.dataset import build_feature_set
     from specrnn.data.manifest import load_manifest
     from specrnn.inference import Predictor
@@ -174,7 +175,7 @@ def test_leave_one_group_out_fold_validation_by_group_or_by_row(grouped_csv, tmp
     false its rows come from every training speaker. Either way the held-out speaker is test and nothing else."""
     from specrnn.config import load_config
     from specrnn.data.manifest import load_manifest
-    from specrnn.pipeline import prepare_data
+    from specrnn.training.prepare import prepare_data
 
     man = load_manifest(grouped_csv)
     ids = fold_ids(man, leave_one_group_out=True)

@@ -7,7 +7,7 @@ import torch
 from specrnn.config import load_config
 from specrnn.errors import SpecrnnError
 from specrnn.models import build_model
-from specrnn.run import save_model
+from specrnn.files import save_model
 
 from .conftest import onnx_export_skip_reason
 
@@ -101,7 +101,7 @@ def test_onnx_stream_takes_audio_like_the_pytorch_stream(tmp_path, preset, sets)
     import soxr
 
     from specrnn.features import FeatureExtractor
-    from specrnn.streaming import StreamingClassifier
+    from specrnn.inference.streaming import StreamingClassifier
 
     cfg, model = _model(preset, *sets)
     path = export.export_streaming(model, tmp_path / "s.onnx", cfg, CLASSES)
@@ -144,7 +144,7 @@ def test_streaming_export_with_a_cnn_frontend_equals_offline(tmp_path, pooling, 
     """Each CNN block carries k - s frames; the junk outputs at the stream's start are skipped, and finish()
     pushes the last real frames through with zeros: the end result equals the offline model on every length,
     and at every step the running logits equal PyTorch's StreamingClassifier fed the same frames."""
-    from specrnn.streaming import StreamingClassifier
+    from specrnn.inference.streaming import StreamingClassifier
 
     cfg, model = _model("crnn", "model.bidirectional=false", f"model.pooling={pooling}", f"model.stack={stack}",
                         f"model.frontend.time_strides={strides}", "model.frontend.channels=[4,6]", f"model.cell={cell}")

@@ -144,7 +144,7 @@ def test_trim_drops_leading_and_trailing_silence_only():
 def test_streaming_refuses_trimmed_features():
     from specrnn.errors import SpecrnnError
     from specrnn.features import FeatureExtractor
-    from specrnn.streaming import StreamingSTFT
+    from specrnn.inference.streaming import StreamingSTFT
 
     with pytest.raises(SpecrnnError, match="trim_db"):
         StreamingSTFT(FeatureExtractor(FeatureConfig(trim_db=40)))

@@ -52,7 +52,7 @@ def test_evaluate_and_the_cv_ensemble_see_the_features_training_saw(grouped):
     root, out, metrics = grouped
     again = specrnn.evaluate(out)  # the run's own test split, group means over all of split.csv as in training
     assert again["accuracy"] == metrics["test"]["accuracy"] and again["confusion_matrix"] == metrics["test"]["confusion_matrix"]
-    from specrnn.crossval import fold_test_probabilities
+    from specrnn.experiments.cv import fold_test_probabilities
 
     probs, targets = fold_test_probabilities([out], out / "split.csv")
     assert np.mean(probs.argmax(1) == targets) == pytest.approx(metrics["test"]["accuracy"])

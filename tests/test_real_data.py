@@ -9,12 +9,12 @@ import torch
 
 from specrnn.audio import load_audio, load_many
 from specrnn.config import FeatureConfig, load_config
-from specrnn.crossval import fold_ids, fold_manifest
+from specrnn.experiments.cv import fold_ids, fold_manifest
 from specrnn.data.batching import pad_batch
 from specrnn.data.manifest import load_manifest
 from specrnn.features import FeatureExtractor
 from specrnn.models import build_model
-from specrnn.streaming import StreamingClassifier
+from specrnn.inference.streaming import StreamingClassifier
 
 from .conftest import YESNO, need
 

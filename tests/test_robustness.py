@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from specrnn.errors import SpecrnnError
-from specrnn.run import atomic_write_bytes, load_checkpoint_file, load_model_file, save_model
+from specrnn.files import atomic_write_bytes, load_checkpoint_file, load_model_file, save_model
 
 from .conftest import ROOT, onnx_export_skip_reason, tone, write
 from .test_bad_inputs import TINY, main_cli, run_cli
@@ -33,7 +33,7 @@ TIMING = {"train_seconds", "total_seconds"}
 KILLER = """
 import os, signal, sys
 import lightning.pytorch as L
-import specrnn.training as T
+import specrnn.training.trainer as T
 
 spec = os.environ["KILL_AT"]
 
@@ -180,7 +180,7 @@ def test_weight_averaging_keeps_the_validated_average_and_resumes_exactly(data, 
 def test_resume_after_early_stopping_does_not_train_on():
     from types import SimpleNamespace
 
-    from specrnn.training import BestModel
+    from specrnn.training.callbacks import BestModel
 
     best = BestModel(Path("unused"), {}, patience=1)
     best.load_state_dict({"best": [1.0, -0.1], "best_epoch": 2, "bad_epochs": 1, "stopped": True})
@@ -344,7 +344,7 @@ def test_crafted_checkpoint_is_refused_on_resume_without_running_code(reference,
 # ---------------------------------------------------------------- atomic writes
 WRITER = """
 import sys
-from specrnn.run import atomic_write_bytes
+from specrnn.files import atomic_write_bytes
 path, n = sys.argv[1], int(sys.argv[2])
 i = 0
 while True:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from specrnn.seeds import selection_key
+from specrnn.experiments.seeds import selection_key
 
 from .test_bad_inputs import TINY, main_cli, run_cli
 from .test_robustness import data, killed_at  # noqa: F401  (data: the module's tone folder fixture)

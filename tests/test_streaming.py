@@ -8,7 +8,7 @@ from specrnn.config import FeatureConfig, FrontendConfig, ModelConfig, load_conf
 from specrnn.errors import SpecrnnError
 from specrnn.features import FeatureExtractor
 from specrnn.models import build_model
-from specrnn.streaming import StreamingClassifier, StreamingSTFT
+from specrnn.inference.streaming import StreamingClassifier, StreamingSTFT
 
 STREAMING_PRESETS = ["lstm", "gru"]
 

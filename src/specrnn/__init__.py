@@ -64,7 +64,7 @@ def train(data: str | Path | None = None, out: str | Path | None = None, config=
     `out`; returns the metrics (also in metrics.json). `config`: a YAML path, preset name, dict or Config;
     `overrides`: 'key=value' items as with --set. `resume=True` continues `out` with its own data and config.
     `seeds` (e.g. [0, 1, 2]): one run per seed on one split, and `out` keeps the best-validated one."""
-    from .pipeline import train as _train
+    from .experiments.seeds import train as _train
 
     return _train(_data(data), out, config, _overrides(overrides), resume=resume, overwrite=overwrite, log=_log(log),
                   seeds=None if seeds is None else _seeds(seeds))
@@ -73,7 +73,7 @@ def train(data: str | Path | None = None, out: str | Path | None = None, config=
 def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str | None = None, on_error: str = "stop") -> dict:
     """Metrics of a run on DATA (default: its own test split): accuracy, macro-F1, per-class figures and confusion
     matrix; for a CTC run, sequences right, the token error rate and the wrong sequences."""
-    from .pipeline import evaluate as _evaluate
+    from .jobs import evaluate as _evaluate
 
     return _evaluate(run_dir, _data(data), split, on_error=on_error)
 
@@ -101,7 +101,7 @@ def cv(data: str | Path, out: str | Path, config=None, overrides=None, fold_colu
     or leave-one-group-out; one training per fold and seed (`seeds`: an int, a list, or '0,1,2'); returns cv.json's
     summary. `train_extra`: a manifest or folder whose rows join every fold's training part only. Rerun the same
     call to resume."""
-    from .crossval import cv as _cv
+    from .experiments.cv import cv as _cv
 
     return _cv(_data(data), out, config, _overrides(overrides), fold_column=fold_column, folds=folds,
                leave_one_group_out=leave_one_group_out, group_column=group_column, seeds=_seeds(seeds), jobs=jobs,
@@ -129,7 +129,7 @@ def tune(data: str | Path, out: str | Path, trials: int = 20, timeout: float | N
          space: str | Path | None = None, config=None, overrides=None, jobs: int | None = None, log: Log = print) -> dict:
     """Optuna search on validation data only; writes best.yaml (usable with train's config), trials.csv and plots;
     rerun the same call to resume the study from its SQLite storage."""
-    from .tuning import tune as _tune
+    from .experiments.tune import tune as _tune
 
     return _tune(_data(data), out, trials, timeout=timeout, storage=storage, space=space, config=config,
                  overrides=_overrides(overrides), jobs=jobs, log=_log(log))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def _train(a) -> int:
-    from .pipeline import train
+    from .experiments.seeds import train
 
     sets = list(a.set or [])
     if a.on_error:
@@ -26,7 +26,7 @@ def _train(a) -> int:
 
 def _evaluate(a) -> int:
     from .evaluation import format_metrics
-    from .pipeline import evaluate
+    from .jobs import evaluate
 
     m = evaluate(a.run_dir, a.data, a.split, on_error=a.on_error)
     if a.json:
@@ -64,14 +64,15 @@ def _note_cropped(paths: list[str], f) -> None:
 def _predict(a) -> int:
     from .data.manifest import expand_audio_paths
     from .errors import SpecrnnError
-    from .inference import load, percent
+    from .formatting import percent
+    from .inference import load
 
     if a.chunk_ms is not None and not a.stream:
         raise SpecrnnError("--chunk-ms sets the chunk of --stream; add --stream (or drop --chunk-ms)")
     files = expand_audio_paths(a.files)  # a folder becomes the audio files below it
     predictor = load(a.run_dir)
     if a.stream:  # refused before enrolment reads any audio
-        from .streaming import check_streamable
+        from .inference.streaming import check_streamable
 
         check_streamable(predictor.cfg.model, predictor.cfg.features)
     if a.enroll and predictor.cfg.model.normalize != "group":
@@ -90,7 +91,7 @@ def _predict(a) -> int:
                   "short clip enrols poorly, and scores depend on which files are passed together (--enroll makes them "
                   "reproducible)", file=sys.stderr)
     if a.stream:
-        from .streaming import print_stream
+        from .inference.streaming import print_stream
 
         f = predictor.cfg.features
         frame_ms = 1000 * f.hop_length / f.sample_rate
@@ -123,7 +124,7 @@ def _predict(a) -> int:
 
 def _manifest(a) -> int:
     from .data.manifest import from_pattern
-    from .run import check_output_file
+    from .files import check_output_file
 
     out = a.out or os.path.join(a.dir, "manifest.csv")
     check_output_file(out, (".csv",), b"path,label", "manifest", "--out" if a.out else "the manifest (default --out)")
@@ -177,7 +178,7 @@ def _models(a) -> int:
 
 
 def _cv(a) -> int:
-    from .crossval import cv
+    from .experiments.cv import cv
 
     sets = list(a.set or []) + ([f"data.on_error={a.on_error}"] if a.on_error else [])
     cv(a.data, a.out, a.config, sets, a.fold_column, a.folds, a.leave_one_group_out, a.group_column, a.seeds, a.jobs, a.train_extra)
@@ -185,7 +186,7 @@ def _cv(a) -> int:
 
 
 def _tune(a) -> int:
-    from .tuning import tune
+    from .experiments.tune import tune
 
     tune(a.data, a.out, a.trials, a.timeout, a.storage, a.space, a.config, a.set, a.jobs)
     return 0

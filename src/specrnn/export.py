@@ -26,8 +26,8 @@ from torch import Tensor, nn
 from .errors import SpecrnnError
 from .models.build import SpecRNN
 from .models.frontends import stacked_lengths
-from .run import check_output_file
-from .streaming import FINISHED, AudioStream, CTCStreamDecoding, StreamingClassifier
+from .files import check_output_file
+from .inference.streaming import FINISHED, AudioStream, CTCStreamDecoding, StreamingClassifier
 from .tasks.ctc import GreedyCTC
 
 ONNX_MARK = "specrnn"  # the model's doc_string starts with it
@@ -323,7 +323,7 @@ def _meta(model: SpecRNN, cfg, classes: list[str], kind: str, extra: dict | None
 
 def _save(program, path: Path, meta: dict[str, str]) -> None:
     """The ONNX model with our metadata, written atomically."""
-    from .run import atomic_write_bytes
+    from .files import atomic_write_bytes
 
     proto = program.model_proto
     proto.doc_string = f"{ONNX_MARK} {meta['specrnn_kind']} model"  # near the file's start: check_output_file reads it
@@ -379,7 +379,7 @@ def _in_fresh_process(kind: str, model: SpecRNN, path: Path, cfg, classes: list[
     import sys
     import tempfile
 
-    from .run import save_model
+    from .files import save_model
 
     with tempfile.TemporaryDirectory() as folder:
         save_model(Path(folder) / "model.pt", model.state_dict(), {"config": cfg.to_dict(), "classes": list(classes), "epoch": 0})

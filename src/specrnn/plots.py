@@ -20,7 +20,7 @@ def _save(fig, path) -> None:
     """PNG to a path (atomically) or to a binary file object."""
     import io
 
-    from .run import atomic_write_bytes
+    from .files import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SpecrnnError
-from .run import atomic_write_text, check_output_file
+from .files import atomic_write_text, check_output_file
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}

@@ -77,7 +77,7 @@ class FeatureCache:
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(features, dtype=np.float32), allow_pickle=False)
         payload = buf.getvalue()
-        from ..run import atomic_write_bytes
+        from ..files import atomic_write_bytes
 
         try:
             atomic_write_bytes(self._file(key), MAGIC + struct.pack("<I", zlib.crc32(payload)) + payload, durable=False)

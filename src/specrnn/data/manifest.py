@@ -65,7 +65,7 @@ class Manifest:
 
     def to_csv(self, path: str | Path, relative_to: str | Path | None = None) -> None:
         """Write atomically; paths relative to `relative_to` (e.g. the CSV's folder) when given."""
-        from ..run import atomic_write_text
+        from ..files import atomic_write_text
 
         cols = self.columns()
         if relative_to is not None:

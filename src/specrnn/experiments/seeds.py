@@ -1,4 +1,4 @@
-"""`specrnn train --seeds 0,1,2`: train one run per seed on one split and keep the one that validates best.
+"""`specrnn train`, and with `--seeds 0,1,2`: train one run per seed on one split and keep the one that validates best.
 
 For models whose training sometimes fails on its initialisation and batch order alone (CTC on small data:
 docs/experiments.md), a few seeds and a choice on validation data make a good model the likely outcome. The
@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import Config
-from .errors import Interrupted
-from .run import atomic_write_bytes, write_json
+from ..config import Config
+from ..errors import Interrupted
+from ..files import atomic_write_bytes, write_json
 
 SEEDS_DIR = "seeds"
 KEPT = ("model.pt", "config.yaml", "split.csv", "history.csv", "bad_files.csv", "learning_curves.png", "confusion_matrix.png")
@@ -30,10 +30,27 @@ def selection_key(metrics: dict) -> tuple[float, float]:
     return float(first), float("inf") if loss is None else float(loss)
 
 
+def train(data=None, out=None, config=None, overrides=None, resume: bool = False, overwrite: bool = False, log=print,
+          seeds: list[int] | None = None) -> dict:
+    """`specrnn train`: set up (or resume) the run folder, then one run, or with `seeds` one run per seed on one split
+    with the best-validated one kept; returns the metrics (also in metrics.json)."""
+    import time
+
+    from ..jobs import train_single
+    from ..runs import open_run
+
+    t_start = time.perf_counter()
+    start = open_run(data, out, config, overrides, resume=resume, overwrite=overwrite, seeds=seeds, log=log)
+    if start.seeds:
+        return train_seeds(start.data, start.run_dir, start.cfg, start.seeds, resume=start.resume, log=log)
+    return train_single(start, log, t_start)
+
+
 def train_seeds(data: str, run_dir: Path, cfg: Config, seeds: list[int], resume: bool = False, log=print) -> dict:
     """Train (or resume, or reuse) each seed's run, then copy the best-validated one into `run_dir`; returns its metrics
     with a `seeds` table (each seed's validation and test figures, and which was chosen)."""
-    from .pipeline import train
+    from ..jobs import train_single
+    from ..runs import open_run
 
     def seed_log(msg="", *args, **kwargs):  # each seed's summary, without its "next: evaluate this seed's folder" line
         log("\n".join(line for line in str(msg).split("\n") if not line.startswith("next: ")), *args, **kwargs)
@@ -50,10 +67,11 @@ def train_seeds(data: str, run_dir: Path, cfg: Config, seeds: list[int], resume:
                 results[seed] = json.loads((seed_dir / "metrics.json").read_text(encoding="utf-8"))
                 log(f"seed {seed}: already trained")
             elif resume and (seed_dir / "run.json").is_file():
-                results[seed] = train(out=seed_dir, resume=True, log=seed_log)
+                results[seed] = train_single(open_run(out=seed_dir, resume=True, log=seed_log), seed_log)
             else:
-                results[seed] = train(data, seed_dir, cfg, {"seed": seed, "data.split_seed": split_seed}, overwrite=True,
-                                      log=seed_log)
+                start = open_run(data, seed_dir, cfg, {"seed": seed, "data.split_seed": split_seed}, overwrite=True,
+                                 log=seed_log)
+                results[seed] = train_single(start, seed_log)
         except Interrupted:
             raise Interrupted(f"training interrupted; resume with: specrnn train --resume --out {run_dir}") from None
     best = min(seeds, key=lambda s: selection_key(results[s]))

@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import SpecrnnError
-from .features import AMIN
-from .inference import percent, significant
-from .models.build import SpecRNN
-from .models.frontends import ConvBlock
-from .tasks.ctc import GreedyCTC
+from ..errors import SpecrnnError
+from ..features import AMIN
+from ..formatting import percent, significant
+from ..models.build import SpecRNN
+from ..models.frontends import ConvBlock
+from ..tasks.ctc import GreedyCTC
 
 
 RESTART_DB = 1.0  # while streaming, the top-dB floor may lag this much behind the peak before the model starts over
@@ -323,7 +323,7 @@ class StreamingClassifier(CTCStreamDecoding):
     def __init__(self, model: SpecRNN, feature_extractor=None, classes: list[str] | None = None, multilabel: bool = False):
         check_streamable(model.cfg)
         if model.cfg.normalize == "group":  # Predictor.enrolled_model() folds the speaker's mean in: a constant, it streams
-            from .inference import ENROL
+            from .predictor import ENROL
 
             raise SpecrnnError(ENROL)
         # Streams run on the CPU (the streaming layers keep their state there); a model on a GPU stays there for its
@@ -453,7 +453,7 @@ def print_stream(predictor, files: list[str], chunk_ms: float, as_json: bool, to
     or for a CTC model the sequence decoded so far."""
     import json
 
-    from .audio import load_audio
+    from ..audio import load_audio
 
     f = predictor.cfg.features
     step = max(1, int(round(chunk_ms / 1000 * f.sample_rate)))

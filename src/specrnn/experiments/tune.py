@@ -12,10 +12,10 @@ from pathlib import Path
 
 import yaml
 
-from .config import config_from_dict, load_config, preset_path, read_yaml
-from .errors import Interrupted, SpecrnnError
-from .run import atomic_write_text, write_json
-from .tasks import label_kind
+from ..config import config_from_dict, load_config, preset_path, read_yaml
+from ..errors import Interrupted, SpecrnnError
+from ..files import atomic_write_text, write_json
+from ..tasks import label_kind
 
 STUDY = "specrnn"
 SCORE = {False: ("val_accuracy", "val accuracy"), True: ("val_token_accuracy", "val token accuracy")}  # by sequences
@@ -112,9 +112,10 @@ def tune(data, out, trials: int = 20, timeout: float | None = None, storage: str
     import optuna
     from optuna.trial import TrialState
 
-    from .data.manifest import load_manifest
-    from .data.splits import assign_splits
-    from .pipeline import fit, prepare_data
+    from ..data.manifest import load_manifest
+    from ..data.splits import assign_splits
+    from ..jobs import train_prepared
+    from ..training.prepare import prepare_data
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -159,7 +160,7 @@ def tune(data, out, trials: int = 20, timeout: float | None = None, storage: str
         pruning = Pruning(trial)
         t0 = time.perf_counter()
         try:
-            m = fit(prep, cfg, run_dir, log=lambda *a: None, callbacks=[pruning], evaluate_test=False)
+            m = train_prepared(prep, cfg, run_dir, log=lambda *a: None, callbacks=[pruning], evaluate_test=False)
         except Interrupted:
             raise
         except SpecrnnError as e:  # e.g. a CNN stride that leaves a clip too few CTC steps: this trial fails, not the study
@@ -180,9 +181,9 @@ def tune(data, out, trials: int = 20, timeout: float | None = None, storage: str
 
     if done >= trials:
         return _report(study, base_d, out, log, sequences)
-    from .crossval import _auto_jobs
+    from ..devices import auto_jobs
 
-    jobs = 1 if worker else (jobs or _auto_jobs(trials - done))
+    jobs = 1 if worker else (jobs or auto_jobs(trials - done))
     procs = [_start_worker(k, data, out, trials, timeout, storage, space, base_d) for k in range(1, jobs)]
     if procs:
         log(f"{jobs} processes run trials of the study (logs: {out / 'worker-*.log'})")
@@ -254,7 +255,7 @@ def _plots(study, out: Path) -> None:
             fig = ax.figure if hasattr(ax, "figure") else plt.gcf()
             buf = io.BytesIO()
             fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-            from .run import atomic_write_bytes
+            from ..files import atomic_write_bytes
 
             atomic_write_bytes(out / name, buf.getvalue())
             plt.close("all")

@@ -10,29 +10,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import load_audio
-from .config import Config, config_from_dict
-from .errors import AudioError, SpecrnnError
-from .features import FeatureExtractor, group_means
-from .models import SpecRNN, build_model
-from .run import load_model_file
-from .tasks import make_task
-from .tasks.classification import clip_logits
+from ..audio import load_audio
+from ..config import Config, config_from_dict
+from ..errors import AudioError, SpecrnnError
+from ..formatting import significant
+from ..features import FeatureExtractor, group_means
+from ..models import SpecRNN, build_model
+from ..files import load_model_file
+from ..tasks import make_task
+from ..tasks.classification import clip_logits
 
 
 BEAM = 16  # CTC n-best: prefixes kept per step
 ENROL = ("this model was trained with per-speaker normalisation (model.normalize: group): enrol the speaker first, "
          "with some of its recordings (no labels needed): Predictor.enroll(paths), or specrnn predict --enroll")
-
-
-def significant(p: float, digits: int = 6) -> float:
-    """A probability for JSON: `digits` significant digits, so a CTC path's 4e-12 does not print as 0."""
-    return float(f"{p:.{digits}g}")
-
-
-def percent(p: float) -> str:
-    """'79.7%', and for tiny probabilities (a long clip's CTC path) significant digits: '0.0042%', never '0.0%'."""
-    return f"{100 * p:.1f}%" if p >= 0.001 or p == 0 else f"{100 * p:.2g}%"
 
 
 @dataclass
@@ -82,7 +73,7 @@ class Predictor:
         unless `skip_unusable`. Returns self."""
         if self.cfg.model.normalize != "group":
             raise SpecrnnError(f"this model normalises with '{self.cfg.model.normalize}', not per speaker: it needs no enrolment")
-        from .data.manifest import expand_audio_paths
+        from ..data.manifest import expand_audio_paths
 
         paths = expand_audio_paths([paths] if isinstance(paths, (str, Path)) else list(paths))
         if not paths:
@@ -142,7 +133,7 @@ class Predictor:
 
     def _batches(self, features: list[np.ndarray], batch_size: int):
         """(row indices, padded batch, lengths) on the model's device, rows grouped by length."""
-        from .data.batching import pad_batch
+        from ..data.batching import pad_batch
 
         order = np.argsort([len(f) for f in features], kind="stable")
         for s in range(0, len(order), batch_size):
@@ -165,7 +156,7 @@ class Predictor:
 
     def decode(self, features: list[np.ndarray], batch_size: int = 64) -> list[tuple[list[int], float]]:
         """CTC models: the best path's token indices for each (T, F) feature array, and that path's probability."""
-        from .tasks.ctc import best_path
+        from ..tasks.ctc import best_path
 
         return [best_path(lp, len(self.classes)) for lp in self.frame_log_probs(features, batch_size)]
 
@@ -173,7 +164,7 @@ class Predictor:
         """CTC models: the k most probable token sequences of each (T, F) feature array, each with its probability
         over all of its paths (prefix beam search: a beam of BEAM prefixes, or k if larger, so the figures do not
         depend on k up to BEAM; pruned paths are not counted, so they are lower bounds). Files: predict(n_best=k)."""
-        from .tasks.ctc import prefix_beam_search
+        from ..tasks.ctc import prefix_beam_search
 
         return [prefix_beam_search(lp, len(self.classes), max(k, BEAM))[:k] for lp in self.frame_log_probs(features, batch_size)]
 
@@ -210,7 +201,7 @@ class Predictor:
             except AudioError as e:
                 errors[i] = e.reason
         if self.cfg.model.head == "ctc":
-            from .tasks.ctc import best_path, prefix_beam_search
+            from ..tasks.ctc import best_path, prefix_beam_search
 
             lps = self.frame_log_probs(self.features_of(waves), batch_size) if waves else []  # one pass: best path and n-best
             probs = [best_path(lp, len(self.classes)) for lp in lps]

@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .config import load_config
-from .data.dataset import check_groups
-from .data.manifest import Manifest, load_manifest
-from .errors import SpecrnnError
-from .run import CHECKPOINT_FILE, MODEL_FILE, atomic_write_text, write_json
-from .tasks import label_kind
+from ..config import load_config
+from ..data.dataset import check_groups
+from ..data.manifest import Manifest, load_manifest
+from ..errors import SpecrnnError
+from ..devices import auto_jobs
+from ..files import CHECKPOINT_FILE, MODEL_FILE, atomic_write_text, write_json
+from ..tasks import label_kind
 
 
 def fold_ids(man: Manifest, fold_column: str | None = None, folds: int | None = None, leave_one_group_out: bool = False,
@@ -84,24 +85,6 @@ def fold_manifest(man: Manifest, ids: list[str], fold: str) -> Manifest:
         if shared:
             raise SpecrnnError(f"fold {fold}: group(s) {', '.join(shared[:5])} would be in both train and test")
     return out
-
-
-GPU_JOBS = 6  # runs sharing one GPU by default: measured on an H200 with 16 cores (benchmarks/RESULTS.md)
-GPU_MEMORY_PER_JOB = 2 << 30  # bytes; an FSDD-sized run used about 1.4 GiB
-
-
-def _auto_jobs(n_runs: int, cuda: bool | None = None, cores: int | None = None, gpu_memory: int | None = None) -> int:
-    """Runs at once: on CPU, the cores over each run's threads; on a GPU, several runs share it (small RNNs leave it
-    mostly idle between the steps of one run), two cores each, at most GPU_JOBS and 2 GiB of GPU memory each."""
-    import torch
-
-    cuda = torch.cuda.is_available() if cuda is None else cuda
-    cores = cores or os.cpu_count() or 2
-    if cuda:
-        gpu_memory = gpu_memory or torch.cuda.get_device_properties(0).total_memory
-        return max(1, min(n_runs, cores // 2, GPU_JOBS, gpu_memory // GPU_MEMORY_PER_JOB))
-    threads = max(1, min(4, cores // 2))  # as pipeline._set_threads
-    return max(1, min(n_runs, cores // threads))
 
 
 def cv(
@@ -183,7 +166,7 @@ def cv(
     todo = [r for r in runs if not (r[3] / "metrics.json").is_file()]
     if len(todo) < len(runs):
         log(f"resuming: {len(runs) - len(todo)} run(s) already finished")
-    jobs = jobs or _auto_jobs(len(todo))
+    jobs = jobs or auto_jobs(len(todo))
     # parallel runs share the cores: torch's default (all of them, where a GPU trains) would oversubscribe them
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // jobs)))}
     t0 = time.perf_counter()
@@ -194,7 +177,7 @@ def cv(
         args = (["train", "--resume", "--out", str(run_dir)] if resume else
                 ["train", str(csv_path), "--out", str(run_dir), "--config", str(cfg_path), "--set", f"seed={seed}", "--overwrite"])
         if jobs == 1:  # in this process; its lines go to seed-N.log as a subprocess's would
-            from .pipeline import train
+            from .seeds import train
 
             run_dir.mkdir(parents=True, exist_ok=True)
             with open(run_dir.parent / f"seed-{seed}.log", "a") as logf:
@@ -263,7 +246,7 @@ def _extra_rows(path: str | Path, man: Manifest, cfg, group_column: str | None) 
 def with_training_rows(fm: Manifest, extra: Manifest, cfg, sequences: bool) -> Manifest:
     """A fold's manifest with validation carved from its own training rows (as `train` would), then `extra`'s rows
     appended as training rows, so that they never reach validation."""
-    from .data.splits import assign_splits
+    from ..data.splits import assign_splits
 
     seed = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
     fm = assign_splits(fm, cfg.data.val_fraction, 0.0, seed, group_val=cfg.data.group_val, stratify=not sequences)
@@ -280,14 +263,14 @@ def with_training_rows(fm: Manifest, extra: Manifest, cfg, sequences: bool) -> M
 def _usable_rows(man: Manifest, cfg, out: Path, log, bad_csv: str = "bad_files.csv") -> Manifest:
     """Decode every file once, before folds are made (this also fills the feature cache the runs read): unusable
     files stop the CV (data.on_error: stop) or are dropped before stratification (skip), listed in bad_files.csv."""
-    from .data.dataset import compute_features
-    from .errors import BadFilesError
-    from .pipeline import _write_bad_files
+    from ..data.dataset import compute_features
+    from ..errors import BadFilesError
+    from ..training.prepare import write_bad_files
 
     feats, errors = compute_features(man.paths, cfg.features, cfg.data.cache_dir, desc="reading audio")
     if not errors:
         return man
-    _write_bad_files(out / bad_csv, errors)
+    write_bad_files(out / bad_csv, errors)
     if cfg.data.on_error == "stop":
         raise BadFilesError(errors, "Cross-validation stopped before any training. Fix or remove them, or pass "
                             "--set data.on_error=skip to leave them out of every fold.")
@@ -303,7 +286,7 @@ def _any_trained(out: Path) -> bool:
 def _check_validation_groups(man: Manifest, ids, fold_names: list[str], cfg) -> None:
     """Before any output: with group-aware validation (data.group_val), every fold must leave at least two groups
     for training and validation, else its training would stop at the split."""
-    from .data.splits import check_validation_groups
+    from ..data.splits import check_validation_groups
 
     if cfg.data.group_val and man.groups is not None:
         for fold in fold_names:
@@ -333,8 +316,8 @@ def _read_metrics(run_dir: Path) -> dict:
 def fold_test_probabilities(run_dirs: list[Path], fold_csv: Path) -> tuple[np.ndarray, np.ndarray]:
     """The runs' class probabilities on the fold's test rows, averaged, and the rows' targets. Runs that share
     feature settings (the seeds of one config) share one reading of the audio."""
-    from .data.dataset import model_input_set
-    from .inference import Predictor
+    from ..data.dataset import model_input_set
+    from ..inference import Predictor
 
     predictors = [Predictor.load(d, device="cpu") for d in run_dirs]
     classes = predictors[0].classes
@@ -357,8 +340,8 @@ def seed_ensemble(run_dirs: list[Path], fold_csv: Path) -> dict | None:
     when they are used together. None for a single seed or a multi-label task."""
     if len(run_dirs) < 2:
         return None
-    from .evaluation import classification_metrics
-    from .inference import Predictor
+    from ..evaluation import classification_metrics
+    from ..inference import Predictor
 
     first = Predictor.load(run_dirs[0], device="cpu")
     if first.cfg.model.multilabel:
@@ -433,7 +416,7 @@ def summarize_sequences(runs, fold_names: list[str], protocol: str) -> dict:
 
 
 def _write_tables(out: Path, s: dict) -> None:
-    from . import plots
+    from .. import plots
 
     if s.get("task") == "sequence":
         lines = ["fold,n,tokens,token_error_rate,sequences_right,train_seconds,epochs"]

@@ -1,4 +1,4 @@
-"""The run folder: atomic writes, and the model and checkpoint files, checksummed and loaded without running code.
+"""Files a run writes: atomic writes, and the model and checkpoint files, checksummed and loaded without running code.
 
 model.pt loads with `torch.load(weights_only=True)`: tensors plus a JSON string (config, class names) and a
 checksum of both, so opening a model file never runs code and a corrupt one is refused by name.
@@ -217,24 +217,3 @@ def load_checkpoint_file(path: str | Path) -> dict:
     if expected is not None and content_digest(ckpt) != expected:
         raise SpecrnnError(f"{path}: corrupt checkpoint (checksum mismatch); {hint}")
     return ckpt
-
-
-def read_run_info(run_dir: str | Path) -> tuple[dict, dict]:
-    """(config dict, run.json) of an existing run folder, for --resume; a clear error when either is missing or bad."""
-    import yaml
-
-    run_dir = Path(run_dir)
-    cfg_path, info_path = run_dir / "config.yaml", run_dir / "run.json"
-    if not cfg_path.is_file():
-        raise SpecrnnError(f"{run_dir}: nothing to resume (no config.yaml)")
-    if not info_path.is_file():
-        raise SpecrnnError(f"{run_dir}: the run was interrupted before it was set up (no run.json); "
-                           f"start it again with: specrnn train DATA --out {run_dir} --overwrite")
-    try:
-        cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
-        raise SpecrnnError(f"{run_dir}: cannot read the run's config.yaml or run.json ({type(e).__name__}: {e})") from None
-    if not isinstance(cfg, dict) or not isinstance(info, dict) or "data" not in info:
-        raise SpecrnnError(f"{run_dir}: config.yaml or run.json is not what `specrnn train` writes")
-    return cfg, info
