@@ -160,13 +160,13 @@ def _diff(a, b, where: str, worst: dict) -> None:
         worst[where] = f"{str(a)[:80]!r} vs {str(b)[:80]!r}"
 
 
-def compare(before: Path, after: Path, tol: float) -> int:
+def compare(before: Path, after: Path, tol: float, common: bool = False) -> int:
     a, b = json.loads(before.read_text()), json.loads(after.read_text())
     bad = 0
     for run in sorted(set(a) | set(b)):
         if run not in a or run not in b:
             print(f"{run:12s} only in {'after' if run in b else 'before'}")
-            bad += 1
+            bad += not common
             continue
         if isinstance(a[run], str) or isinstance(b[run], str):
             print(f"{run:12s} {a[run] if isinstance(a[run], str) else b[run]}")
@@ -194,11 +194,12 @@ def main(argv=None) -> int:
     c.add_argument("before", type=Path)
     c.add_argument("after", type=Path)
     c.add_argument("--tol", type=float, default=1e-6)
+    c.add_argument("--common", action="store_true", help="compare the runs both hold (a recording made with --only)")
     a = p.parse_args(argv)
     if a.cmd == "record":
         record(a.out, a.work, a.only)
         return 0
-    return compare(a.before, a.after, a.tol)
+    return compare(a.before, a.after, a.tol, a.common)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 
 def _train(a) -> int:
@@ -96,13 +95,13 @@ def _predict(a) -> int:
         f = predictor.cfg.features
         frame_ms = 1000 * f.hop_length / f.sample_rate
         chunk_ms = 100.0 if a.chunk_ms is None else a.chunk_ms
-        if predictor.cfg.model.head == "ctc" and (a.top_k or 1) > 1:
+        if predictor.task.sequence and (a.top_k or 1) > 1:
             raise SpecrnnError("--top-k with --stream: a CTC stream shows its one running sequence (best path); "
                                "for the K most probable sequences, predict without --stream")
         if chunk_ms < frame_ms:
             raise SpecrnnError(f"--chunk-ms {chunk_ms:g} is shorter than one feature frame ({frame_ms:g} ms)")
         return print_stream(predictor, files, chunk_ms, a.json, a.top_k or 1)
-    ctc = predictor.cfg.model.head == "ctc"
+    ctc = predictor.task.sequence
     top_k = a.top_k or (1 if ctc else 3)
     preds = predictor.predict(files, n_best=top_k if ctc else 1)
     _note_cropped([p.path for p in preds if not p.error], predictor.cfg.features)
@@ -154,6 +153,7 @@ def _models(a) -> int:
     from .config import load_config, preset_path
     from .errors import SpecrnnError
     from .models import build_model, summarize
+    from .tasks import make_task
 
     folder = preset_path("x").parent
     names = sorted(p.stem for p in folder.glob("*.yaml") if p.stem != "search_space")
@@ -171,8 +171,8 @@ def _models(a) -> int:
     if a.action == "config":
         print(open(preset_path(a.name)).read() if preset_path(a.name).is_file() else open(a.name).read())
         return 0
-    outputs = a.classes + (1 if cfg.model.head == "ctc" else 0)  # CTC scores the tokens and a blank
-    model = build_model(cfg.model, cfg.features.n_features, outputs, cfg.augment)
+    task = make_task(cfg.model, [str(i) for i in range(a.classes)])  # CTC scores the tokens and a blank
+    model = build_model(cfg.model, cfg.features.n_features, task.n_outputs, cfg.augment)
     print(summarize(model, cfg.features.n_features))
     return 0
 

@@ -42,11 +42,21 @@ def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]
     }
 
 
+def edit_distance(a: list, b: list) -> int:
+    """Levenshtein distance (substitutions, insertions, deletions) between two token lists."""
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
 def sequence_metrics(refs: list[list[int]], hyps: list[list[int]], tokens: list[str], paths: list[str] | None = None,
                      keep_errors: int = 50) -> dict:
     """Token sequences (CTC): exact-sequence accuracy, token error rate (edits / reference tokens, the WER when
     tokens are words), and the first `keep_errors` wrong sequences."""
-    from .tasks.ctc import edit_distance
 
     edits = [edit_distance(h, r) for h, r in zip(hyps, refs)]
     n_tokens = sum(len(r) for r in refs)
@@ -67,7 +77,7 @@ def sequence_metrics(refs: list[list[int]], hyps: list[list[int]], tokens: list[
 def format_metrics(m: dict, title: str = "") -> str:
     """A one-screen text report."""
     lines = [title] if title else []
-    if "token_error_rate" in m:
+    if "token_error_rate" in m:  # a CTC task's metrics (tasks.task_of_metrics; this module sits below tasks)
         lines.append(f"n={m['n']}  sequences right={100 * m['accuracy']:.2f}%  token error rate={100 * m['token_error_rate']:.2f}% "
                      f"(over {m['tokens']} tokens)")
         lines += [f"  {e['path']}: true '{e['true']}', decoded '{e['predicted']}'" for e in m["errors"][:10]]

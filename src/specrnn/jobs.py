@@ -15,7 +15,7 @@ from .devices import default_device, set_threads
 from .errors import BadFilesError, SpecrnnError
 from .files import write_json
 from .runs import RUN_DIR_ENV, SPLIT_FILE, RunStart, check_same_data, seen_in_training
-from .tasks import label_kind
+from .tasks import label_kind, task_of_metrics
 from .training.fit import describe, fit
 from .training.prepare import Prepared, prepare_data
 
@@ -57,19 +57,8 @@ def train_prepared(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = Fa
 
 
 def evaluate_features(predictor, fs: FeatureSet) -> dict:
-    """The metrics of a loaded model on a feature set with targets (classification, multi-label or CTC)."""
-    from .evaluation import classification_metrics, multilabel_metrics
-
-    if predictor.cfg.model.head == "ctc":
-        from .evaluation import sequence_metrics
-        from .tasks.ctc import unpad
-
-        return sequence_metrics(unpad(fs.targets), [seq for seq, _ in predictor.decode(fs.features)], predictor.classes,
-                                fs.paths)
-    logits = predictor.logits_from_features(fs.features)
-    if predictor.cfg.model.multilabel:
-        return multilabel_metrics(fs.targets, predictor.probabilities(logits), predictor.classes)
-    return classification_metrics(fs.targets, logits.argmax(-1), predictor.classes)
+    """The metrics of a loaded model on a feature set with targets: its task's (classification, multi-label, CTC)."""
+    return predictor.task.evaluate(predictor, fs)
 
 
 def write_plots(run_dir: Path, metrics: dict, classes: list[str]) -> None:
@@ -85,20 +74,12 @@ def write_plots(run_dir: Path, metrics: dict, classes: list[str]) -> None:
 
 
 def summary(run_dir: Path, m: dict) -> str:
-    what = "tokens" if "token_error_rate" in m.get("val", {}) else "classes"
-    lines = ["", "=" * 64, f"specrnn: {m['model']}, {m['parameters']:,} parameters, {len(m['classes'])} {what}",
+    task = task_of_metrics(m.get("val", {}))
+    lines = ["", "=" * 64, f"specrnn: {m['model']}, {m['parameters']:,} parameters, {len(m['classes'])} {task.unit}",
              f"best epoch {m['best_epoch']} (of {m['epochs_run']} trained)"]
     for name in ("val", "test"):
-        if name in m and "token_error_rate" in m[name]:
-            lines.append(f"{name:>4} sequences right {100 * m[name]['accuracy']:6.2f}%   token error rate "
-                         f"{100 * m[name]['token_error_rate']:6.2f}%   (n={m[name]['n']})")
-            if m[name].get("empty_decodings", 0) > m[name]["n"] // 2:
-                lines.append(f"     warning: {m[name]['empty_decodings']} of {m[name]['n']} {name} clips decode to nothing "
-                             "(the blank wins every step): the model has not learnt the tokens yet; train longer "
-                             "(train.max_epochs) or check the learning rate")
-        elif name in m:
-            lines.append(f"{name:>4} accuracy {100 * m[name]['accuracy']:6.2f}%   macro-F1 {100 * m[name]['macro_f1']:6.2f}%   "
-                         f"(n={m[name]['n']})")
+        if name in m:
+            lines += task.summary_lines(name, m[name])
     lines += [f"time: training {m['train_seconds']:.1f} s, whole run {m['total_seconds']:.1f} s",
               f"run folder: {run_dir}  (model.pt, metrics.json, history.csv, config.yaml, *.png)",
               f"next: specrnn evaluate {run_dir}   |   specrnn predict {run_dir} FILE.wav", "=" * 64]

@@ -147,7 +147,9 @@ def run_report(run_dir: Path) -> str:
                 "also chose the model (best epoch), so they are optimistic. Evaluate on held-out data with "
                 "<code>specrnn evaluate RUN DATA</code>.")
     config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
-    if "token_error_rate" in m[split]:
+    from .tasks import task_of_metrics
+
+    if task_of_metrics(m[split]).sequence:
         return _sequence_report(run_dir, m, split, note, config)
     summary = "".join(f"<tr><td>{s}</td><td>{m[s]['n']}</td><td>{_pct(m[s]['accuracy'])}</td><td>{_pct(m[s]['macro_f1'])}</td></tr>"
                       for s in ("val", "test") if s in m)
@@ -169,7 +171,9 @@ def _seeds_section(m: dict) -> str:
     sel = m.get("seeds")
     if not sel:
         return ""
-    key, name = ("token_error_rate", "token error rate") if "token_error_rate" in m["val"] else ("accuracy", "accuracy")
+    from .tasks import task_of_metrics
+
+    key, name = task_of_metrics(m["val"]).headline
     rows = "".join(f"<tr><td>{r['seed']}{' (kept)' if r['chosen'] else ''}</td><td>{_pct(r['val'].get(key))}</td>"
                    f"<td>{_pct(r['test'].get(key))}</td></tr>" for r in sel["runs"])
     n_val = sel["runs"][0]["val"].get("n", "?")

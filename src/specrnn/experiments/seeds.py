@@ -13,6 +13,7 @@ from pathlib import Path
 from ..config import Config
 from ..errors import Interrupted
 from ..files import atomic_write_bytes, write_json
+from ..tasks import task_of_metrics
 
 SEEDS_DIR = "seeds"
 KEPT = ("model.pt", "config.yaml", "split.csv", "history.csv", "bad_files.csv", "learning_curves.png", "confusion_matrix.png")
@@ -22,10 +23,7 @@ def selection_key(metrics: dict) -> tuple[float, float]:
     """Lower is better: a CTC run's validation token error rate, else its validation accuracy (negated); ties go to
     the lower validation loss (what early stopping kept)."""
     val = metrics.get("val", {})
-    if "token_error_rate" in val:
-        first = val["token_error_rate"]
-    else:
-        first = -val.get("accuracy", 0.0)  # multi-label runs: validation loss alone
+    first = task_of_metrics(val).selection_value(val)
     loss = metrics.get("best_val_loss")
     return float(first), float("inf") if loss is None else float(loss)
 
@@ -96,14 +94,13 @@ def _figures(split_metrics: dict) -> dict:
 
 
 def _criterion(metrics: dict) -> str:
-    return ("validation token error rate" if "token_error_rate" in metrics.get("val", {}) else
-            "validation accuracy" if "accuracy" in metrics.get("val", {}) else "validation loss")
+    val = metrics.get("val", {})
+    return task_of_metrics(val).criterion if task_of_metrics(val).headline[0] in val else "validation loss"
 
 
 def summary_table(sel: dict) -> str:
     """One line per seed: its validation and test figures; the chosen one marked."""
-    ctc = any("token_error_rate" in r["val"] for r in sel["runs"])
-    name, key = ("token error rate", "token_error_rate") if ctc else ("accuracy", "accuracy")
+    key, name = task_of_metrics(sel["runs"][0]["val"]).headline
     n_val = sel["runs"][0]["val"].get("n", "?")
     heads = [f"val {name}", f"test {name}"]
     lines = [f"seeds on one split (drawn with split seed {sel['split_seed']}; {n_val} validation clips), chosen by "

@@ -56,6 +56,7 @@ class Predictor:
     def __init__(self, model: SpecRNN, cfg: Config, classes: list[str], meta: dict | None = None, device: str = "cpu"):
         self.model = model.to(device).eval()
         self.cfg, self.classes, self.meta, self.device = cfg, classes, meta or {}, device
+        self.task = make_task(cfg.model, classes)  # what the model learnt: its outputs, decoding and metrics
         self.extractor = FeatureExtractor(cfg.features).to(device)
         self.group_mean: np.ndarray | None = None  # model.normalize: group: the enrolled speaker's mean features
         self.enrolled = 0
@@ -124,7 +125,7 @@ class Predictor:
     @torch.no_grad()
     def logits_from_features(self, features: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
         """Logits (N, C) for (T, F) feature arrays, batched by length."""
-        if self.cfg.model.head == "ctc":
+        if self.task.sequence:
             raise SpecrnnError("a CTC model has no clip logits: use decode() or predict()")
         out = np.zeros((len(features), len(self.classes)), dtype=np.float32)
         for idx, x, lengths in self._batches(features, batch_size):
@@ -144,7 +145,7 @@ class Predictor:
     @torch.no_grad()
     def frame_log_probs(self, features: list[np.ndarray], batch_size: int = 64) -> list[np.ndarray]:
         """CTC models: each (T, F) feature array's (T', tokens + blank) log-probabilities over its real steps."""
-        if self.cfg.model.head != "ctc":
+        if not self.task.sequence:
             raise SpecrnnError("frame log-probabilities are for CTC models; a classifier's come from logits_from_features()")
         out: list = [None] * len(features)
         for idx, x, lengths in self._batches(features, batch_size):
@@ -200,7 +201,7 @@ class Predictor:
                 waves.append(load_audio(p, f.sample_rate, f.max_seconds, f.crop))
             except AudioError as e:
                 errors[i] = e.reason
-        if self.cfg.model.head == "ctc":
+        if self.task.sequence:
             from ..tasks.ctc import best_path, prefix_beam_search
 
             lps = self.frame_log_probs(self.features_of(waves), batch_size) if waves else []  # one pass: best path and n-best
@@ -215,7 +216,7 @@ class Predictor:
                 continue
             row = probs[k]
             k += 1
-            if self.cfg.model.head == "ctc":  # the decoded sequence, with its best path's probability (or the n best)
+            if self.task.sequence:  # the decoded sequence, with its best path's probability (or the n best)
                 label = " ".join(self.classes[t] for t in row[0])
                 named = {label: row[1]}
                 if alternatives is not None:

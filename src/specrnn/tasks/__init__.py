@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .base import Task
 from .classification import ClassificationTask, encode_labels
 from .classification import label_names as class_names
 from .ctc import CTCTask, encode_sequences, token_names
 
-__all__ = ["ClassificationTask", "CTCTask", "make_task", "label_names", "encode", "label_kind"]
+__all__ = ["Task", "ClassificationTask", "CTCTask", "make_task", "task_of_metrics", "label_names", "encode", "label_kind"]
 
 
 def label_kind(model_cfg) -> str:
@@ -27,7 +28,13 @@ def encode(labels: list[str], classes: list[str], kind: str) -> np.ndarray:
     return encode_sequences(labels, classes) if kind == "sequence" else encode_labels(labels, classes, kind == "multi")
 
 
-def make_task(model_cfg, classes: list[str], label_smoothing: float = 0.0):
+def make_task(model_cfg, classes: list[str], label_smoothing: float = 0.0) -> Task:
+    """The task a model config learns: CTC for a `ctc` head, else (multi-label) classification."""
     if model_cfg.head == "ctc":
         return CTCTask(classes)
     return ClassificationTask(classes, label_smoothing, model_cfg.multilabel)
+
+
+def task_of_metrics(split_metrics: dict) -> type[Task]:
+    """The task whose metrics these are (cv, seeds and reports read metrics.json files, not models)."""
+    return CTCTask if "token_error_rate" in split_metrics else ClassificationTask

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .base import Task
+
 LABEL_SEP = ";"
 
 
@@ -39,7 +41,11 @@ def encode_labels(labels: list[str], classes: list[str], multilabel: bool) -> np
     return out
 
 
-class ClassificationTask:
+class ClassificationTask(Task):
+    """One class per clip (softmax), or any number of them (multi-label: sigmoid per class)."""
+
+    name = "classification"
+
     def __init__(self, classes: list[str], label_smoothing: float = 0.0, multilabel: bool = False):
         self.classes, self.label_smoothing, self.multilabel = classes, label_smoothing, multilabel
 
@@ -71,3 +77,15 @@ class ClassificationTask:
             return ((logits > 0) == (targets > 0.5)).all(-1).sum()
         hard = targets.argmax(-1) if targets.dim() == 2 else targets
         return (logits.argmax(-1) == hard).sum()
+
+    def evaluate(self, predictor, fs) -> dict:
+        from ..evaluation import classification_metrics, multilabel_metrics
+
+        logits = predictor.logits_from_features(fs.features)
+        if self.multilabel:
+            return multilabel_metrics(fs.targets, predictor.probabilities(logits), self.classes)
+        return classification_metrics(fs.targets, logits.argmax(-1), self.classes)
+
+    @classmethod
+    def summary_lines(cls, name: str, m: dict) -> list[str]:
+        return [f"{name:>4} accuracy {100 * m['accuracy']:6.2f}%   macro-F1 {100 * m['macro_f1']:6.2f}%   (n={m['n']})"]

@@ -9,6 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..evaluation import edit_distance
+from .base import Task
+
 
 def token_names(labels: list[str]) -> list[str]:
     """The sorted vocabulary of space-separated token sequences."""
@@ -101,25 +104,19 @@ def prefix_beam_search(log_probs: np.ndarray, blank: int, beam: int = 8) -> list
     return [(list(k), float(np.exp(np.logaddexp(*v)))) for k, v in beams.items()]
 
 
-def edit_distance(a: list, b: list) -> int:
-    """Levenshtein distance (substitutions, insertions, deletions) between two token lists."""
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i]
-        for j, y in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-        prev = cur
-    return prev[-1]
-
-
 def unpad(targets: np.ndarray | Tensor) -> list[list[int]]:
     rows = targets.cpu().numpy() if isinstance(targets, Tensor) else targets
     return [[int(t) for t in row if t >= 0] for row in rows]
 
 
-class CTCTask:
+class CTCTask(Task):
     """Token sequences from frame outputs; the blank is the last output (index len(tokens))."""
 
+    name = "ctc"
+    sequence = True
+    unit = "tokens"
+    headline = ("token_error_rate", "token error rate")
+    criterion = "validation token error rate"
     multilabel = False
 
     def __init__(self, tokens: list[str]):
@@ -148,3 +145,46 @@ class CTCTask:
     def units(self, targets: Tensor) -> int:
         """What validation accuracy counts: reference tokens."""
         return int((targets >= 0).sum())
+
+    def evaluate(self, predictor, fs) -> dict:
+        from ..evaluation import sequence_metrics
+
+        return sequence_metrics(unpad(fs.targets), [seq for seq, _ in predictor.decode(fs.features)], self.classes, fs.paths)
+
+    def check(self, model, sets: dict, cfg) -> None:
+        """Each clip needs as many encoder steps as its token sequence (a blank between repeated tokens); fewer, and
+        CTC cannot emit it: say which file, before training. Training clips are checked at the fastest speed
+        perturbation (`augment.speed`), which shortens them."""
+        from ..augment import stretched_lengths
+        from ..errors import SpecrnnError
+
+        speed = cfg.augment.speed
+        for name, fs in sets.items():
+            lengths = torch.as_tensor(fs.lengths)
+            if name == "train" and speed > 0:
+                lengths = stretched_lengths(lengths, 1 + speed)
+            steps = model.output_lengths(lengths).numpy() if len(fs) else []
+            for path, n, target in zip(fs.paths, steps, fs.targets):
+                if n < steps_needed(target):
+                    faster = f" when played {1 + speed:g}x faster (augment.speed)" if name == "train" and speed > 0 else ""
+                    raise SpecrnnError(f"{path}: {n} encoder steps{faster} cannot hold its {steps_needed(target)}-step "
+                                       "token sequence (CTC); lower model.stack, the CNN's time strides or augment.speed")
+
+    @classmethod
+    def summary_lines(cls, name: str, m: dict) -> list[str]:
+        lines = [f"{name:>4} sequences right {100 * m['accuracy']:6.2f}%   token error rate "
+                 f"{100 * m['token_error_rate']:6.2f}%   (n={m['n']})"]
+        if m.get("empty_decodings", 0) > m["n"] // 2:
+            lines.append(f"     warning: {m['empty_decodings']} of {m['n']} {name} clips decode to nothing "
+                         "(the blank wins every step): the model has not learnt the tokens yet; train longer "
+                         "(train.max_epochs) or check the learning rate")
+        return lines
+
+    @classmethod
+    def score(cls, split_metrics: dict) -> float:
+        """Token accuracy, 1 - token error rate (higher is better, like a classifier's accuracy)."""
+        return 1.0 - float(split_metrics["token_error_rate"])
+
+    @classmethod
+    def selection_value(cls, val_metrics: dict) -> float:
+        return float(val_metrics["token_error_rate"])

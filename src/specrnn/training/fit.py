@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config
-from ..data.dataset import FeatureSet, compute_features
+from ..data.dataset import compute_features
 from ..devices import set_threads
 from ..errors import BadFilesError, Interrupted, SpecrnnError
 from ..runs import SPLIT_FILE, version
@@ -47,8 +47,7 @@ def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=pr
     sets = prep.sets
     task = make_task(cfg.model, prep.classes, cfg.train.label_smoothing)
     model = build_model(cfg.model, cfg.features.n_features, task.n_outputs, cfg.augment)
-    if cfg.model.head == "ctc":
-        check_ctc_lengths(model, sets, cfg.augment.speed)
+    task.check(model, sets, cfg)  # e.g. CTC: every clip long enough for its token sequence
     model.normalizer.fit(sets["train"].features)  # training rows only: val/test never shape the statistics
     train_loader, val_loader = make_loader(sets["train"], cfg, True), make_loader(sets["val"], cfg, False)
     meta = {"config": cfg.to_dict(), "classes": prep.classes, "specrnn_version": version()}
@@ -129,24 +128,3 @@ def describe(cfg: Config) -> str:
     front = "cnn + " if m.frontend.type == "cnn" else ""
     end = {"ctc": "CTC", "frame": "frame outputs"}.get(m.head, m.pooling)
     return f"{front}{'bi' if m.bidirectional else ''}{m.cell} {m.layers}x{m.hidden} + {end}"
-
-
-def check_ctc_lengths(model, sets: dict[str, FeatureSet], speed: float = 0.0) -> None:
-    """Each clip needs as many encoder steps as its token sequence (a blank between repeated tokens); fewer, and
-    CTC cannot emit it: say which file, before training. Training clips are checked at the fastest speed
-    perturbation (`augment.speed`), which shortens them."""
-    import torch
-
-    from ..augment import stretched_lengths
-    from ..tasks.ctc import steps_needed
-
-    for name, fs in sets.items():
-        lengths = torch.as_tensor(fs.lengths)
-        if name == "train" and speed > 0:
-            lengths = stretched_lengths(lengths, 1 + speed)
-        steps = model.output_lengths(lengths).numpy() if len(fs) else []
-        for path, n, target in zip(fs.paths, steps, fs.targets):
-            if n < steps_needed(target):
-                faster = f" when played {1 + speed:g}x faster (augment.speed)" if name == "train" and speed > 0 else ""
-                raise SpecrnnError(f"{path}: {n} encoder steps{faster} cannot hold its {steps_needed(target)}-step token "
-                                   "sequence (CTC); lower model.stack, the CNN's time strides or augment.speed")
