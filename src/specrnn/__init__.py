@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 __version__ = "0.1.0"
+__all__ = ["train", "evaluate", "load", "manifest", "cv", "tune", "report", "SpecrnnError", "__version__"]
 
 Log = Callable[..., Any] | None
 
@@ -140,3 +141,12 @@ def report(path: str | Path, out: str | Path | None = None) -> Path:
     from .reporting import report as _report
 
     return _report(path, out)
+
+
+def __getattr__(name: str):
+    """`specrnn.SpecrnnError`: the one exception type for user-facing problems, importable without torch."""
+    if name == "SpecrnnError":
+        from .errors import SpecrnnError
+
+        return SpecrnnError
+    raise AttributeError(f"module 'specrnn' has no attribute {name!r}")
