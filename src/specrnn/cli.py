@@ -43,82 +43,10 @@ def _evaluate(a) -> int:
     return 0
 
 
-def _note_cropped(paths: list[str], f) -> None:
-    """A note for each file longer than features.max_seconds: the model read only part of it."""
-    if f.max_seconds is None:
-        return
-    import soundfile as sf
-
-    for path in paths:
-        try:
-            seconds = sf.info(str(path)).duration
-        except Exception:  # it decoded for the prediction; a header soundfile cannot size is not worth an error
-            continue
-        if seconds > f.max_seconds:
-            part = "first" if f.crop == "start" else "middle"
-            print(f"specrnn: note: {path} is {seconds:.1f} s long; the model read its {part} {f.max_seconds:g} s "
-                  "(features.max_seconds, features.crop)", file=sys.stderr)
-
-
 def _predict(a) -> int:
-    from .data.manifest import expand_audio_paths
-    from .errors import SpecrnnError
-    from .formatting import percent
-    from .inference import load
+    from .inference.printing import predict_command
 
-    if a.chunk_ms is not None and not a.stream:
-        raise SpecrnnError("--chunk-ms sets the chunk of --stream; add --stream (or drop --chunk-ms)")
-    files = expand_audio_paths(a.files)  # a folder becomes the audio files below it
-    predictor = load(a.run_dir)
-    if a.stream:  # refused before enrolment reads any audio
-        from .inference.streaming import check_streamable
-
-        check_streamable(predictor.cfg.model, predictor.cfg.features)
-    if a.enroll and predictor.cfg.model.normalize != "group":
-        raise SpecrnnError(f"--enroll: this model normalises with '{predictor.cfg.model.normalize}', not per speaker; "
-                           "it needs no enrolment (drop --enroll)")
-    if a.enroll:
-        predictor.enroll(a.enroll)
-    elif predictor.needs_enrolment:
-        try:
-            predictor.enroll(files, skip_unusable=True)
-        except SpecrnnError:  # nothing usable to enrol: predict names each file's problem
-            pass
-        else:
-            print(f"specrnn: note: this model normalises per speaker and no --enroll was given, so the {predictor.enrolled} "
-                  f"usable file(s) of the {len(files)} to predict enrol the speaker: they should be one speaker's, a single "
-                  "short clip enrols poorly, and scores depend on which files are passed together (--enroll makes them "
-                  "reproducible)", file=sys.stderr)
-    if a.stream:
-        from .inference.streaming import print_stream
-
-        f = predictor.cfg.features
-        frame_ms = 1000 * f.hop_length / f.sample_rate
-        chunk_ms = 100.0 if a.chunk_ms is None else a.chunk_ms
-        if predictor.task.sequence and (a.top_k or 1) > 1:
-            raise SpecrnnError("--top-k with --stream: a CTC stream shows its one running sequence (best path); "
-                               "for the K most probable sequences, predict without --stream")
-        if chunk_ms < frame_ms:
-            raise SpecrnnError(f"--chunk-ms {chunk_ms:g} is shorter than one feature frame ({frame_ms:g} ms)")
-        return print_stream(predictor, files, chunk_ms, a.json, a.top_k or 1)
-    ctc = predictor.task.sequence
-    top_k = a.top_k or (1 if ctc else 3)
-    preds = predictor.predict(files, n_best=top_k if ctc else 1)
-    _note_cropped([p.path for p in preds if not p.error], predictor.cfg.features)
-    failed = 0
-    if a.json:
-        print(json.dumps([p.to_dict(top_k) for p in preds]))
-    for p in preds:
-        if p.error:
-            failed += 1
-            print(f"specrnn: error: {p.path}: {p.error}", file=sys.stderr)
-        elif not a.json and ctc:  # a token sequence and its best path's probability (then the k most probable sequences)
-            more = "; most probable sequences: " + ", ".join(f"'{seq}' {percent(q)}" for seq, q in p.top(top_k)) if top_k > 1 else ""
-            print(f"{p.path}\t{p.label or '(nothing decoded)'}\t(best path {percent(p.path_probability)}{more})")
-        elif not a.json:
-            tops = ", ".join(f"{lab} {percent(prob)}" for lab, prob in p.top(top_k))
-            print(f"{p.path}\t{p.label}\t({tops})")
-    return 1 if failed else 0
+    return predict_command(a.run_dir, a.files, a.top_k, a.json, a.stream, a.chunk_ms, a.enroll)
 
 
 def _manifest(a) -> int:

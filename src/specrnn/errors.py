@@ -29,3 +29,7 @@ class BadFilesError(SpecrnnError):
         shown = "\n".join(f"  {e.path}: {e.reason}" for e in errors[:20])
         more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
         super().__init__(f"{len(errors)} unusable audio file(s):\n{shown}{more}" + (f"\n{hint}" if hint else ""))
+
+
+ENROL = ("this model was trained with per-speaker normalisation (model.normalize: group): enrol the speaker first, "
+         "with some of its recordings (no labels needed): Predictor.enroll(paths), or specrnn predict --enroll")

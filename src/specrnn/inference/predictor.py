@@ -12,7 +12,7 @@ import torch
 
 from ..audio import load_audio
 from ..config import Config, config_from_dict
-from ..errors import AudioError, SpecrnnError
+from ..errors import ENROL, AudioError, SpecrnnError
 from ..formatting import significant
 from ..features import FeatureExtractor, group_means
 from ..models import SpecRNN, build_model
@@ -22,9 +22,6 @@ from ..tasks.classification import clip_logits
 
 
 BEAM = 16  # CTC n-best: prefixes kept per step
-ENROL = ("this model was trained with per-speaker normalisation (model.normalize: group): enrol the speaker first, "
-         "with some of its recordings (no labels needed): Predictor.enroll(paths), or specrnn predict --enroll")
-
 
 @dataclass
 class Prediction:
