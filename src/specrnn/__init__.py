@@ -110,20 +110,9 @@ def cv(data: str | Path, out: str | Path, config=None, overrides=None, fold_colu
 
 
 def _seeds(seeds) -> list[int]:
-    from .errors import SpecrnnError
+    from .config import parse_seeds
 
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        seeds = [seeds]
-    elif isinstance(seeds, str):
-        try:
-            seeds = [int(s) for s in seeds.split(",")]
-        except ValueError:
-            raise SpecrnnError(f"seeds must be integers like '0,1,2', got '{seeds}'") from None
-    if not (isinstance(seeds, (list, tuple)) and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
-        raise SpecrnnError(f"seeds must be an int, a list of ints or '0,1,2', got {seeds!r}")
-    if len(set(seeds)) != len(seeds) or not seeds or any(not 0 <= s < 2**32 for s in seeds):
-        raise SpecrnnError(f"seeds must be distinct whole numbers from 0 to 2^32 - 1, at least one; got {list(seeds)}")
-    return list(seeds)
+    return parse_seeds(seeds)
 
 
 def tune(data: str | Path, out: str | Path, trials: int = 20, timeout: float | None = None, storage: str | None = None,

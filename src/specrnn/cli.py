@@ -14,11 +14,7 @@ import sys
 def _train(a) -> int:
     from .experiments.seeds import train
 
-    sets = list(a.set or [])
-    if a.on_error:
-        sets.append(f"data.on_error={a.on_error}")
-    if a.max_epochs is not None:
-        sets.append(f"train.max_epochs={a.max_epochs}")
+    sets = _overrides(a)
     train(a.data, a.out, a.config, sets, resume=a.resume, overwrite=a.overwrite, seeds=a.seeds)
     return 0
 
@@ -108,7 +104,7 @@ def _models(a) -> int:
 def _cv(a) -> int:
     from .experiments.cv import cv
 
-    sets = list(a.set or []) + ([f"data.on_error={a.on_error}"] if a.on_error else [])
+    sets = _overrides(a)
     cv(a.data, a.out, a.config, sets, a.fold_column, a.folds, a.leave_one_group_out, a.group_column, a.seeds, a.jobs, a.train_extra)
     return 0
 
@@ -169,16 +165,26 @@ def _at_least(low: int):
 
 
 def _seed_list(text: str) -> list[int]:
-    """argparse type: distinct integer seeds, comma-separated ('0,1,2')."""
+    """argparse type: distinct integer seeds, comma-separated ('0,1,2'): config.parse_seeds."""
+    from .config import parse_seeds
+    from .errors import SpecrnnError
+
     try:
-        seeds = [int(x) for x in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 0,1,2, got {text!r}") from None
-    if len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"a seed is listed twice in {text!r}: each seed is one training")
-    if any(not 0 <= s < 2**32 for s in seeds):
-        raise argparse.ArgumentTypeError(f"seeds must be whole numbers from 0 to 2^32 - 1, got {text!r}")
-    return seeds
+        return parse_seeds(text)
+    except SpecrnnError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _overrides(a) -> dict:
+    """--set items (YAML scalars) with the typed shortcuts over them: --on-error, --max-epochs."""
+    from .config import parse_set
+
+    out = parse_set(a.set or [])
+    if getattr(a, "on_error", None):
+        out["data.on_error"] = a.on_error
+    if getattr(a, "max_epochs", None) is not None:
+        out["train.max_epochs"] = a.max_epochs
+    return out
 
 
 def _config_args(parser: argparse.ArgumentParser, what: str = "") -> None:

@@ -1,286 +1,228 @@
-"""The run configuration: typed sections with defaults, loaded from YAML and `--set key=value`.
+"""The run configuration: typed sections (pydantic models) with defaults, loaded from YAML and `--set key=value`.
 
-Every run writes its fully resolved config, so a run folder says exactly what produced it.
+Choices are Literal types and ranges Field constraints; the checks that span fields are validators. Every problem
+is one SpecrnnError naming its dotted key, before any work. Every run writes its fully resolved config, so a run
+folder says exactly what produced it.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from .errors import SpecrnnError
 
+NOISE_COLORS = {"white": 0, "pink": 1, "brown": 2}  # power spectrum ~ 1 / f^exponent
+Whole = Annotated[int, Field(ge=1)]  # list items: channels, strides, pools
+Seed = Annotated[int, Field(ge=0, lt=2**32)]  # numpy's seeds: 0 <= seed < 2^32
 
-@dataclass
-class FeatureConfig:
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class FeatureConfig(Section):
     """How a waveform becomes a (T, F) sequence. Stored with the model: predict needs it."""
 
-    sample_rate: int = 16000
-    kind: str = "logmel"  # logmel | mfcc | logpower
-    n_fft: int = 512
-    win_length: int = 400  # 25 ms at 16 kHz
-    hop_length: int = 160  # 10 ms at 16 kHz
-    n_mels: int = 64
-    f_min: float = 0.0
-    f_max: float | None = None
-    n_mfcc: int = 40
-    top_db: float | None = 80.0
-    trim_db: float | None = None  # drop leading/trailing frames this many dB below the loudest frame (offline only)
-    max_seconds: float | None = 30.0  # crop policy: longer clips are cut (only what is kept is decoded)
-    crop: str = "start"  # start | center
+    sample_rate: int = Field(16000, ge=1000)
+    kind: Literal["logmel", "mfcc", "logpower"] = "logmel"
+    n_fft: int = Field(512, ge=16)
+    win_length: int = Field(400, ge=1)  # 25 ms at 16 kHz
+    hop_length: int = Field(160, ge=1)  # 10 ms at 16 kHz
+    n_mels: int = Field(64, ge=1)
+    f_min: float = Field(0.0, ge=0)
+    f_max: Optional[float] = None
+    n_mfcc: int = Field(40, ge=1)
+    top_db: Optional[float] = Field(80.0, gt=0)
+    trim_db: Optional[float] = Field(None, gt=0)  # drop leading/trailing frames this many dB below the loudest (offline only)
+    max_seconds: Optional[float] = Field(30.0, gt=0)  # crop policy: longer clips are cut (only what is kept is decoded)
+    crop: Literal["start", "center"] = "start"
 
     @property
     def n_features(self) -> int:
         return {"logmel": self.n_mels, "mfcc": self.n_mfcc, "logpower": self.n_fft // 2 + 1}[self.kind]
 
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.win_length > self.n_fft:
+            raise SpecrnnError(f"config 'features.win_length' ({self.win_length}) must not exceed features.n_fft ({self.n_fft})")
+        if self.kind == "mfcc" and self.n_mfcc > self.n_mels:
+            raise SpecrnnError(f"config 'features.n_mfcc' ({self.n_mfcc}) must not exceed features.n_mels ({self.n_mels})")
+        if self.f_max is not None and not self.f_min < self.f_max <= self.sample_rate / 2:
+            raise SpecrnnError(f"config 'features.f_max' must lie in (f_min, sample_rate/2] = ({self.f_min}, {self.sample_rate / 2}]")
+        return self
 
-@dataclass
-class FrontendConfig:
+
+class FrontendConfig(Section):
     """Optional 2-D CNN over (time, frequency); its output size is inferred, never typed in."""
 
-    type: str = "none"  # none | cnn
-    channels: list[int] = field(default_factory=lambda: [32, 32])
+    type: Literal["none", "cnn"] = "none"
+    channels: list[Whole] = [32, 32]
     kernel: Any = 3  # int, or [time, frequency]; odd sizes
-    time_strides: list[int] = field(default_factory=lambda: [1, 1])
-    freq_pools: list[int] = field(default_factory=lambda: [2, 2])
-    dropout: float = 0.0
+    time_strides: list[Whole] = [1, 1]
+    freq_pools: list[Whole] = [2, 2]
+    dropout: float = Field(0.0, ge=0, lt=1)
 
 
-@dataclass
-class ModelConfig:
-    normalize: str = "global"  # global | utterance | frame | none | group (each speaker's mean removed, then global)
-    stack: int = 2  # stack k consecutive frames into one: k x fewer RNN steps (10 ms hop -> 20 ms)
-    frontend: FrontendConfig = field(default_factory=FrontendConfig)
-    cell: str = "gru"  # lstm | gru; the default (preset `gru`) was chosen on FSDD: see docs/models_fsdd.md
-    hidden: int = 128
-    layers: int = 2
-    bidirectional: bool = False  # unidirectional: as accurate on FSDD, faster (half the RNN work), and it streams
-    dropout: float = 0.15  # between RNN layers and before the head
-    layer_norm: bool = False  # LayerNorm between RNN layers
-    projection: int | None = None  # linear projection between RNN layers
-    pooling: str = "attention"  # last | mean | max | meanstd | attention | dot (| padded_last: the known-wrong seed recipe)
-    attention_heads: int = 1
-    head: str = "clip"  # clip | frame | ctc (token sequences: labels like "yes no yes")
-    head_hidden: list[int] = field(default_factory=list)  # hidden sizes of an MLP head (ReLU); [] = one linear layer
-    multilabel: bool = False
-    rnn_impl: str = "auto"  # auto | padded | packed (identical results; speed differs by device) | naive (known-wrong)
-    rnn_init: str = "default"  # default (PyTorch's uniform) | orthogonal (recurrent weights per gate, zero biases)
+class ModelConfig(Section):
+    normalize: Literal["global", "utterance", "frame", "none", "group"] = "global"  # group: each speaker's mean removed
+    stack: int = Field(2, ge=1)  # stack k consecutive frames into one: k x fewer RNN steps (10 ms hop -> 20 ms)
+    frontend: FrontendConfig = Field(default_factory=FrontendConfig)
+    cell: Literal["lstm", "gru"] = "gru"  # the default (preset `gru`) was chosen on FSDD: see docs/models_fsdd.md
+    hidden: int = Field(128, ge=1)
+    layers: int = Field(2, ge=1)
+    bidirectional: StrictBool = False  # unidirectional: as accurate on FSDD, faster (half the RNN work), and it streams
+    dropout: float = Field(0.15, ge=0, lt=1)  # between RNN layers and before the head
+    layer_norm: StrictBool = False  # LayerNorm between RNN layers
+    projection: Optional[int] = Field(None, ge=1)  # linear projection between RNN layers
+    # last | mean | max | meanstd | attention | dot (| padded_last: the known-wrong seed recipe)
+    pooling: Literal["last", "mean", "max", "meanstd", "attention", "dot", "padded_last"] = "attention"
+    attention_heads: int = Field(1, ge=1)
+    head: Literal["clip", "frame", "ctc"] = "clip"  # ctc: token sequences, labels like "yes no yes"
+    head_hidden: list[int] = []  # hidden sizes of an MLP head (ReLU); [] = one linear layer
+    multilabel: StrictBool = False
+    # auto | padded | packed (identical results; speed differs by device) | naive (known-wrong)
+    rnn_impl: Literal["auto", "padded", "packed", "naive"] = "auto"
+    rnn_init: Literal["default", "orthogonal"] = "default"  # orthogonal: recurrent weights per gate, zero biases
 
 
-@dataclass
-class AugmentConfig:
+class AugmentConfig(Section):
     """Training-only augmentation, applied batched on features; never on validation or test."""
 
-    time_masks: int = 2
-    time_mask_width: int = 10  # frames (10 ms each)
-    time_mask_fraction: float = 0.2  # and at most this share of the clip
-    freq_masks: int = 2
-    freq_mask_width: int = 8
-    gain_db: float = 0.0  # random gain in +-gain_db
-    time_shift: float = 0.0  # circular shift by up to this share of the clip
-    freq_warp: float = 0.0  # stretch the frequency axis by a random factor in 1 +- freq_warp (speaker variation)
-    speed: float = 0.0  # speed perturbation: play clips 1 +- speed times as fast (speaking rate)
-    mixup: float = 0.0  # Beta(mixup, mixup) mixing weight; 0 = off
-    noise_dir: str | None = None
-    noise_colors: list[str] = field(default_factory=list)  # built-in stationary noise: white, pink, brown
-    noise_snr_db: list[float] = field(default_factory=lambda: [5.0, 30.0])
+    time_masks: int = Field(2, ge=0)
+    time_mask_width: int = Field(10, ge=0)  # frames (10 ms each)
+    time_mask_fraction: float = Field(0.2, ge=0, le=1)  # and at most this share of the clip
+    freq_masks: int = Field(2, ge=0)
+    freq_mask_width: int = Field(8, ge=0)
+    gain_db: float = Field(0.0, ge=0)  # random gain in +-gain_db
+    time_shift: float = Field(0.0, ge=0, le=1)  # circular shift by up to this share of the clip
+    freq_warp: float = Field(0.0, ge=0, le=0.5)  # stretch the frequency axis by 1 +- freq_warp (speaker variation)
+    speed: float = Field(0.0, ge=0, le=0.5)  # speed perturbation: play clips 1 +- speed times as fast (speaking rate)
+    mixup: float = Field(0.0, ge=0)  # Beta(mixup, mixup) mixing weight; 0 = off
+    noise_dir: Optional[str] = None
+    noise_colors: list[str] = []  # built-in stationary noise: white, pink, brown
+    noise_snr_db: list[float] = [5.0, 30.0]
+
+    @model_validator(mode="after")
+    def _noise(self):
+        bad = sorted(set(self.noise_colors) - set(NOISE_COLORS))
+        if bad:
+            raise SpecrnnError(f"config 'augment.noise_colors' knows {', '.join(NOISE_COLORS)}; got {', '.join(map(repr, bad))}")
+        snr = self.noise_snr_db
+        if len(snr) != 2 or snr[0] > snr[1] or snr[0] < -50 or snr[1] > 100:
+            raise SpecrnnError(f"config 'augment.noise_snr_db' must be [low, high] with -50 <= low <= high <= 100 (dB), got {snr}")
+        return self
 
 
-@dataclass
-class TrainConfig:
-    batch_size: int = 32
-    max_epochs: int = 20
-    min_epochs: int = 1
-    patience: int = 8
-    lr: float = 3e-3
-    weight_decay: float = 1e-2
-    schedule: str = "onecycle"  # onecycle | cosine | constant
-    warmup_fraction: float = 0.15
-    grad_clip: float = 5.0
-    label_smoothing: float = 0.05
-    ema: float = 0.0  # keep an exponential moving average of the weights (decay per step, e.g. 0.999); 0 = off
-    adversary: float = 0.0  # speaker-adversarial weight: the clip embedding learns to hide its group (gradient reversal); 0 = off
+class TrainConfig(Section):
+    batch_size: int = Field(32, ge=1)
+    max_epochs: int = Field(20, ge=1)
+    min_epochs: int = Field(1, ge=0)
+    patience: int = Field(8, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    warmup_fraction: float = Field(0.15, ge=0, lt=1)
+    grad_clip: float = Field(5.0, ge=0)
+    label_smoothing: float = Field(0.05, ge=0, lt=1)
+    ema: float = Field(0.0, ge=0, lt=1)  # exponential moving average of the weights (decay per step, e.g. 0.999); 0 = off
+    adversary: float = Field(0.0, ge=0)  # speaker-adversarial weight (gradient reversal on the clip embedding); 0 = off
     precision: str = "auto"  # auto | 32 | 16-mixed | bf16-mixed
     accelerator: str = "auto"
-    threads: int | None = None
+    threads: Optional[int] = Field(None, ge=1)
     devices: Any = "auto"
-    num_nodes: int = 1
+    num_nodes: int = Field(1, ge=1)
     strategy: str = "auto"
 
 
-@dataclass
-class DataConfig:
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    group_val: bool = True  # validation holds out whole groups (speakers); false: val rows come from training groups
-    bucket: bool = True  # length-bucketed batches to limit padding
-    on_error: str = "stop"  # stop | skip
-    cache_dir: str | None = None  # default: $SPECRNN_CACHE or ~/.cache/specrnn
-    split_seed: int | None = None  # seeds the train/val/test split; null = `seed` (train --seeds keeps one split)
+class DataConfig(Section):
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.1, ge=0, lt=1)
+    group_val: StrictBool = True  # validation holds out whole groups (speakers); false: val rows from training groups
+    bucket: StrictBool = True  # length-bucketed batches to limit padding
+    on_error: Literal["stop", "skip"] = "stop"
+    cache_dir: Optional[str] = None  # default: $SPECRNN_CACHE or ~/.cache/specrnn
+    split_seed: Optional[Seed] = None  # seeds the train/val/test split; null = `seed` (train --seeds keeps one split)
 
 
-@dataclass
-class Config:
-    seed: int = 0
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+class Config(Section):
+    seed: Seed = 0
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return self.model_dump()
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.data.val_fraction + self.data.test_fraction >= 1:
+            raise SpecrnnError("config 'data.val_fraction' + 'data.test_fraction' must be below 1")
+        if self.model.head == "ctc" and (self.model.multilabel or self.augment.mixup > 0 or self.augment.time_shift > 0):
+            raise SpecrnnError("model.head: ctc learns token sequences; it cannot be multi-label (model.multilabel), "
+                               "blend labels (augment.mixup) or roll clips (augment.time_shift reorders the tokens)")
+        if self.model.head == "ctc" and self.features.max_seconds is not None:
+            raise SpecrnnError("model.head: ctc needs whole clips: set features.max_seconds: null (a crop would cut tokens "
+                               "off the audio while the label keeps them)")
+        return self
 
 
-NOISE_COLORS = {"white": 0, "pink": 1, "brown": 2}  # power spectrum ~ 1 / f^exponent
-
-CHOICES = {
-    "features.kind": {"logmel", "mfcc", "logpower"},
-    "features.crop": {"start", "center"},
-    "model.normalize": {"global", "utterance", "frame", "none", "group"},
-    "model.frontend.type": {"none", "cnn"},
-    "model.cell": {"lstm", "gru"},
-    "model.pooling": {"last", "mean", "max", "meanstd", "attention", "dot", "padded_last"},
-    "model.head": {"clip", "frame", "ctc"},
-    "model.rnn_impl": {"auto", "padded", "packed", "naive"},
-    "model.rnn_init": {"default", "orthogonal"},
-    "train.schedule": {"onecycle", "cosine", "constant"},
-    "data.on_error": {"stop", "skip"},
-}
+BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
+TYPE_NAMES = {"int": "int", "float": "float", "bool": "bool", "string": "str", "list": "list"}
 
 
-# (low, high, low inclusive, high inclusive); None = unbounded. Checked for every config, so a bad value is one
-# clear line before any work rather than a traceback deep inside training.
-RANGES = {
-    "features.sample_rate": (1000, None, True, True), "features.n_fft": (16, None, True, True),
-    "features.win_length": (1, None, True, True), "features.hop_length": (1, None, True, True),
-    "features.n_mels": (1, None, True, True), "features.n_mfcc": (1, None, True, True),
-    "features.f_min": (0, None, True, True), "features.top_db": (0, None, False, True),
-    "features.trim_db": (0, None, False, True),
-    "features.max_seconds": (0, None, False, True),
-    "model.stack": (1, None, True, True), "model.hidden": (1, None, True, True), "model.layers": (1, None, True, True),
-    "model.dropout": (0, 1, True, False), "model.attention_heads": (1, None, True, True), "model.projection": (1, None, True, True),
-    "model.frontend.dropout": (0, 1, True, False),
-    "augment.time_masks": (0, None, True, True), "augment.time_mask_width": (0, None, True, True),
-    "augment.time_mask_fraction": (0, 1, True, True), "augment.freq_masks": (0, None, True, True),
-    "augment.freq_mask_width": (0, None, True, True), "augment.gain_db": (0, None, True, True),
-    "augment.time_shift": (0, 1, True, True), "augment.freq_warp": (0, 0.5, True, True), "augment.speed": (0, 0.5, True, True), "augment.mixup": (0, None, True, True),
-    "train.batch_size": (1, None, True, True), "train.max_epochs": (1, None, True, True), "train.min_epochs": (0, None, True, True),
-    "train.patience": (1, None, True, True), "train.lr": (0, None, False, True), "train.weight_decay": (0, None, True, True),
-    "train.warmup_fraction": (0, 1, True, False), "train.grad_clip": (0, None, True, True),
-    "train.label_smoothing": (0, 1, True, False), "train.ema": (0, 1, True, False), "train.adversary": (0, None, True, True), "train.threads": (1, None, True, True), "train.num_nodes": (1, None, True, True),
-    "data.val_fraction": (0, 1, True, False), "data.test_fraction": (0, 1, True, False),
-    "seed": (0, 2**32, True, False), "data.split_seed": (0, 2**32, True, False),  # numpy's seeds: 0 <= seed < 2^32
-}
+def _message(err: dict, data: dict) -> str:
+    """One pydantic error -> the sentence a user reads, naming the dotted key."""
+    loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
+    key, kind, value = ".".join(loc), err["type"], err.get("input")
+    if kind == "extra_forbidden":
+        section: type[BaseModel] = Config
+        for part in loc[:-1]:
+            section = section.model_fields[part].annotation
+        return f"unknown config key '{key}' (known: {', '.join(sorted(section.model_fields))})"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"config section '{key}' must be a mapping, got {value!r}"
+    item = any(isinstance(p, int) for p in err["loc"])
+    if item:  # a list's item: show the whole list, as the user wrote it
+        value = data
+        for part in loc:
+            value = value.get(part) if isinstance(value, dict) else value
+    if kind == "finite_number":
+        return f"config '{key}' must {'hold finite numbers' if item else 'be a finite number'}, got {value!r}"
+    if kind in BOUNDS:
+        op, name = BOUNDS[kind]
+        if item:
+            return f"config '{key}' must hold whole numbers {op} {err['ctx'][name]}, got {value!r}"
+        return f"config '{key}' must be {op} {err['ctx'][name]}, got {value!r}"
+    if kind == "literal_error":
+        choices = sorted(x.strip("'") for x in err["ctx"]["expected"].replace(" or ", ", ").split(", "))
+        return f"config '{key}' must be one of {choices}, got {value!r}"
+    expected = next((n for t, n in TYPE_NAMES.items() if kind.startswith(t)), kind)
+    if item:
+        return f"config '{key}' expects a list of {expected}, got {value!r}"
+    return f"config '{key}' expects {expected}, got {value!r}"
 
 
-def _check_ranges(cfg: "Config") -> None:
-    d = cfg.to_dict()
-    for key, (lo, hi, lo_in, hi_in) in RANGES.items():
-        node = d
-        for part in key.split("."):
-            node = node[part]
-        if node is None:
-            continue
-        if isinstance(node, float) and not math.isfinite(node):
-            raise SpecrnnError(f"config '{key}' must be a finite number, got {node!r}")
-        bad = (lo is not None and (node < lo if lo_in else node <= lo)) or (hi is not None and (node > hi if hi_in else node >= hi))
-        if bad:
-            lo_s = "" if lo is None else f"{'>=' if lo_in else '>'} {lo}"
-            hi_s = "" if hi is None else f"{'<=' if hi_in else '<'} {hi}"
-            raise SpecrnnError(f"config '{key}' must be {' and '.join(x for x in (lo_s, hi_s) if x)}, got {node!r}")
-    fe = cfg.model.frontend
-    for name in ("channels", "time_strides", "freq_pools"):
-        values = getattr(fe, name)
-        if values is not None and any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
-            raise SpecrnnError(f"config 'model.frontend.{name}' must hold whole numbers >= 1, got {values!r}")
-    f = cfg.features
-    if f.win_length > f.n_fft:
-        raise SpecrnnError(f"config 'features.win_length' ({f.win_length}) must not exceed features.n_fft ({f.n_fft})")
-    if f.kind == "mfcc" and f.n_mfcc > f.n_mels:
-        raise SpecrnnError(f"config 'features.n_mfcc' ({f.n_mfcc}) must not exceed features.n_mels ({f.n_mels})")
-    if f.f_max is not None and not f.f_min < f.f_max <= f.sample_rate / 2:
-        raise SpecrnnError(f"config 'features.f_max' must lie in (f_min, sample_rate/2] = ({f.f_min}, {f.sample_rate / 2}]")
-    if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
-        raise SpecrnnError("config 'data.val_fraction' + 'data.test_fraction' must be below 1")
-    bad_colors = sorted(set(cfg.augment.noise_colors) - set(NOISE_COLORS))
-    if bad_colors:
-        raise SpecrnnError(f"config 'augment.noise_colors' knows {', '.join(NOISE_COLORS)}; got {', '.join(map(repr, bad_colors))}")
-    if cfg.model.head == "ctc" and (cfg.model.multilabel or cfg.augment.mixup > 0 or cfg.augment.time_shift > 0):
-        raise SpecrnnError("model.head: ctc learns token sequences; it cannot be multi-label (model.multilabel), "
-                           "blend labels (augment.mixup) or roll clips (augment.time_shift reorders the tokens)")
-    if cfg.model.head == "ctc" and cfg.features.max_seconds is not None:
-        raise SpecrnnError("model.head: ctc needs whole clips: set features.max_seconds: null (a crop would cut tokens "
-                           "off the audio while the label keeps them)")
-    snr = cfg.augment.noise_snr_db
-    if len(snr) != 2 or snr[0] > snr[1] or snr[0] < -50 or snr[1] > 100:
-        raise SpecrnnError(f"config 'augment.noise_snr_db' must be [low, high] with -50 <= low <= high <= 100 (dB), got {snr}")
-
-
-def _build(cls, values: dict, prefix: str):
-    if not isinstance(values, dict):
-        raise SpecrnnError(f"config section '{prefix.rstrip('.') or 'root'}' must be a mapping, got {values!r}")
-    kwargs = {}
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    for key, value in values.items():
-        if key not in known:
-            raise SpecrnnError(f"unknown config key '{prefix}{key}' (known: {', '.join(sorted(known))})")
-        default = known[key].default_factory() if known[key].default_factory is not dataclasses.MISSING else known[key].default
-        if dataclasses.is_dataclass(default):
-            kwargs[key] = _build(type(default), value, f"{prefix}{key}.")
-        else:
-            kwargs[key] = _coerce(value, default, f"{prefix}{key}", str(known[key].type))
-    obj = cls(**kwargs)
-    for f in dataclasses.fields(cls):
-        name = f"{prefix}{f.name}"
-        if name in CHOICES and getattr(obj, f.name) not in CHOICES[name]:
-            raise SpecrnnError(f"config '{name}' must be one of {sorted(CHOICES[name])}, got {getattr(obj, f.name)!r}")
-    return obj
-
-
-def _coerce(value: Any, default: Any, name: str, annotation: str = "") -> Any:
-    """Check a value against its default's type; YAML's '1e-3' (a string) becomes a float. A list's items are
-    checked against the field's `list[...]` annotation, one by one."""
-    if value is None or default is None or name in FREE_TYPED:
-        return value
-    item = re.fullmatch(r"list\[(int|float|str)\]", annotation.replace(" ", ""))
-    if isinstance(default, list) and isinstance(value, list) and item:
-        sample = {"int": 0, "float": 0.0, "str": ""}[item.group(1)]
+def parse_seeds(value) -> list[int]:
+    """Seeds as an int, a list of ints or '0,1,2' -> distinct whole numbers in [0, 2^32): one training each."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    elif isinstance(value, str):
         try:
-            value = [_coerce(v, sample, name) for v in value]
-        except SpecrnnError:
-            raise SpecrnnError(f"config '{name}' expects a list of {item.group(1)}, got {value!r}") from None
-        if item.group(1) == "float" and not all(math.isfinite(v) for v in value):
-            raise SpecrnnError(f"config '{name}' must hold finite numbers, got {value!r}")
-        return value
-    ok = True
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        try:
-            value = float(value) if not isinstance(value, bool) else value
-        except (TypeError, ValueError):
-            ok = False
-        ok = ok and isinstance(value, float)
-    elif isinstance(default, str):
-        ok = isinstance(value, str)
-    elif isinstance(default, list):
-        ok = isinstance(value, list)
-    if not ok:
-        raise SpecrnnError(f"config '{name}' expects {type(default).__name__}, got {value!r}")
-    return value
-
-
-FREE_TYPED = {"train.devices", "model.frontend.kernel"}
+            value = [int(s) for s in value.split(",")]
+        except ValueError:
+            raise SpecrnnError(f"expected comma-separated whole numbers such as 0,1,2, got {value!r}") from None
+    if not (isinstance(value, (list, tuple)) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value)):
+        raise SpecrnnError(f"seeds must be an int, a list of ints or '0,1,2', got {value!r}")
+    if len(set(value)) != len(value):
+        raise SpecrnnError(f"a seed is listed twice in {list(value)}: each seed is one training")
+    if any(not 0 <= s < 2**32 for s in value):
+        raise SpecrnnError(f"seeds must be whole numbers from 0 to 2^32 - 1, got {list(value)}")
+    return list(value)
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -357,6 +299,10 @@ def _nested(d: dict) -> dict:
 
 
 def config_from_dict(data: dict) -> Config:
-    cfg = _build(Config, data, "")
-    _check_ranges(cfg)
-    return cfg
+    """A validated Config from a nested dict; the first problem found becomes one SpecrnnError naming its key."""
+    if not isinstance(data, dict):
+        raise SpecrnnError(f"config section 'root' must be a mapping, got {data!r}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise SpecrnnError(_message(e.errors()[0], data)) from None

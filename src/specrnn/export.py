@@ -8,7 +8,6 @@ onnx and onnxruntime are imported only inside the functions that need them.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from .inference.graphs import OfflineGraph, StreamingStep, pad_time, time_multip
 from .inference.onnx_stream import OnnxStreamingClassifier, metadata, session
 from .inference.streaming import StreamingClassifier
 from .models.build import SpecRNN
+from .tasks import is_sequence
 
 __all__ = ["export_offline", "export_streaming", "export_run", "check_offline", "check_streaming", "session",
            "metadata", "OnnxStreamingClassifier"]
@@ -35,7 +35,7 @@ TESTED_TORCH = "2.13"  # the exporter's behaviour changes between releases: the 
 def _meta(model: SpecRNN, cfg, classes: list[str], kind: str, extra: dict | None = None) -> dict[str, str]:
     meta = {"specrnn_kind": kind, "classes": json.dumps(classes), "features": json.dumps(cfg.features.__dict__),
             "stack": str(model.cfg.stack), "multilabel": json.dumps(model.cfg.multilabel), "head": model.cfg.head}
-    if model.cfg.head == "ctc":  # frame outputs over the tokens, then the CTC blank
+    if is_sequence(model.cfg):  # frame outputs over the tokens, then the CTC blank
         meta["blank"] = str(len(classes))
     meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
     return meta
@@ -233,7 +233,7 @@ def export_run(run_dir: str | Path, out: str | Path, streaming: bool = False, ch
             raise SpecrnnError("this model normalises per speaker (model.normalize: group): export it for one speaker, "
                                "with --enroll THEIR_RECORDINGS (no labels needed); their mean is built into the ONNX model")
         model = pred.enroll(enroll).enrolled_model()
-        cfg = dataclasses.replace(pred.cfg, model=model.cfg)  # what the graph now is: a `global` model
+        cfg = pred.cfg.model_copy(update={"model": model.cfg})  # what the graph now is: a `global` model
         extra = {"enrolled_clips": pred.enrolled}  # one speaker's model, and from how much audio
     elif enroll:
         raise SpecrnnError(f"--enroll: this model normalises with '{pred.cfg.model.normalize}', not per speaker; "

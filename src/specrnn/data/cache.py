@@ -11,7 +11,6 @@ import os
 import struct
 import sys
 import zlib
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ def default_cache_dir() -> Path:
 
 
 def settings_key(cfg: FeatureConfig) -> str:
-    blob = json.dumps({"v": VERSION, **asdict(cfg)}, sort_keys=True)
+    blob = json.dumps({"v": VERSION, **cfg.model_dump()}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from ..errors import ENROL, SpecrnnError
 from ..models.build import SpecRNN
 from ..models.frontends import ConvBlock
+from ..tasks import is_sequence
 from ..tasks.ctc import GreedyCTC
 from .audio_stream import FINISHED, RESTART_DB, AudioStream, StreamingSTFT, check_features_stream
 
@@ -187,7 +188,7 @@ class StreamingClassifier(CTCStreamDecoding):
         self.frames_in, self.finished = 0, False
         self.latest: Tensor | None = None
         self.frame_outputs: list[Tensor] = []
-        self.ctc = GreedyCTC(self.model.head.net[-1].out_features - 1) if self.model.cfg.head == "ctc" else None
+        self.ctc = GreedyCTC(self.model.head.net[-1].out_features - 1) if is_sequence(self.model.cfg) else None
 
     @torch.no_grad()
     def push_features(self, chunk: np.ndarray | Tensor) -> np.ndarray | None:

@@ -10,12 +10,17 @@ from .classification import ClassificationTask, encode_labels
 from .classification import label_names as class_names
 from .ctc import CTCTask, encode_sequences, token_names
 
-__all__ = ["Task", "ClassificationTask", "CTCTask", "make_task", "task_of_metrics", "label_names", "encode", "label_kind"]
+__all__ = ["Task", "ClassificationTask", "CTCTask", "make_task", "task_of_metrics", "is_sequence", "label_names", "encode", "label_kind"]
+
+
+def is_sequence(model_cfg) -> bool:
+    """True when the model config learns token sequences (a CTC head decoded over frames), else classes."""
+    return model_cfg.head == "ctc"
 
 
 def label_kind(model_cfg) -> str:
     """'sequence' (CTC), 'multi' (multi-label) or 'single'."""
-    return "sequence" if model_cfg.head == "ctc" else "multi" if model_cfg.multilabel else "single"
+    return "sequence" if is_sequence(model_cfg) else "multi" if model_cfg.multilabel else "single"
 
 
 def label_names(labels: list[str], kind: str) -> list[str]:
@@ -30,7 +35,7 @@ def encode(labels: list[str], classes: list[str], kind: str) -> np.ndarray:
 
 def make_task(model_cfg, classes: list[str], label_smoothing: float = 0.0) -> Task:
     """The task a model config learns: CTC for a `ctc` head, else (multi-label) classification."""
-    if model_cfg.head == "ctc":
+    if is_sequence(model_cfg):
         return CTCTask(classes)
     return ClassificationTask(classes, label_smoothing, model_cfg.multilabel)
 
