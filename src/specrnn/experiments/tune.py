@@ -140,7 +140,7 @@ def tune(data, out, trials: int = 20, timeout: float | None = None, storage: str
     # and a resumed one samples new points instead of replaying the ones it started with
     study.sampler = optuna.samplers.TPESampler(seed=base.seed + 1000 * worker + 7919 * len(study.trials))
     for t in [] if worker else study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # a killed run's
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        study.tell(t.number, state=TrialState.FAIL)  # public API: a killed run's trial ends as failed
         study.enqueue_trial(t.params, skip_if_exists=False)
         log(f"trial {t.number} was interrupted: queued again")
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
