@@ -215,7 +215,7 @@ def parse_seeds(value) -> list[int]:
         try:
             value = [int(s) for s in value.split(",")]
         except ValueError:
-            raise SpecrnnError(f"expected comma-separated whole numbers such as 0,1,2, got {value!r}") from None
+            raise SpecrnnError(f"seeds must be integers like 0,1,2 (comma-separated whole numbers), got {value!r}") from None
     if not (isinstance(value, (list, tuple)) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value)):
         raise SpecrnnError(f"seeds must be an int, a list of ints or '0,1,2', got {value!r}")
     if len(set(value)) != len(value):
