@@ -5,7 +5,7 @@ FSDD speaker identification, ESC-10 (official 5-fold CV). Every row: accuracy, m
 parameters, config. --quick is a smoke test (1 seed, 1-2 epochs, subsets), not a result.
 python -m benchmarks.accuracy [--quick] [--tasks digits,loso,loso_group,loso_synth,loso_donors,loso_accents,speakers,speaker,esc10] [--resume]
 loso_synth, loso_donors and loso_accents (not run by default: they need the espeak-ng, or flite and festival,
-programs, and one to two hours each) add synthetic voices (benchmarks.synth_speakers) to every fold's training part.
+programs, and one to two hours each) add synthetic voices (experiments.synth_speakers) to every fold's training part.
 --resume keeps finished runs in benchmarks/out/runs/acc-* (a CV folder resumes at its first unfinished run).
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from .common import ESC10, OUT, QUICK_OUT, ROOT, figure, finish, fsdd_groups_manifest, fsdd_manifest, load_str, mean_std, start, table
 
 TASKS = ["digits", "loso", "loso_group", "loso_synth", "loso_donors", "loso_accents", "speakers", "speaker", "esc10"]
-SYNTH_TASKS = {"loso_synth": ("espeak", 96), "loso_donors": ("donors", 48), "loso_accents": ("accents", 48)}  # engine, voices (benchmarks.synth_speakers)
+SYNTH_TASKS = {"loso_synth": ("espeak", 96), "loso_donors": ("donors", 48), "loso_accents": ("accents", 48)}  # engine, voices (experiments.synth_speakers)
 RUN_NAMES = {"digits": "acc-fsdd-digits-s*", "loso": "acc-fsdd-loso", "loso_group": "acc-fsdd-loso-group",
              "loso_synth": "acc-fsdd-loso-synth", "loso_donors": "acc-fsdd-loso-donors",
              "loso_accents": "acc-fsdd-loso-accents",
@@ -116,7 +116,7 @@ def main(argv=None) -> dict:
     for task, (engine, voices) in SYNTH_TASKS.items():
         if task not in tasks:
             continue
-        from .synth_speakers import TAKES, programs_missing, synthesise
+        from experiments.synth_speakers import TAKES, programs_missing, synthesise
 
         if programs_missing(engine):
             print(f"{task} skipped: {programs_missing(engine)}")

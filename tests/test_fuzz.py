@@ -1,6 +1,6 @@
 """Fuzzing decoding + feature extraction with hypothesis (bounded for CI): random bytes and mutated valid
 WAV/FLAC files either give finite features of the right shape or raise AudioError, nothing else.
-For long runs outside CI see benchmarks/fuzz_atheris.py (docs/robustness.md)."""
+For long runs outside CI see experiments/fuzz_atheris.py (docs/robustness.md)."""
 from __future__ import annotations
 
 import io

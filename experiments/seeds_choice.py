@@ -2,7 +2,7 @@
 them is replayed with the tool's own choice (specrnn.experiments.seeds.selection_key, validation only), and the chosen seed's
 test figure is recorded.
 
-python -m benchmarks.seeds_choice RUN_DIR|METRICS_JSON ... [--fail 0.2] [--out benchmarks/out/seeds_choice.json]
+python -m experiments.seeds_choice RUN_DIR|METRICS_JSON ... [--fail 0.2] [--out benchmarks/out/seeds_choice.json]
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from specrnn.experiments.seeds import selection_key
 
-from .common import OUT
+from benchmarks.common import OUT
 
 
 def replay(run: Path, fail: float) -> dict:

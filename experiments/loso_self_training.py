@@ -8,10 +8,10 @@ labels are only read to score and to count right pseudo-labels. Pseudo-labelled 
 is both a training and a test row by path; they form a group of their own, normalised with the speaker's mean over
 all of the speaker's clips, as the test rows are.
 
-python -m benchmarks.loso_self_training prepare WORK --teachers CV_DIR [...] [--teacher-seeds 0] [--warps 0.9,1.0,1.1]
+python -m experiments.loso_self_training prepare WORK --teachers CV_DIR [...] [--teacher-seeds 0] [--warps 0.9,1.0,1.1]
     --students CV_DIR [...] [--seeds 0,1] [--threshold 0.9] [--folds george,...]
-python -m benchmarks.loso_self_training train WORK [--set key=value ...] [--map OLD=NEW ...]
-python -m benchmarks.loso_self_training score WORK [--name NAME]
+python -m experiments.loso_self_training train WORK [--set key=value ...] [--map OLD=NEW ...]
+python -m experiments.loso_self_training score WORK [--name NAME]
 `train` trains every prepared student not yet trained or claimed (several `train` processes share the work, also
 on another machine with --map rewriting path prefixes); `score` writes benchmarks/out/NAME.json.
 """
@@ -29,7 +29,7 @@ import numpy as np
 
 from specrnn.files import atomic_write_bytes, write_json as write_json_at
 
-from .common import machine, write_json
+from benchmarks.common import machine, write_json
 
 PSEUDO = "-pseudo"
 
@@ -38,7 +38,7 @@ def teacher_probabilities(runs: list[Path], fold_csv: Path, warps: list[float] |
     """The runs' class probabilities on the fold's test rows (averaged over runs, and over warps when given)."""
     from specrnn.experiments.cv import fold_test_probabilities
 
-    from .loso_checks import warped_probabilities
+    from experiments.loso_checks import warped_probabilities
 
     if warps:
         probs, targets = warped_probabilities(runs, fold_csv, warps)

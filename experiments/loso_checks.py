@@ -9,7 +9,7 @@
   with --vtln as well, one factor is chosen per held-out speaker from its unlabelled clips (vocal-tract length
   normalisation by the ensemble's confidence).
 
-python -m benchmarks.loso_checks --probe CV_DIR [CV_DIR ...] --ensemble CV_DIR [CV_DIR ...] [--warps W,W,... [--vtln]]
+python -m experiments.loso_checks --probe CV_DIR [CV_DIR ...] --ensemble CV_DIR [CV_DIR ...] [--warps W,W,... [--vtln]]
 Writes benchmarks/out/loso_checks.json. Not part of `python -m benchmarks`: it reads CV folders made beforehand.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import machine, write_json
+from benchmarks.common import machine, write_json
 
 
 def _models(cv_dir: Path, fold: str, seeds: str = "seed-*") -> list[Path]:
@@ -113,7 +113,7 @@ def ensemble(cv_dirs: list[Path], warps: list[float] | None = None, vtln: bool =
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.loso_checks")
+    ap = argparse.ArgumentParser(prog="python -m experiments.loso_checks")
     ap.add_argument("--probe", nargs="*", default=[], type=Path, help="CV folders whose seed-0 embeddings are probed")
     ap.add_argument("--ensemble", nargs="*", default=[], type=Path, help="CV folders whose models are used together")
     ap.add_argument("--warps", default=None, help="test-time mel warp factors, comma-separated, e.g. 0.9,1.0,1.1")

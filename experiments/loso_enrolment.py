@@ -5,7 +5,7 @@ that speaker's clips, as `evaluate` does. Deployed, `specrnn predict --enroll` s
 fold run this replays that: K random clips of the held-out speaker enrol it (their mean features), and the
 speaker's other clips are scored; K = 0 is predicting one file with no --enroll (the clip enrols itself).
 
-python -m benchmarks.loso_enrolment CV_DIR [--sizes 0,1,3,10,30,all] [--draws 5]
+python -m experiments.loso_enrolment CV_DIR [--sizes 0,1,3,10,30,all] [--draws 5]
 Writes benchmarks/out/loso_enrolment.json.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import machine, write_json
+from benchmarks.common import machine, write_json
 
 
 def fold_accuracies(run_dir: Path, sizes: list[int | None], draws: int, seed: int = 0) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """Every model preset on FSDD digits (standard split), several seeds: test accuracy, parameters, training time.
 
-python -m benchmarks.presets_fsdd [--seeds 0,1,2] [--presets lstm,gru,...] [--max-epochs N]
+python -m experiments.presets_fsdd [--seeds 0,1,2] [--presets lstm,gru,...] [--max-epochs N]
 Writes benchmarks/out/presets_fsdd.json and the Markdown table docs/models_fsdd.md. Rows of presets not rerun are
 kept from the previous JSON, so one preset can be re-measured alone.
 """
@@ -11,7 +11,7 @@ import json
 import shutil
 import time
 
-from .common import OUT, ROOT, fsdd_manifest, load_now, machine, mean_std, write_json
+from benchmarks.common import OUT, ROOT, fsdd_manifest, load_now, machine, mean_std, write_json
 
 PRESETS = ["lstm", "gru", "bilstm", "crnn", "att-rnn", "seed-lstm", "seed-bilstm"]
 DEFAULT_NOTE = ("The default model is the `gru` preset, chosen from this table: the most accurate, the fewest "
@@ -58,7 +58,7 @@ def write_table(results: dict) -> None:
     lines = ["# Model presets on FSDD digits", "",
              f"{results['data']}; mean of seeds {sorted({r['seed'] for r in results['rows']})}. Machine: "
              f"{results['machine']['cores']} cores, torch {results['machine']['torch']}, {results['machine']['date']}. "
-             "Regenerate with `python -m benchmarks.presets_fsdd`.", "",
+             "Regenerate with `python -m experiments.presets_fsdd`.", "",
              "| preset | test accuracy (mean ± std) | parameters | training time per run (s) | epochs | measured (1-min load) |",
              "|---|---|---|---|---|---|"]
     order = {p: i for i, p in enumerate(PRESETS)}

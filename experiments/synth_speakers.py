@@ -20,7 +20,7 @@ flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts), or for ac
 (apt-get install festvox-itapc16k festvox-czech-machac festvox-czech-ph festvox-suopuhe-mv festvox-ru); none is a
 dependency of specrnn.
 
-python -m benchmarks.synth_speakers --out DIR [--engine espeak|donors|accents] [--speakers 96] [--takes 4] [--seed 1]
+python -m experiments.synth_speakers --out DIR [--engine espeak|donors|accents] [--speakers 96] [--takes 4] [--seed 1]
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ preset (random weights, one thread), steady and rising 78 dB over the clip (the 
 rising), with features.top_db null (never restarts) and 80 (the default). Median of 3; the final logits are
 compared with the offline pass.
 
-python -m benchmarks.stream_restarts   ->  benchmarks/out/stream_restarts.json
+python -m experiments.stream_restarts   ->  benchmarks/out/stream_restarts.json
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from .common import machine, write_json
+from benchmarks.common import machine, write_json
 
 
 def main(argv=None) -> int:

@@ -4,9 +4,9 @@ Every input either yields finite features of the right shape or raises specrnn.e
 (another exception, NaN features, a hang, a crash in a C decoder) is a finding, saved by libFuzzer as crash-*.
 
     pip install atheris
-    python benchmarks/fuzz_atheris.py -max_total_time=600            # seeds written to a fresh corpus folder
-    python benchmarks/fuzz_atheris.py CORPUS_DIR -runs=100000         # or keep and grow a corpus
-    python benchmarks/fuzz_atheris.py crash-XXXX                      # replay one finding
+    python experiments/fuzz_atheris.py -max_total_time=600            # seeds written to a fresh corpus folder
+    python experiments/fuzz_atheris.py CORPUS_DIR -runs=100000         # or keep and grow a corpus
+    python experiments/fuzz_atheris.py crash-XXXX                      # replay one finding
 
 An input is one selector byte (which file extension the bytes get: .wav .flac .ogg .mp3 .aiff) then the file.
 """

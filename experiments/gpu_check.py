@@ -3,7 +3,7 @@ in fp32 and bf16 autocast, mixed-precision training through `specrnn train`, a G
 per-speaker normalisation (leave-one-speaker-out `cv`, then enrolled prediction on both devices; --sections group_norm).
 
 Run on a machine with CUDA (it also runs on CPU, comparing CPU with itself, to check the script):
-python -m benchmarks.gpu_check [--out DIR] [--quick]
+python -m experiments.gpu_check [--out DIR] [--quick]
 Writes DIR/gpu_check.json (default benchmarks/out). Every section records its error instead of stopping the rest.
 """
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import OUT, ROOT, SHARED, fsdd_groups_manifest, fsdd_manifest, machine
-from .common import timed as common_timed
+from benchmarks.common import OUT, ROOT, SHARED, fsdd_groups_manifest, fsdd_manifest, machine
+from benchmarks.common import timed as common_timed
 
 RESULT: dict = {}
 
@@ -338,7 +338,7 @@ def ctc(dev: str, work: Path) -> dict:
 
 def group_norm(dev: str, work: Path, quick: bool) -> dict:
     """Per-speaker normalisation on the device: FSDD leave-one-speaker-out with configs/fsdd-speaker-norm.yaml, seed 0
-    (with the donor voices of benchmarks.synth_speakers as --train-extra when SHARED/donors holds them; quick: 3 speakers,
+    (with the donor voices of experiments.synth_speakers as --train-extra when SHARED/donors holds them; quick: 3 speakers,
     2 epochs), then each fold's model scores its held-out speaker, enrolled on all of its clips, on the device and on the
     CPU (per-speaker means, normalisation and the model on both)."""
     import specrnn
