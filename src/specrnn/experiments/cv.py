@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +21,8 @@ from ..data.manifest import Manifest, load_manifest
 from ..errors import SpecrnnError
 from ..devices import auto_jobs
 from ..files import CHECKPOINT_FILE, MODEL_FILE, atomic_write_text, write_json
-from ..tasks import label_kind
+from ..tasks import label_kind, task_of_metrics
+from .jobs import TrainJob, run_jobs
 from .cv_summary import fold_test_probabilities, format_summary, read_metrics, seed_ensemble, summarize, write_tables
 
 __all__ = ["cv", "fold_ids", "fold_manifest", "with_training_rows", "fold_test_probabilities", "seed_ensemble"]
@@ -170,41 +168,21 @@ def cv(
         log(f"resuming: {len(runs) - len(todo)} run(s) already finished")
     jobs = jobs or auto_jobs(len(todo))
     # parallel runs share the cores: torch's default (all of them, where a GPU trains) would oversubscribe them
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // jobs)))}
+    threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 2) // jobs))
     t0 = time.perf_counter()
-
-    def one(run):
-        fold, seed, csv_path, run_dir = run
+    where = {}
+    for fold, seed, csv_path, run_dir in todo:
         resume = (run_dir / "config.yaml").is_file() and (run_dir / "run.json").is_file()
-        args = (["train", "--resume", "--out", str(run_dir)] if resume else
-                ["train", str(csv_path), "--out", str(run_dir), "--config", str(cfg_path), "--set", f"seed={seed}", "--overwrite"])
-        if jobs == 1:  # in this process; its lines go to seed-N.log as a subprocess's would
-            from .seeds import train
+        job = TrainJob(f"fold {fold} seed {seed}", str(run_dir), str(run_dir.parent / f"seed-{seed}.log"),
+                       None if resume else str(csv_path), None if resume else str(cfg_path), seed, resume)
+        where[job] = (fold, seed, run_dir)
 
-            run_dir.mkdir(parents=True, exist_ok=True)
-            with open(run_dir.parent / f"seed-{seed}.log", "a") as logf:
-                to_file = lambda *a, **k: print(*a, file=logf, flush=True)  # noqa: E731
-                if resume:
-                    train(out=run_dir, resume=True, log=to_file)
-                else:
-                    train(str(csv_path), run_dir, str(cfg_path), [f"seed={seed}"], overwrite=True, log=to_file)
-        else:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            with open(run_dir.parent / f"seed-{seed}.log", "w") as logf:
-                r = subprocess.run([sys.executable, "-m", "specrnn", *args], stdout=logf, stderr=subprocess.STDOUT, env=env)
-            if r.returncode != 0:
-                raise SpecrnnError(f"fold {fold} seed {seed} failed; see {run_dir.parent / f'seed-{seed}.log'}")
+    def done(job: TrainJob) -> None:
+        fold, seed, run_dir = where[job]
         t = read_metrics(run_dir)["test"]
-        score = (f"token error rate {100 * t['token_error_rate']:.2f}%" if "token_error_rate" in t
-                 else f"test accuracy {100 * t['accuracy']:.2f}%")
-        log(f"  fold {fold} seed {seed}: {score} ({time.perf_counter() - t0:.0f} s elapsed)")
+        log(f"  fold {fold} seed {seed}: {task_of_metrics(t).score_line(t)} ({time.perf_counter() - t0:.0f} s elapsed)")
 
-    if jobs == 1:
-        for r in todo:
-            one(r)
-    else:
-        with ThreadPoolExecutor(jobs) as pool:
-            list(pool.map(one, todo))
+    run_jobs(list(where), jobs, threads, done)
     summary = summarize(runs, fold_names, protocol)
     summary["config"] = cfg.to_dict()
     if extra is not None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-import subprocess
-import sys
+import multiprocessing
 import time
 from pathlib import Path
 
@@ -184,27 +183,51 @@ def tune(data, out, trials: int = 20, timeout: float | None = None, storage: str
     from ..devices import auto_jobs
 
     jobs = 1 if worker else (jobs or auto_jobs(trials - done))
-    procs = [_start_worker(k, data, out, trials, timeout, storage, space, base_d) for k in range(1, jobs)]
-    if procs:
+    pool = _start_workers(jobs - 1, data, out, trials, timeout, storage, space, base_d)
+    if pool is not None:
         log(f"{jobs} processes run trials of the study (logs: {out / 'worker-*.log'})")
     stop = optuna.study.MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
     try:
         study.optimize(objective, n_trials=trials - done, timeout=timeout, catch=(RuntimeError,), callbacks=[stop])
-    finally:
-        for p in procs:
-            p.wait()
+    except BaseException:
+        if pool is not None:  # Ctrl-C or a failure: end the workers too (the study's finished trials are kept)
+            pool.shutdown(wait=False, cancel_futures=True)
+            for child in multiprocessing.active_children():
+                child.terminate()
+        raise
+    if pool is not None:
+        pool.shutdown()  # the workers stop by themselves once the study has its trials
     return {} if worker else _report(study, base_d, out, log, sequences)
 
 
-def _start_worker(k: int, data, out: Path, trials: int, timeout, storage: str, space, base_d: dict) -> subprocess.Popen:
-    """Another process on the same study: the same data, space and (resolved) base config."""
+def _start_workers(n: int, data, out: Path, trials: int, timeout, storage: str, space, base_d: dict):
+    """`n` more processes on the same study (the same data, space and resolved base config), each running
+    `tune_worker` through the Python API; None when n is 0."""
+    if n < 1:
+        return None
+    from concurrent.futures import ProcessPoolExecutor
+
     base_file = out / "base_config.yaml"
     atomic_write_text(base_file, yaml.safe_dump(base_d, sort_keys=False))
-    cmd = [sys.executable, "-m", "specrnn", "tune", str(data), "--out", str(out), "--trials", str(trials), "--storage", storage,
-           "--config", str(base_file), "--jobs", "1"] + (["--space", str(space)] if space else []) + \
-          (["--timeout", str(timeout)] if timeout else [])
-    with open(out / f"worker-{k}.log", "w") as logf:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=dict(os.environ, **{WORKER_ENV: str(k)}))
+    pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
+    for k in range(1, n + 1):
+        pool.submit(tune_worker, k, str(data), str(out), trials, timeout, storage, space, str(base_file))
+    return pool
+
+
+def tune_worker(k: int, data: str, out: str, trials: int, timeout, storage: str, space, base_file: str) -> None:
+    """Worker k of `tune --jobs N`: runs trials of the study until it has `trials`; its lines go to worker-k.log."""
+    import contextlib
+
+    os.environ[WORKER_ENV] = str(k)
+    with open(Path(out) / f"worker-{k}.log", "w") as logf, contextlib.redirect_stdout(logf), contextlib.redirect_stderr(logf):
+        try:
+            tune(data, out, trials, timeout, storage, space, config=base_file, jobs=1,
+                 log=lambda *a, **kw: print(*a, file=logf, flush=True))
+        except Exception:
+            import traceback
+
+            traceback.print_exc(file=logf)
 
 
 def _report(study, base_d: dict, out: Path, log, sequences: bool = False) -> dict:
