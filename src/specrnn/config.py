@@ -219,9 +219,10 @@ def parse_seeds(value) -> list[int]:
     if not (isinstance(value, (list, tuple)) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value)):
         raise SpecrnnError(f"seeds must be an int, a list of ints or '0,1,2', got {value!r}")
     if len(set(value)) != len(value):
-        raise SpecrnnError(f"a seed is listed twice in {list(value)}: each seed is one training")
+        raise SpecrnnError(f"seeds must be distinct whole numbers from 0 to 2^32 - 1: a seed is listed twice in "
+                           f"{list(value)}, and each seed is one training")
     if any(not 0 <= s < 2**32 for s in value):
-        raise SpecrnnError(f"seeds must be whole numbers from 0 to 2^32 - 1, got {list(value)}")
+        raise SpecrnnError(f"seeds must be distinct whole numbers from 0 to 2^32 - 1, got {list(value)}")
     return list(value)
 
 
