@@ -11,7 +11,7 @@ from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import SpecrnnError
+from ..errors import Interrupted, SpecrnnError
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,8 @@ def run_train_job(job: TrainJob) -> None:
                 train(out=job.out, resume=True, log=to_file)
             else:
                 train(job.data, job.out, job.config, {"seed": job.seed}, overwrite=True, log=to_file)
+        except Interrupted:  # Ctrl-C: the CLI says what was kept and exits 130
+            raise
         except SpecrnnError as e:
             print(f"specrnn: error: {e}", file=logf, flush=True)
             raise SpecrnnError(f"{job.label} failed: {e} (log: {job.log_file})") from None
