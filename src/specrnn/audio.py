@@ -21,8 +21,6 @@ MAX_PEAK = 1e6  # float audio is nominally within +-1 (some tools write +-32768)
 
 def load_audio(path: str | Path, sample_rate: int, max_seconds: float | None = None, crop: str = "start") -> np.ndarray:
     """Decode `path` to mono float32 at `sample_rate`. Only the kept part of a long file is read."""
-    import soundfile as sf
-
     path = Path(path)
     if not path.exists():
         raise AudioError(path, "file not found" + (" (a broken symbolic link)" if path.is_symlink() else ""))
@@ -35,7 +33,27 @@ def load_audio(path: str | Path, sample_rate: int, max_seconds: float | None = N
     try:
         if path.stat().st_size == 0:
             raise AudioError(path, "empty file (0 bytes)")
-        with sf.SoundFile(str(path)) as f:
+    except PermissionError:
+        raise AudioError(path, "permission denied") from None
+    return _decode(str(path), path, sample_rate, max_seconds, crop)
+
+
+def decode_audio(data: bytes, name: str, sample_rate: int, max_seconds: float | None = None, crop: str = "start") -> np.ndarray:
+    """Decode audio held in memory (an upload) with the same checks as `load_audio`; `name` only labels errors,
+    nothing touches the file system."""
+    import io
+
+    if not data:
+        raise AudioError(name, "empty file (0 bytes)")
+    return _decode(io.BytesIO(data), name, sample_rate, max_seconds, crop)
+
+
+def _decode(source, path: str | Path, sample_rate: int, max_seconds: float | None, crop: str) -> np.ndarray:
+    """soundfile source (a path or a file object) -> checked mono float32 at `sample_rate`; errors name `path`."""
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(source) as f:
             sr, frames = f.samplerate, f.frames
             if not RATE_RANGE[0] <= sr <= RATE_RANGE[1]:
                 raise AudioError(path, f"unsupported sample rate {sr} Hz (corrupt header?)")

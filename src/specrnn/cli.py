@@ -287,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "labels); the ONNX model is that speaker's")
     x.set_defaults(func=_export)
 
+    from .serve.command import add_arguments  # argparse only: the ASGI stack loads when the command runs
+
+    add_arguments(sub.add_parser("serve", help="HTTP + WebSocket server with a web page (POST /predict, WS /stream, GET /)"),
+                  _positive)
+
     z = sub.add_parser("models", help="list presets, or show one: layers, output shapes, parameters")
     z.add_argument("action", nargs="?", choices=["list", "show", "config"], default="list")
     z.add_argument("name", nargs="?", help="preset name or YAML file")

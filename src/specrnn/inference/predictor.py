@@ -192,12 +192,21 @@ class Predictor:
         # one path is not a sequence of characters; a generator is read once, into a list
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
         f = self.cfg.features
-        waves, errors = [], {}
-        for i, p in enumerate(paths):
+        decoded: list[np.ndarray | AudioError] = []
+        for p in paths:
             try:
-                waves.append(load_audio(p, f.sample_rate, f.max_seconds, f.crop))
+                decoded.append(load_audio(p, f.sample_rate, f.max_seconds, f.crop))
             except AudioError as e:
-                errors[i] = e.reason
+                decoded.append(e)
+        return self.predict_waves(decoded, [str(p) for p in paths], batch_size, n_best)
+
+    def predict_waves(self, decoded: list[np.ndarray | AudioError], names: list[str], batch_size: int = 64,
+                      n_best: int = 1) -> list[Prediction]:
+        """`predict` on decoded mono waveforms at the model's rate (e.g. uploads), each named by `names`; an
+        AudioError in place of a waveform gives that entry's error."""
+        waves = [w for w in decoded if not isinstance(w, AudioError)]
+        errors = {i: w.reason for i, w in enumerate(decoded) if isinstance(w, AudioError)}
+        paths = names
         if self.task.sequence:
             from ..tasks.ctc import best_path, prefix_beam_search
 

@@ -31,26 +31,26 @@ def print_stream(predictor, files: list[str], chunk_ms: float, as_json: bool, to
         events = []
         for start in range(0, len(wave), step):
             s.push_audio(wave[start : start + step])
-            events.append((min(start + step, len(wave)) / f.sample_rate, _reading(s, top_k)))
+            events.append((min(start + step, len(wave)) / f.sample_rate, reading(s, top_k)))
         s.finish()
-        events.append((len(wave) / f.sample_rate, _reading(s, top_k)))
-        for i, (t, reading) in enumerate(events):
+        events.append((len(wave) / f.sample_rate, reading(s, top_k)))
+        for i, (t, said) in enumerate(events):
             final = i == len(events) - 1
-            line = {"path": str(path), "time": round(t, 3), "label": None, **reading}
+            line = {"path": str(path), "time": round(t, 3), "label": None, **said}
             if final:
                 line["final"] = True
             when = "end" if final else f"{t:7.2f}s"
             if as_json:
                 print(json.dumps(line))
-            elif s.ctc is not None and reading:
+            elif s.ctc is not None and said:
                 print(f"{path}\t{when}\t{line['label'] or '(nothing decoded)'}\t(best path {percent(line['probability'])})")
             else:
-                tops = line.get("top", [line] if reading else [])
+                tops = line.get("top", [line] if said else [])
                 print(f"{path}\t{when}\t" + (", ".join(f"{x['label']} {percent(x['probability'])}" for x in tops) or "-"))
     return 1 if failed else 0
 
 
-def _reading(s: StreamingClassifier, top_k: int) -> dict:
+def reading(s: StreamingClassifier, top_k: int) -> dict:
     """What a stream says now: the top label and its probability (and the top k), or a CTC model's sequence so far
     and its best path's probability; {} before the first frame reaches the RNN."""
     if s.ctc is not None:
