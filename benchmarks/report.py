@@ -11,7 +11,8 @@ from .common import OUT, QUICK_OUT, ROOT
 
 ORDER = [("features_speed", "Feature extraction"), ("training_speed", "Training throughput, padding, packed vs padded"),
          ("time_to_accuracy", "Time to accuracy"), ("efficiency", "Compute efficiency"),
-         ("inference_speed", "Inference and streaming"), ("startup", "Start-up"), ("accuracy", "Accuracy on real data")]
+         ("inference_speed", "Inference and streaming"), ("startup", "Start-up"), ("serve", "Serving (specrnn serve)"),
+         ("accuracy", "Accuracy on real data")]
 
 
 def _num(v, unit: str = "") -> str:
@@ -57,7 +58,21 @@ def _table(t: dict) -> list[str]:
     return lines + [""]
 
 
-def render(folder: Path, quick: bool) -> str:
+def kept_sections(path: Path) -> dict[str, list[str]]:
+    """The '## heading' sections of an existing results file: a suite whose JSON is not here (benchmarks/out is not
+    committed) keeps the section its last run wrote, instead of vanishing when another suite is rerun."""
+    sections, current = {}, None
+    for line in path.read_text().splitlines() if path.exists() else []:
+        if line.startswith("## "):
+            current = line[3:].strip()
+            sections[current] = []
+        elif current is not None:
+            sections[current].append(line)
+    return sections
+
+
+def render(folder: Path, quick: bool, previous: Path | None = None) -> str:
+    kept = kept_sections(previous) if previous is not None else {}
     results = {name: json.loads((folder / f"{name}.json").read_text()) for name, _ in ORDER if (folder / f"{name}.json").exists()}
     first = next(iter(results.values()), None)
     m = first["machine"] if first else {}
@@ -74,10 +89,12 @@ def render(folder: Path, quick: bool) -> str:
     notes = ROOT / "benchmarks" / "NOTES.md"  # hand-written reading of the latest full run: what limits each target
     if notes.exists() and not quick:
         lines += [notes.read_text().strip(), ""]
-    missing = [title_ for name, title_ in ORDER if name not in results]
+    missing = [title_ for name, title_ in ORDER if name not in results and title_ not in kept]
     for name, heading in ORDER:
         r = results.get(name)
         if r is None:
+            if heading in kept:  # from the last run that had this suite's JSON
+                lines += [f"## {heading}", *kept[heading]]
             continue
         ls, le = r.get("load_start", {}), r.get("load_end", {})
         lines += [f"## {heading}", "", f"*{r['machine']['date']}{' (quick)' if r.get('quick') else ''}; load average "
@@ -105,7 +122,7 @@ def write(quick: bool) -> Path:
     from specrnn.files import atomic_write_text
 
     path = QUICK_OUT / "RESULTS-quick.md" if quick else ROOT / "benchmarks" / "RESULTS.md"
-    atomic_write_text(path, render(QUICK_OUT if quick else OUT, quick))
+    atomic_write_text(path, render(QUICK_OUT if quick else OUT, quick, path))
     return path
 
 

@@ -142,7 +142,8 @@ def create_app(run: str | Path, limits: Limits | None = None, token: str | None 
             if not files:
                 return _error(422, "no audio: upload files as multipart form fields (curl -F file=@clip.wav) or "
                                    "send one file as the body")
-            waves = await anyio.to_thread.run_sync(_decode, files, p.cfg.features.sample_rate, limits, p.cfg.features)
+            waves = await anyio.to_thread.run_sync(_decode, files, p.cfg.features.sample_rate, limits, p.cfg.features,
+                                                 limiter=limiter)
         except _TooLarge:
             return _error(413, f"the upload is over the server's limit of {limits.max_upload_mb:g} MB (--max-upload-mb)")
         except SpecrnnError as e:
