@@ -64,6 +64,12 @@ def test_the_page_streams_the_microphone_and_shows_the_digit(digits_run, clip, t
         label, status = page.text_content("#label"), page.text_content("#status")
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
+        page.evaluate("document.getElementById('when').textContent = ''")  # so only the upload's answer can match
+        page.set_input_files("#file", str(wav))  # the upload path: POST /predict from the page
+        page.wait_for_function("document.getElementById('when').textContent === '(final)' && "
+                               "/^[0-9]$/.test(document.getElementById('label').textContent)", timeout=20000)
+        uploaded = page.text_content("#label")
         browser.close()
     assert status.startswith("done:"), status
     assert label == clip[0], f"the page showed {label!r} for {clip} ({status})"
+    assert uploaded == clip[0], f"the page showed {uploaded!r} for the uploaded {clip}"
