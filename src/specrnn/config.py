@@ -127,6 +127,7 @@ class TrainConfig(Section):
     warmup_fraction: float = Field(0.15, ge=0, lt=1)
     grad_clip: float = Field(5.0, ge=0)
     label_smoothing: float = Field(0.05, ge=0, lt=1)
+    class_weights: Literal["none", "balanced"] = "none"  # balanced: each class's loss weighted by 1 / its training share
     ema: float = Field(0.0, ge=0, lt=1)  # exponential moving average of the weights (decay per step, e.g. 0.999); 0 = off
     adversary: float = Field(0.0, ge=0)  # speaker-adversarial weight (gradient reversal on the clip embedding); 0 = off
     precision: str = "auto"  # auto | 32 | 16-mixed | bf16-mixed

@@ -70,7 +70,8 @@ def open_run(data=None, out=None, config=None, overrides=None, resume: bool = Fa
         else:
             log(f"{run_dir} has no checkpoint (interrupted during its first epoch): training it from the start")
         return start
-    cfg = load_config(config, overrides)
+    if config is not None:
+        load_config(config, overrides)  # a bad config fails before the data is read
     if data is None:
         from .demo import make_demo
 
@@ -79,11 +80,15 @@ def open_run(data=None, out=None, config=None, overrides=None, resume: bool = Fa
     data = str(Path(data).resolve())
     from .data.dataset import check_groups
     from .data.manifest import load_manifest
+    from .recipe import resolve
 
-    check_groups(load_manifest(data), cfg)  # fail on bad DATA before anything is written
+    man = load_manifest(data)
+    cfg, recipe = resolve(man, config, overrides, log)  # no --config: settings chosen from the data, --set winning
+    check_groups(man, cfg)  # fail on bad DATA before anything is written
     _clear(run_dir, overwrite)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    header = "".join(f"# {line}\n" for line in recipe)  # the recipe's choices and reasons, above the resolved config
+    atomic_write_text(run_dir / "config.yaml", header + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     info = {"data": data, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "version": version()}
     write_json(run_dir / "run.json", {**info, "seeds": list(seeds)} if seeds else info)
     return RunStart(run_dir, cfg, data, False, list(seeds) if seeds else None)

@@ -14,7 +14,7 @@ import numpy as np
 import soundfile as sf
 
 from ..errors import SpecrnnError
-from ..files import atomic_write_text
+from ..files import atomic_write_bytes, atomic_write_text
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 NAME = re.compile(r"^(\d)_([A-Za-z0-9]+)_(\d+)\.wav$")  # {digit}_{speaker}_{take}.wav
@@ -100,7 +100,9 @@ def make_connected_digits(fsdd: str | Path, out: str | Path, per_speaker: int = 
             picks = [pool[i] for i in rng.choice(len(pool), n, replace=len(pool) < n)]
             wave = build_utterance([read_clip(p, cache) for _, p in picks], rng, gap_seconds, gain_db)
             name = f"audio/{speaker}_{index:04d}.wav"
-            sf.write(str(out / name), wave, SR, subtype="PCM_16", format="WAV")
+            buf = io.BytesIO()
+            sf.write(buf, wave, SR, subtype="PCM_16", format="WAV")
+            atomic_write_bytes(out / name, buf.getvalue(), durable=False)  # temp file, then rename
             rows.append([name, " ".join(WORDS[d] for d, _ in picks), split, speaker, ";".join(p.name for _, p in picks)])
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)

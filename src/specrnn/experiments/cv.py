@@ -18,6 +18,7 @@ import yaml
 from ..config import load_config
 from ..data.dataset import check_groups
 from ..data.manifest import Manifest, load_manifest
+from ..recipe import resolve
 from ..errors import SpecrnnError
 from ..devices import auto_jobs
 from ..files import CHECKPOINT_FILE, MODEL_FILE, atomic_write_text, write_json
@@ -110,11 +111,11 @@ def cv(
     if folds is not None and folds < 2:
         raise SpecrnnError(f"--folds must be at least 2, got {folds}")
     out = Path(out)
-    cfg = load_config(config, overrides)
-    sequences = label_kind(cfg.model) == "sequence"
     man = load_manifest(data)
     if group_column:
         man.groups = _column(man, group_column)
+    cfg, _ = resolve(man, config, overrides, log)  # no --config: the recipe chooses from the data
+    sequences = label_kind(cfg.model) == "sequence"
     check_groups(man, cfg)  # before the folder and its folds are made
     extra = _extra_rows(train_extra, man, cfg, group_column) if train_extra is not None else None
     out.mkdir(parents=True, exist_ok=True)

@@ -48,6 +48,20 @@ class ClassificationTask(Task):
 
     def __init__(self, classes: list[str], label_smoothing: float = 0.0, multilabel: bool = False):
         self.classes, self.label_smoothing, self.multilabel = classes, label_smoothing, multilabel
+        self.weights: Tensor | None = None  # per-class loss weights (train.class_weights: balanced)
+
+    def balance(self, targets) -> Tensor:
+        """Weight each class by N / (C x its count) in the training targets, so every class counts as much in the
+        loss as if the classes were equally common (multi-label: BCE's positive weight, negatives / positives)."""
+        t = torch.as_tensor(targets)
+        C = len(self.classes)
+        if self.multilabel:
+            pos = t.float().sum(0).clamp_min(1)
+            self.weights = (t.shape[0] - pos).clamp_min(1) / pos
+        else:
+            counts = torch.bincount(t.long(), minlength=C).float()
+            self.weights = torch.where(counts > 0, t.shape[0] / (C * counts.clamp_min(1)), torch.ones(C))
+        return self.weights
 
     @property
     def n_outputs(self) -> int:
@@ -55,12 +69,14 @@ class ClassificationTask(Task):
 
     def loss(self, outputs, targets: Tensor, reduction: str = "mean", smoothing: bool = True) -> Tensor:
         logits = clip_logits(outputs)
+        w = None if self.weights is None else self.weights.to(logits.device, logits.dtype)
         if self.multilabel:
-            return F.binary_cross_entropy_with_logits(logits, targets.float(), reduction=reduction)
+            return F.binary_cross_entropy_with_logits(logits, targets.float(), reduction=reduction, pos_weight=w)
         if targets.dim() == 2:  # soft targets (mixup)
-            per = torch.sum(-targets * F.log_softmax(logits, -1), -1)
+            per = torch.sum(-targets * F.log_softmax(logits, -1) * (1 if w is None else w), -1)
             return per.mean() if reduction == "mean" else per.sum()
-        return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing if smoothing else 0.0, reduction=reduction)
+        return F.cross_entropy(logits, targets, weight=w, label_smoothing=self.label_smoothing if smoothing else 0.0,
+                               reduction=reduction)
 
     def probabilities(self, outputs) -> Tensor:
         logits = clip_logits(outputs)

@@ -48,6 +48,12 @@ def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=pr
     task = make_task(cfg.model, prep.classes, cfg.train.label_smoothing)
     model = build_model(cfg.model, cfg.features.n_features, task.n_outputs, cfg.augment)
     task.check(model, sets, cfg)  # e.g. CTC: every clip long enough for its token sequence
+    if cfg.train.class_weights == "balanced":
+        if task.sequence:
+            raise SpecrnnError("train.class_weights: balanced weights classes; a CTC model's tokens are not classes (use none)")
+        w = task.balance(sets["train"].targets)
+        log(f"class weights (train.class_weights: balanced): {w.min():.2f} to {w.max():.2f} "
+            f"(the rarest training class counts {w.max() / w.min():.1f}x the commonest per clip)")
     model.normalizer.fit(sets["train"].features)  # training rows only: val/test never shape the statistics
     train_loader, val_loader = make_loader(sets["train"], cfg, True), make_loader(sets["val"], cfg, False)
     meta = {"config": cfg.to_dict(), "classes": prep.classes, "specrnn_version": version()}
