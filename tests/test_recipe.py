@@ -29,7 +29,7 @@ def test_short_speech_like_clips_keep_the_defaults():
 
 
 def test_token_sequences_get_ctc_on_whole_clips_at_their_own_rate():
-    got = keys(choose(P(6.0, 8000, 60, {"yes": 240, "no": 240}, "sequence")))
+    got = keys(choose(P(6.0, 8000, 600, {"yes": 240, "no": 240}, "sequence")))
     assert got["model.head"] == "ctc" and got["features.max_seconds"] is None
     assert got["features.sample_rate"] == 8000 and got["features.hop_length"] == 80 and got["features.win_length"] == 200
     assert "model.frontend" not in got  # the event recipe is for classes, not sequences
@@ -37,13 +37,13 @@ def test_token_sequences_get_ctc_on_whole_clips_at_their_own_rate():
 
 
 def test_multilabel_labels():
-    assert keys(choose(P(kind="multilabel"))) == {"model.multilabel": True}
+    assert keys(choose(P(kind="multilabel"))) == {"model.multilabel": True}  # 1000 clips: nothing else
 
 
 def test_long_clips_get_the_event_recipe_equal_to_configs_esc10():
     from .conftest import ROOT
 
-    got = load_config(as_config(choose(P(5.0, 44100, 400, {str(i): 40 for i in range(10)})))).to_dict()
+    got = load_config(as_config(choose(P(5.0, 44100, 400, {str(i): 40 for i in range(10)})))).to_dict()  # ESC-10's size
     assert got == load_config(str(ROOT / "configs" / "esc10.yaml")).to_dict()
     assert "features.sample_rate" not in keys(choose(P(5.0, 16000)))  # 16 kHz recordings are not upsampled
     assert "model.frontend" not in keys(choose(P(recipe.LONG_S - 0.1)))
@@ -88,6 +88,12 @@ def _folder(root, per_class: dict[str, int], seconds: float = 0.4):
         for i in range(n):
             write(root / label / f"{label}_{i}.wav", tone(f * rng.uniform(0.8, 1.2), seconds, seed=i))
     return root
+
+
+def test_few_clips_get_smaller_batches():
+    assert keys(choose(P(clips=60)))["train.batch_size"] == 4
+    assert keys(choose(P(clips=200)))["train.batch_size"] == 12
+    assert "train.batch_size" not in keys(choose(P(clips=300)))
 
 
 def test_profile_reads_labels_durations_and_rates(tmp_path):

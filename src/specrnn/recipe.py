@@ -18,6 +18,7 @@ SAMPLE = 1000  # files whose headers are read for durations and rates (evenly sp
 LONG_S = 2.5  # median clip length from which clips are treated as sound events / scenes
 VERY_SHORT_S = 0.1  # median below this: finer frames, so a 50 ms clip still has a few
 CROP_S = 30.0  # the longest audio read from one clip (features.max_seconds)
+SMALL = 256  # fewer clips than this get smaller batches
 IMBALANCE = 1.5  # largest / smallest class count from which the loss is weighted per class
 
 
@@ -140,7 +141,15 @@ def rule_imbalance(p: DataProfile) -> list[Choice]:
                                                      "each class weighted by 1 / its share")]
 
 
-RULES = [rule_labels, rule_events, rule_rate, rule_short, rule_long, rule_imbalance]
+def rule_small(p: DataProfile) -> list[Choice]:
+    """Few clips (< SMALL): smaller batches, so an epoch still holds about 16 optimiser steps (batch >= 4)."""
+    if p.clips >= SMALL:
+        return []
+    size = max(4, p.clips // 16)
+    return [Choice("train.batch_size", size, f"{p.clips} clips: batches of {size}, about 16 steps an epoch")]
+
+
+RULES = [rule_labels, rule_events, rule_rate, rule_short, rule_long, rule_imbalance, rule_small]
 
 
 def choose(p: DataProfile) -> list[Choice]:
