@@ -30,6 +30,7 @@ class Prediction:
     probabilities: dict[str, float]
     error: str | None = None
     path_probability: float | None = None  # CTC: the best path's probability (the label's), beside any n-best
+    timings: list[dict] | None = None  # CTC: each decoded token with its start and end (seconds) on the best path
 
     def top(self, k: int) -> list[tuple[str, float]]:
         """The k most probable labels with their probabilities, most probable first."""
@@ -44,6 +45,8 @@ class Prediction:
         out = {"path": self.path, "label": self.label, "top": [{"label": lab, "probability": significant(p)} for lab, p in items]}
         if self.path_probability is not None:
             out["best_path_probability"] = significant(self.path_probability)
+        if self.timings is not None:
+            out["tokens"] = self.timings
         return out
 
 
@@ -166,6 +169,44 @@ class Predictor:
 
         return [prefix_beam_search(lp, len(self.classes), max(k, BEAM))[:k] for lp in self.frame_log_probs(features, batch_size)]
 
+    @property
+    def step_seconds(self) -> float:
+        """Audio per CTC step: feature hop x frame stacking x the CNN's time strides."""
+        from .graphs import time_multiple
+
+        f = self.cfg.features
+        return time_multiple(self.model) * f.hop_length / f.sample_rate
+
+    def timings(self, spans: list[tuple[int, int, int]]) -> list[dict]:
+        """(token, first step, last step) -> [{"token", "start", "end"}] in seconds."""
+        dt = self.step_seconds
+        return [{"token": self.classes[k], "start": round(a * dt, 3), "end": round((b + 1) * dt, 3)} for k, a, b in spans]
+
+    def align(self, paths: list[str | Path], transcripts: list[str], batch_size: int = 64) -> list[list[dict]]:
+        """CTC models: where each known transcript's tokens are in its file (Viterbi forced alignment), as
+        [{"token", "start", "end"}] per file."""
+        from ..tasks.ctc import forced_align
+
+        if not self.task.sequence:
+            raise SpecrnnError("align() is for CTC models (token-sequence labels)")
+        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        transcripts = [transcripts] if isinstance(transcripts, str) else list(transcripts)
+        if len(paths) != len(transcripts):
+            raise SpecrnnError(f"align: {len(paths)} files but {len(transcripts)} transcripts")
+        index = {c: i for i, c in enumerate(self.classes)}
+        f = self.cfg.features
+        waves = [load_audio(p, f.sample_rate, f.max_seconds, f.crop) for p in paths]
+        out = []
+        for path, text, lp in zip(paths, transcripts, self.frame_log_probs(self.features_of(waves), batch_size)):
+            unknown = [t for t in text.split() if t not in index]
+            if unknown:
+                raise SpecrnnError(f"{path}: transcript tokens {unknown} are not in this model's vocabulary {self.classes}")
+            try:
+                out.append(self.timings(forced_align(lp, [index[t] for t in text.split()], len(self.classes))))
+            except ValueError as e:
+                raise SpecrnnError(f"{path}: cannot align '{text}': {e}") from None
+        return out
+
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(logits)
         return (torch.sigmoid(t) if self.cfg.model.multilabel else torch.softmax(t, -1)).numpy()
@@ -208,10 +249,11 @@ class Predictor:
         errors = {i: w.reason for i, w in enumerate(decoded) if isinstance(w, AudioError)}
         paths = names
         if self.task.sequence:
-            from ..tasks.ctc import best_path, prefix_beam_search
+            from ..tasks.ctc import best_path, path_spans, prefix_beam_search
 
             lps = self.frame_log_probs(self.features_of(waves), batch_size) if waves else []  # one pass: best path and n-best
             probs = [best_path(lp, len(self.classes)) for lp in lps]
+            spans = [path_spans(lp.argmax(-1), len(self.classes)) for lp in lps]
             alternatives = [prefix_beam_search(lp, len(self.classes), max(n_best, BEAM))[:n_best] for lp in lps] if n_best > 1 else None
         else:
             probs = self.probabilities(self.logits_from_features(self.features_of(waves), batch_size)) if waves else []
@@ -227,7 +269,7 @@ class Predictor:
                 named = {label: row[1]}
                 if alternatives is not None:
                     named = {" ".join(self.classes[t] for t in seq): prob for seq, prob in alternatives[k - 1]}
-                out.append(Prediction(str(p), label, named, path_probability=row[1]))
+                out.append(Prediction(str(p), label, named, path_probability=row[1], timings=self.timings(spans[k - 1])))
                 continue
             label = self.classes[int(np.argmax(row))]
             if self.cfg.model.multilabel:

@@ -104,6 +104,54 @@ def prefix_beam_search(log_probs: np.ndarray, blank: int, beam: int = 8) -> list
     return [(list(k), float(np.exp(np.logaddexp(*v)))) for k, v in beams.items()]
 
 
+def path_spans(path: np.ndarray, blank: int) -> list[tuple[int, int, int]]:
+    """(token, first step, last step) of each token a best path emits: a run of one non-blank class is one token
+    (a repeat needs a blank between, as in `collapse`)."""
+    spans, path = [], np.asarray(path)
+    for t, k in enumerate(path.tolist()):
+        if k == blank:
+            continue
+        if t and path[t - 1] == k:
+            spans[-1] = (k, spans[-1][1], t)
+        else:
+            spans.append((k, t, t))
+    return spans
+
+
+def forced_align(log_probs: np.ndarray, target: list[int], blank: int) -> list[tuple[int, int, int]]:
+    """Viterbi forced alignment of a known token sequence to one clip's (T, C) frame log-probabilities: the most
+    probable path that collapses to `target`, as (token, first step, last step) per token. Raises ValueError when
+    the clip has too few steps for the sequence."""
+    ext = [blank]
+    for k in target:
+        ext += [k, blank]
+    T, S = len(log_probs), len(ext)
+    if T < steps_needed(np.asarray(target, dtype=np.int64)) or not target:
+        raise ValueError(f"{T} steps cannot hold {len(target)} tokens" if target else "an empty sequence has no tokens to align")
+    score = np.full((T, S), -np.inf)
+    back = np.zeros((T, S), dtype=np.int64)
+    score[0, :2] = log_probs[0, ext[:2]]
+    ext_a = np.asarray(ext)
+    skip = np.zeros(S, dtype=bool)  # s-2 -> s allowed: a token unlike the one two states back
+    skip[2:] = (ext_a[2:] != blank) & (ext_a[2:] != ext_a[:-2])
+    for t in range(1, T):
+        prev = score[t - 1]
+        cands = np.stack([prev, np.r_[-np.inf, prev[:-1]], np.where(skip, np.r_[-np.inf, -np.inf, prev[:-2]], -np.inf)])
+        back[t] = cands.argmax(0)
+        score[t] = cands.max(0) + log_probs[t, ext_a]
+    s = S - 1 if score[-1, S - 1] >= score[-1, S - 2] else S - 2
+    states = [s]
+    for t in range(T - 1, 0, -1):
+        s -= int(back[t, s])
+        states.append(s)
+    states.reverse()
+    spans: dict[int, list[int]] = {}
+    for t, st in enumerate(states):
+        if st % 2:  # a token state: token (st - 1) / 2 of the target
+            spans.setdefault(st // 2, [t, t])[1] = t
+    return [(target[i], a, b) for i, (a, b) in sorted(spans.items())]
+
+
 def unpad(targets: np.ndarray | Tensor) -> list[list[int]]:
     rows = targets.cpu().numpy() if isinstance(targets, Tensor) else targets
     return [[int(t) for t in row if t >= 0] for row in rows]
