@@ -170,9 +170,36 @@ def test_streaming_export_refuses_what_cannot_stream():
     _, bi = _model("bilstm")
     with pytest.raises(SpecrnnError, match="bidirectional"):
         export.StreamingStep(bi)
-    _, frames = _model("crnn", "model.bidirectional=false", "model.head=frame")
-    with pytest.raises(SpecrnnError, match="CNN front-end with frame outputs"):
-        export.StreamingStep(frames)
-    _, misaligned = _model("crnn", "model.bidirectional=false", "model.frontend.kernel=5", "model.frontend.time_strides=[2,1]")
-    with pytest.raises(SpecrnnError, match="cannot stream with a fixed buffer"):
-        export.StreamingStep(misaligned)
+
+
+@pytest.mark.parametrize("sets", [["model.head=frame"], ["model.head=ctc", "features.max_seconds=null"],
+                                  ["model.frontend.kernel=5", "model.frontend.time_strides=[2,1]"]])
+def test_cnn_frame_heads_and_any_kernel_stream_through_onnx_like_offline(tmp_path, sets):
+    """Once refused: a CNN front-end with frame outputs (frame head, CTC), and a time kernel whose stride does not
+    line up with k - s carried frames (kernel 5, stride 2: the buffer grows by one). Streamed on onnxruntime and on
+    PyTorch (the same driver), the frame outputs equal the offline model's real frames."""
+    from specrnn.inference.streaming import StreamingClassifier
+
+    cfg, model = _model("crnn", "model.bidirectional=false", "model.frontend.channels=[4,6]", *sets)
+    classes = CLASSES[:-1] if cfg.model.head == "ctc" else CLASSES  # CTC: the last output is the blank
+    path = export.export_streaming(model, tmp_path / "s.onnx", cfg, classes)
+    for frames in (3, 29, 64):
+        x = export._random_features(model, [frames], frames)[0]
+        with torch.no_grad():
+            offline = model(torch.from_numpy(x)[None], torch.tensor([frames]))
+        for chunk in (1, 7, 16):
+            ours, ref = export.OnnxStreamingClassifier(path), StreamingClassifier(model, classes=classes)
+            for i in range(0, frames, chunk):
+                ours.push_features(x[i : i + chunk])
+                ref.push_features(x[i : i + chunk])
+            ours.finish()
+            ref.finish()
+            if ref.ctc is not None:
+                assert ours.tokens() == ref.tokens()
+            if isinstance(offline, tuple):  # frame outputs: every real frame, in order
+                want = offline[0][0, : int(offline[1][0])].numpy()
+                np.testing.assert_allclose(np.concatenate(ours.frame_outputs), want, atol=TOL, rtol=0)
+                np.testing.assert_allclose(torch.cat(ref.frame_outputs).numpy(), want, atol=TOL, rtol=0)
+            else:
+                np.testing.assert_allclose(ours.logits(), offline.numpy(), atol=TOL, rtol=0)
+                np.testing.assert_allclose(ref.logits().numpy(), offline.numpy(), atol=TOL, rtol=0)

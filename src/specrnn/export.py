@@ -157,7 +157,8 @@ def export_streaming(model: SpecRNN, path: str | Path, cfg, classes: list[str], 
     with _quiet_export():
         program = torch.onnx.export(step, (x, torch.tensor([T0]), step.initial_states()), None, dynamo=True,
                                     opset_version=OPSET, verbose=False, input_names=["features", "length", *names],
-                                    output_names=["logits", *[n + "_out" for n in names]],
+                                    output_names=["logits", *(["valid"] if step.m.pooling is None and step.cnn else []),
+                                                  *[n + "_out" for n in names]],
                                     dynamic_shapes={"features": {1: _time_dim(mult, least=step.junk + 1)}, "length": None,
                                                     "states": [None] * len(spec)})
     meta = _meta(model, cfg, classes, "streaming", {"states": spec, "frame_head": model.pooling is None, "time_multiple": mult,

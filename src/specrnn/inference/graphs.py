@@ -104,30 +104,24 @@ def streaming_unsupported(model: SpecRNN) -> str | None:
         return "utterance normalisation needs the whole clip's statistics"
     if c.pooling in ("dot", "padded_last") or c.rnn_impl == "naive":
         return f"pooling '{c.pooling}' needs the whole clip"
-    if model.frontend is not None:
-        if model.pooling is None:
-            return "a CNN front-end with frame outputs is not supported by the streaming export (clip heads are)"
-        try:
-            cnn_stream_plan(model)
-        except SpecrnnError as e:
-            return str(e)
     return None
 
 
 def cnn_stream_plan(model: SpecRNN) -> tuple[list[dict], int]:
-    """How each CNN block streams with a fixed-size carried buffer: per block (kernel k, stride s, padding p,
-    buffer k - s frames, and `junk`: outputs at the start of the stream that lie before the offline output 0,
-    because the buffer starts with more zero frames than the offline padding), and the junk at the RNN's input.
-    Every call then turns n input frames into exactly n / s outputs, so the graph has no data-dependent shape."""
+    """How each CNN block streams with a fixed-size carried buffer: per block (kernel k, stride s, padding p, the
+    buffer b of frames it carries, and `junk`: outputs at the start of the stream that lie before the offline
+    output 0, because the buffer starts with more zero frames than the offline padding), and the junk at the RNN's
+    input. b is the least number of frames >= k - s that lines the stream's outputs up with the offline ones (its
+    zeros plus the junk before it, less p, a multiple of s). Every call then turns n input frames into exactly n / s
+    outputs, so the graph has no data-dependent shape."""
     blocks, junk = [], 0
-    for i, b in enumerate(model.frontend.blocks):
+    for b in model.frontend.blocks:
         k, s, p = b.kernel, b.stride, b.kernel // 2
-        lead = (k - s) + junk  # zero frames ahead of the first real frame at this block's input
-        if k < s or lead < p or (lead - p) % s:
-            raise SpecrnnError(f"CNN block {i + 1} (time kernel {k}, stride {s}) cannot stream with a fixed buffer: its "
-                               "outputs would not line up with the offline ones; use a stride of 1, or 2 with kernel 3")
-        junk = (lead - p) // s
-        blocks.append({"kernel": k, "stride": s, "pad": p, "buffer": k - s, "junk": junk})
+        buffer = max(0, k - s)
+        while buffer + junk < p or (buffer + junk - p) % s:
+            buffer += 1
+        junk = (buffer + junk - p) // s
+        blocks.append({"kernel": k, "stride": s, "pad": p, "buffer": buffer, "junk": junk})
     return blocks, junk
 
 
@@ -135,7 +129,7 @@ class StreamingStep(nn.Module):
     """One streaming step: raw feature frames (1, t, F), their real count (1,) and carried states -> running
     logits and new states. t is a multiple of `time_multiple` (stack x CNN time strides); only a stream's final
     call may hold fewer real frames (the rest is zeroed after normalisation, as offline). Clip head: logits (1, C)
-    of everything seen so far; frame head: (1, t/stack, C).
+    of everything seen so far; frame head: (1, t/stack, C), and with a CNN front-end a (t'',) mask of the real ones.
 
     With a CNN front-end each block carries its last k - s input frames, so its outputs trail its input by a
     fixed lag: the stream's first `junk` RNN inputs lie before the offline frame 0, and the last real frames come
@@ -228,8 +222,8 @@ class StreamingStep(nn.Module):
             if layer < len(m.encoder.between):
                 x = m.encoder.between[layer](x)
         new = [torch.cat(hs, 0)] + ([torch.cat(cs, 0)] if self.lstm else []) + new_cnn
-        if self.mode is None:
-            return (m.head(x), *new)
+        if self.mode is None:  # frame outputs; with a CNN, which of them are real (offline) frames
+            return (m.head(x), *([valid] if self.cnn else []), *new)
         pooled, pool_state = self._pool(x, rest, valid)
         return (m.head(pooled), *new, *pool_state)
 
