@@ -206,7 +206,9 @@ class StreamingStep(nn.Module):
         T, J = x.shape[1], self.junk
         for layer, rnn in enumerate(m.encoder.fwd):
             state = (h0[layer : layer + 1], c0[layer : layer + 1]) if self.lstm else h0[layer : layer + 1]
-            if J:  # the stream's first J frames are junk: on the first call the state skips them
+            # the stream's first J frames are junk: on the first call the state skips them. The exported graph
+            # always takes this branch-free path; run eagerly, later calls need one RNN call, not two
+            if J and (torch.compiler.is_exporting() or not bool(started.all())):
                 head, after = rnn(x[:, :J], state)
                 state = tuple(torch.where(started, a, b) for a, b in zip(after, state)) if self.lstm else torch.where(started, after, state)
                 tail, last = rnn(x[:, J:], state)
