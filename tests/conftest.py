@@ -101,12 +101,15 @@ def speakers_manifest(root: Path, gains: dict[str, float] | None = None, subtype
     return root / "m.csv"
 
 
-@pytest.fixture
-def tone_folder(tmp_path) -> Path:
-    """A small folder-per-class data set: low tones vs high chirps, 24 clips each, random lengths."""
+def write_tone_folder(root: Path) -> Path:
+    """A small folder-per-class data set under `root`: low tones vs high tones, 24 clips each, 0.2-0.8 s."""
     rng = np.random.default_rng(0)
-    root = tmp_path / "tones"
     for label, lo, hi in (("low", 200, 400), ("high", 2000, 4000)):
         for i in range(24):
             write(root / label / f"{label}_{i}.wav", tone(rng.uniform(lo, hi), rng.uniform(0.2, 0.8), seed=i))
     return root
+
+
+@pytest.fixture
+def tone_folder(tmp_path) -> Path:
+    return write_tone_folder(tmp_path / "tones")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import tone, write
+from .conftest import tone, write, write_tone_folder
 
 TINY = ["--set", "model.hidden=16", "--set", "model.layers=1", "--set", "train.batch_size=16", "--set", "train.patience=50"]
 
@@ -25,11 +25,7 @@ def cli(*args, check=True, env=None):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    root = tmp_path_factory.mktemp("data") / "tones"
-    for label, lo, hi in (("low", 200, 400), ("high", 2000, 4000)):
-        for i in range(24):
-            write(root / label / f"{label}_{i}.wav", tone(rng.uniform(lo, hi), rng.uniform(0.2, 0.8), seed=i))
+    root = write_tone_folder(tmp_path_factory.mktemp("data") / "tones")
     run = tmp_path_factory.mktemp("runs") / "tiny"
     r = cli("train", root, "--out", run, "--max-epochs", 6, *TINY)
     assert "test accuracy" in r.stdout and "run folder" in r.stdout

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from .conftest import onnx_export_skip_reason, tone, write
+from .conftest import onnx_export_skip_reason, tone, write, write_tone_folder
 from .serving import Server
 
 httpx = pytest.importorskip("httpx", reason="the serve tests need httpx (pip install 'specrnn[test]')")
@@ -24,11 +24,7 @@ TINY = ["--set", "model.hidden=16", "--set", "model.layers=1", "--set", "train.b
 @pytest.fixture(scope="module")
 def tones(tmp_path_factory):
     """A low-vs-high tone run (unidirectional GRU: it streams) and clips of 0.2-1.6 s to send it."""
-    rng = np.random.default_rng(0)
-    root = tmp_path_factory.mktemp("data") / "tones"
-    for label, lo, hi in (("low", 200, 400), ("high", 2000, 4000)):
-        for i in range(24):
-            write(root / label / f"{label}_{i}.wav", tone(rng.uniform(lo, hi), rng.uniform(0.2, 0.8), seed=i))
+    root = write_tone_folder(tmp_path_factory.mktemp("data") / "tones")
     run = tmp_path_factory.mktemp("runs") / "tones"
     subprocess.run([sys.executable, "-m", "specrnn", "train", str(root), "--out", str(run), "--max-epochs", "12", *TINY],
                    check=True, capture_output=True, timeout=600)
