@@ -33,6 +33,22 @@ def test_log_none_is_silent_and_overrides_take_one_string_or_a_dotted_dict(run, 
     assert capsys.readouterr().out == ""
 
 
+def test_results_are_typed_and_match_the_files_the_run_wrote(run, tmp_path):
+    """train / evaluate return dataclasses whose attributes are the figures metrics.json holds."""
+    import json
+
+    _, root = run
+    m = specrnn.train(root, out=tmp_path / "t", overrides="train.max_epochs=1", log=None)
+    assert isinstance(m, specrnn.TrainResult) and m.run_dir == tmp_path / "t"
+    saved = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    assert m.to_dict() == saved and m.epochs_run == 1 == saved["epochs_run"]
+    assert m.test.accuracy == saved["test"]["accuracy"] and m.test.n == saved["test"]["n"] > 0
+    assert m.val.macro_f1 == saved["val"]["macro_f1"] and m.test.token_error_rate is None
+    assert m.classes == saved["classes"] == ["high", "low"] and m.test.confusion_matrix == saved["test"]["confusion_matrix"]
+    e = specrnn.evaluate(tmp_path / "t")
+    assert isinstance(e, specrnn.SplitMetrics) and e.accuracy == pytest.approx(m.test.accuracy) and e["n"] == m.test.n
+
+
 def test_predict_reads_a_generator_once(run):
     out, root = run
     p = specrnn.load(out, device="cpu")
@@ -86,7 +102,7 @@ def test_a_cuda_device_without_cuda_is_one_clear_error(run):
 def test_models_show_counts_the_ctc_blank(capsys):
     from specrnn.cli import main
 
-    assert main(["models", "show", "gru", "--set", "model.head=ctc", "--set", "features.max_seconds=null", "--classes", "2"]) == 0
+    assert main(["models", "show", "gru", "--set", "task.kind=ctc", "--set", "features.max_seconds=null", "--classes", "2"]) == 0
     head = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("head"))
     assert head.split(")")[0].endswith(", 3")  # the head scores 2 tokens and the blank: (1, T, 3)
 

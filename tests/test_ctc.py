@@ -1,4 +1,4 @@
-"""CTC (model.head: ctc): token-sequence labels, the loss, greedy decoding and the token error rate; padding never
+"""CTC (task.kind: ctc): token-sequence labels, the loss, greedy decoding and the token error rate; padding never
 changes a clip's loss or decoding; a real training learns synthetic tone sequences and the yesno corpus."""
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from specrnn.tasks.ctc import edit_distance, greedy_decode, prefix_beam_search, 
 
 from .conftest import ROOT, onnx_export_skip_reason, tone, write
 
-CTC = ["model.head=ctc", "features.max_seconds=null"]
+CTC = ["task.kind=ctc", "features.max_seconds=null"]
 
 
 def test_labels_tokens_and_targets():
@@ -29,7 +29,7 @@ def test_labels_tokens_and_targets():
     t = encode(labels, tokens, "sequence")
     assert t.tolist() == [[1, 0, 1, -1], [0, -1, -1, -1], [0, 0, 1, 1]]
     assert [steps_needed(row) for row in t] == [3, 1, 6]  # a blank between repeated tokens
-    assert label_kind(load_config("gru", CTC).model) == "sequence"
+    assert label_kind(load_config("gru", CTC).task) == "sequence"
 
 
 def test_greedy_decoding_merges_repeats_drops_blanks_and_ignores_padding():
@@ -72,8 +72,8 @@ def test_edit_distance(a, b, d):
 def test_ctc_loss_and_decoding_of_a_clip_alone_equal_those_inside_a_padded_batch():
     cfg = load_config("bilstm", [*CTC, "model.hidden=16"])
     torch.manual_seed(0)
-    model = build_model(cfg.model, 20, 3).eval()
     task = CTCTask(["a", "b"])
+    model = build_model(cfg.model, 20, task).eval()
     lengths = torch.tensor([61, 17, 40])
     x = torch.randn(3, 61, 20) * (torch.arange(61)[None, :, None] < lengths[:, None, None])
     targets = torch.tensor([[0, 1, 1, 0], [1, -1, -1, -1], [0, 0, -1, -1]])
@@ -207,7 +207,6 @@ def test_a_unidirectional_ctc_model_streams_its_transcript(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("setting, message", [("augment.mixup=0.2", "blend labels"), ("augment.time_shift=0.1", "reorders"),
-                                              ("model.multilabel=true", "multi-label"),
                                               ("features.max_seconds=30", "needs whole clips")])
 def test_ctc_refuses_what_breaks_a_sequence(setting, message):
     with pytest.raises(SpecrnnError, match=message):
@@ -268,7 +267,7 @@ def test_tune_a_ctc_model_on_validation_token_accuracy(tmp_path):
     assert float(best["val_token_accuracy"]) == pytest.approx(1 - metrics["val"]["token_error_rate"])
     assert r["best_val_token_accuracy"] == pytest.approx(1 - metrics["val"]["token_error_rate"])
     cfg = load_config(str(tmp_path / "tune" / "best.yaml"))
-    assert cfg.model.head == "ctc" and cfg.model.stack == 4
+    assert cfg.task.kind == "ctc" and cfg.model.stack == 4
 
 
 def test_cross_validation_of_a_ctc_model(tmp_path):

@@ -8,6 +8,7 @@ from specrnn.config import load_config
 from specrnn.errors import SpecrnnError
 from specrnn.models import build_model
 from specrnn.files import save_model
+from specrnn.tasks import CTCTask, with_task
 
 from .conftest import onnx_export_skip_reason
 
@@ -25,7 +26,7 @@ def _model(preset, *sets):
     """A small model of a preset with non-trivial normaliser statistics and batch-norm statistics."""
     cfg = load_config(preset, ["model.hidden=16", f"features.n_mels={N_FEATURES}", *sets])
     torch.manual_seed(0)
-    model = build_model(cfg.model, N_FEATURES, len(CLASSES))
+    model = build_model(cfg.model, N_FEATURES, CTCTask(CLASSES[:-1]) if cfg.task.kind == "ctc" else len(CLASSES))
     if model.frontend is not None:
         model.train()
         with torch.no_grad():
@@ -39,6 +40,7 @@ def _run_folder(tmp_path, cfg, model):
     """A run folder as training writes it (model.pt with config and classes)."""
     run = tmp_path / "run"
     run.mkdir()
+    cfg = with_task(cfg, ["a b"] if model.blank is not None else CLASSES)  # training writes the task it inferred
     save_model(run / "model.pt", model.state_dict(), {"config": cfg.to_dict(), "classes": CLASSES, "epoch": 0})
     return run
 
@@ -172,7 +174,7 @@ def test_streaming_export_refuses_what_cannot_stream():
         export.StreamingStep(bi)
 
 
-@pytest.mark.parametrize("sets", [["model.head=frame"], ["model.head=ctc", "features.max_seconds=null"],
+@pytest.mark.parametrize("sets", [["model.head=frame"], ["task.kind=ctc", "features.max_seconds=null"],
                                   ["model.frontend.kernel=5", "model.frontend.time_strides=[2,1]"]])
 def test_cnn_frame_heads_and_any_kernel_stream_through_onnx_like_offline(tmp_path, sets):
     """Once refused: a CNN front-end with frame outputs (frame head, CTC), and a time kernel whose stride does not
@@ -181,7 +183,7 @@ def test_cnn_frame_heads_and_any_kernel_stream_through_onnx_like_offline(tmp_pat
     from specrnn.inference.streaming import StreamingClassifier
 
     cfg, model = _model("crnn", "model.bidirectional=false", "model.frontend.channels=[4,6]", *sets)
-    classes = CLASSES[:-1] if cfg.model.head == "ctc" else CLASSES  # CTC: the last output is the blank
+    classes = CLASSES[:-1] if cfg.task.kind == "ctc" else CLASSES  # CTC: the last output is the blank
     path = export.export_streaming(model, tmp_path / "s.onnx", cfg, classes)
     for frames in (3, 29, 64):
         x = export._random_features(model, [frames], frames)[0]

@@ -34,7 +34,7 @@ def mixtures(tmp_path_factory):
 
 
 def test_multilabel_sigmoid_head(mixtures, tmp_path):
-    m = specrnn.train(mixtures, out=tmp_path / "run", overrides=TINY + ["model.multilabel=true"], log=lambda *a: None)
+    m = specrnn.train(mixtures, out=tmp_path / "run", overrides=TINY + ["task.kind=multilabel"], log=lambda *a: None)
     assert m["test"]["classes"] == ["high", "low"] and "mAP" in m["test"]
     assert m["test"]["mAP"] > 0.9 and m["test"]["accuracy"] > 0.8
     both = [r["path"] for r in csv.DictReader(open(mixtures)) if r["label"] == "low;high"][:3]

@@ -16,7 +16,7 @@ from specrnn.recipe import DataProfile, as_config, choose
 from .conftest import tone, write
 
 
-def P(seconds=0.5, rate=16000, clips=1000, counts=None, kind="class", groups=0) -> DataProfile:
+def P(seconds=0.5, rate=16000, clips=1000, counts=None, kind="classification", groups=0) -> DataProfile:
     return DataProfile(clips, counts or {"a": 500, "b": 500}, groups, kind, [seconds] * 11, [rate] * 11)
 
 
@@ -29,15 +29,15 @@ def test_short_speech_like_clips_keep_the_defaults():
 
 
 def test_token_sequences_get_ctc_on_whole_clips_at_their_own_rate():
-    got = keys(choose(P(6.0, 8000, 600, {"yes": 240, "no": 240}, "sequence")))
-    assert got["model.head"] == "ctc" and got["features.max_seconds"] is None
+    got = keys(choose(P(6.0, 8000, 600, {"yes": 240, "no": 240}, "ctc")))
+    assert got["task.kind"] == "ctc" and got["features.max_seconds"] is None
     assert got["features.sample_rate"] == 8000 and got["features.hop_length"] == 80 and got["features.win_length"] == 200
     assert "model.frontend" not in got  # the event recipe is for classes, not sequences
-    assert load_config(as_config(choose(P(6.0, 8000, 60, {"yes": 1, "no": 1}, "sequence")))).model.head == "ctc"
+    assert load_config(as_config(choose(P(6.0, 8000, 60, {"yes": 1, "no": 1}, "ctc")))).task.kind == "ctc"
 
 
 def test_multilabel_labels():
-    assert keys(choose(P(kind="multilabel"))) == {"model.multilabel": True}  # 1000 clips: nothing else
+    assert keys(choose(P(kind="multilabel"))) == {"task.kind": "multilabel"}  # 1000 clips: nothing else
 
 
 def test_long_clips_get_the_event_recipe_equal_to_configs_esc10():
@@ -104,7 +104,7 @@ def test_profile_reads_labels_durations_and_rates(tmp_path):
     with open(tmp_path / "m.csv", "w", newline="") as fh:
         csv.writer(fh).writerows(rows)
     p = recipe.profile(load_manifest(tmp_path / "m.csv"))
-    assert p.label_type == "sequence" and p.counts == {"yes": 6, "no": 9} and p.rate == 8000
+    assert p.label_type == "ctc" and p.counts == {"yes": 6, "no": 9} and p.rate == 8000
     assert p.median_seconds == pytest.approx(3.5) and p.clips == 6
 
 

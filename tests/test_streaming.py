@@ -8,6 +8,7 @@ from specrnn.config import FeatureConfig, FrontendConfig, ModelConfig, load_conf
 from specrnn.errors import SpecrnnError
 from specrnn.features import FeatureExtractor
 from specrnn.models import build_model
+from specrnn.tasks import CTCTask
 from specrnn.inference.streaming import StreamingClassifier, StreamingSTFT
 
 STREAMING_PRESETS = ["lstm", "gru"]
@@ -74,7 +75,7 @@ def test_ctc_stream_decodes_what_the_offline_pass_decodes(chunk):
 
     fe = FrontendConfig(type="cnn", channels=[4], kernel=3, time_strides=[2], freq_pools=[1])
     torch.manual_seed(3)  # the same weights whichever tests ran before (ones whose best path changes often)
-    model = _randomise(build_model(ModelConfig(bidirectional=False, head="ctc", stack=2, hidden=8, frontend=fe), 16, 4))
+    model = _randomise(build_model(ModelConfig(bidirectional=False, stack=2, hidden=8, frontend=fe), 16, CTCTask(["a", "b", "c"])))
     last = model.head.net[-1]  # large, unbiased outputs, so the best path changes often (and repeats tokens)
     last.weight.data.normal_(0, 3)
     last.bias.data.zero_()

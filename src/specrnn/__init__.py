@@ -11,10 +11,14 @@ lines that `log=print` (the default) shows.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from .results import CVResult, SplitMetrics, TrainResult
 
 __version__ = "0.1.0"
-__all__ = ["train", "evaluate", "load", "manifest", "cv", "tune", "report", "SpecrnnError", "__version__"]
+__all__ = ["train", "evaluate", "load", "manifest", "cv", "tune", "report", "SpecrnnError", "TrainResult", "SplitMetrics",
+           "CVResult", "__version__"]
 
 Log = Callable[..., Any] | None
 
@@ -60,9 +64,9 @@ def _data(data):
 
 
 def train(data: str | Path | None = None, out: str | Path | None = None, config=None, overrides=None,
-          resume: bool = False, overwrite: bool = False, log: Log = print, seeds=None) -> dict:
+          resume: bool = False, overwrite: bool = False, log: Log = print, seeds=None) -> TrainResult:
     """Train on a folder-per-class tree or a CSV manifest (None: the built-in demo data) into the run folder
-    `out`; returns the metrics (also in metrics.json). `config`: a YAML path, preset name, dict or Config;
+    `out`; returns its TrainResult (`.test.accuracy`, `.run_dir`; metrics.json holds the same). `config`: a YAML path, preset name, dict or Config;
     `overrides`: 'key=value' items as with --set. `resume=True` continues `out` with its own data and config.
     `seeds` (e.g. [0, 1, 2]): one run per seed on one split, and `out` keeps the best-validated one."""
     from .experiments.seeds import train as _train
@@ -71,12 +75,14 @@ def train(data: str | Path | None = None, out: str | Path | None = None, config=
                   seeds=None if seeds is None else _seeds(seeds))
 
 
-def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str | None = None, on_error: str = "stop") -> dict:
+def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str | None = None,
+             on_error: str = "stop") -> SplitMetrics:
     """Metrics of a run on DATA (default: its own test split): accuracy, macro-F1, per-class figures and confusion
     matrix; for a CTC run, sequences right, the token error rate and the wrong sequences."""
     from .jobs import evaluate as _evaluate
+    from .results import SplitMetrics
 
-    return _evaluate(run_dir, _data(data), split, on_error=on_error)
+    return SplitMetrics.of(_evaluate(run_dir, _data(data), split, on_error=on_error))
 
 
 def load(run_dir: str | Path, device: str | None = None):
@@ -97,16 +103,17 @@ def manifest(root: str | Path, pattern: str, split_rules=None):
 
 def cv(data: str | Path, out: str | Path, config=None, overrides=None, fold_column: str | None = None,
        folds: int | None = None, leave_one_group_out: bool = False, group_column: str | None = None,
-       seeds=(0,), jobs: int | None = None, train_extra: str | Path | None = None, log: Log = print) -> dict:
+       seeds=(0,), jobs: int | None = None, train_extra: str | Path | None = None, log: Log = print) -> CVResult:
     """Cross-validation: folds from a column (`fold` by default when present), stratified (group-aware) K-fold,
     or leave-one-group-out; one training per fold and seed (`seeds`: an int, a list, or '0,1,2'); returns cv.json's
-    summary. `train_extra`: a manifest or folder whose rows join every fold's training part only. Rerun the same
+    summary (typed). `train_extra`: a manifest or folder whose rows join every fold's training part only. Rerun the same
     call to resume."""
     from .experiments.cv import cv as _cv
+    from .results import CVResult
 
-    return _cv(_data(data), out, config, _overrides(overrides), fold_column=fold_column, folds=folds,
+    return CVResult.of(_cv(_data(data), out, config, _overrides(overrides), fold_column=fold_column, folds=folds,
                leave_one_group_out=leave_one_group_out, group_column=group_column, seeds=_seeds(seeds), jobs=jobs,
-               train_extra=None if train_extra is None else _data(train_extra), log=_log(log))
+               train_extra=None if train_extra is None else _data(train_extra), log=_log(log)))
 
 
 def _seeds(seeds) -> list[int]:
@@ -138,4 +145,8 @@ def __getattr__(name: str):
         from .errors import SpecrnnError
 
         return SpecrnnError
+    if name in ("TrainResult", "SplitMetrics", "CVResult"):  # the typed results, also importable without torch
+        from . import results
+
+        return getattr(results, name)
     raise AttributeError(f"module 'specrnn' has no attribute {name!r}")

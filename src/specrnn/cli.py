@@ -95,8 +95,9 @@ def _models(a) -> int:
     if a.action == "config":
         print(open(preset_path(a.name)).read() if preset_path(a.name).is_file() else open(a.name).read())
         return 0
-    task = make_task(cfg.model, [str(i) for i in range(a.classes)])  # CTC scores the tokens and a blank
-    model = build_model(cfg.model, cfg.features.n_features, task.n_outputs, cfg.augment)
+    kind = cfg.task if cfg.task.kind != "auto" else cfg.task.model_copy(update={"kind": "classification"})  # no labels here
+    task = make_task(kind, [str(i) for i in range(a.classes)])  # CTC scores the tokens and a blank
+    model = build_model(cfg.model, cfg.features.n_features, task, cfg.augment)
     print(summarize(model, cfg.features.n_features))
     return 0
 

@@ -80,12 +80,18 @@ class ModelConfig(Section):
     # last | mean | max | meanstd | attention | dot (| padded_last: the known-wrong seed recipe)
     pooling: Literal["last", "mean", "max", "meanstd", "attention", "dot", "padded_last"] = "attention"
     attention_heads: int = Field(1, ge=1)
-    head: Literal["clip", "frame", "ctc"] = "clip"  # ctc: token sequences, labels like "yes no yes"
+    head: Literal["clip", "frame"] = "clip"  # frame: outputs per frame (a ctc task always has them)
     head_hidden: list[int] = []  # hidden sizes of an MLP head (ReLU); [] = one linear layer
-    multilabel: StrictBool = False
     # auto | padded | packed (identical results; speed differs by device) | naive (known-wrong)
     rnn_impl: Literal["auto", "padded", "packed", "naive"] = "auto"
     rnn_init: Literal["default", "orthogonal"] = "default"  # orthogonal: recurrent weights per gate, zero biases
+
+
+class TaskConfig(Section):
+    """What is learned; the model is built for it. auto: from the labels when the run starts (tasks.infer_kind):
+    token sequences like "yes no yes" -> ctc, classes joined by ';' -> multilabel, else classification."""
+
+    kind: Literal["auto", "classification", "multilabel", "ctc"] = "auto"
 
 
 class AugmentConfig(Section):
@@ -150,6 +156,7 @@ class DataConfig(Section):
 
 class Config(Section):
     seed: Seed = 0
+    task: TaskConfig = Field(default_factory=TaskConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
@@ -159,16 +166,35 @@ class Config(Section):
     def to_dict(self) -> dict:
         return self.model_dump()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data):
+        """Configs written before the task section said `model.head: ctc` or `model.multilabel: true`: still read."""
+        model = data.get("model") if isinstance(data, dict) else None
+        if not isinstance(model, dict) or not ({"multilabel"} & set(model) or model.get("head") == "ctc"):
+            return data
+        model = dict(model)
+        multilabel = model.pop("multilabel", None)
+        kind = "ctc" if model.get("head") == "ctc" else "multilabel" if multilabel is True else "classification"
+        if kind == "ctc":
+            model["head"] = "frame"
+        task = dict(data.get("task") or {})
+        if task.get("kind", "auto") == "auto":
+            task["kind"] = kind
+        return {**data, "model": model, "task": task}
+
     @model_validator(mode="after")
     def _consistent(self):
         if self.data.val_fraction + self.data.test_fraction >= 1:
             raise SpecrnnError("config 'data.val_fraction' + 'data.test_fraction' must be below 1")
-        if self.model.head == "ctc" and (self.model.multilabel or self.augment.mixup > 0 or self.augment.time_shift > 0):
-            raise SpecrnnError("model.head: ctc learns token sequences; it cannot be multi-label (model.multilabel), "
-                               "blend labels (augment.mixup) or roll clips (augment.time_shift reorders the tokens)")
-        if self.model.head == "ctc" and self.features.max_seconds is not None:
-            raise SpecrnnError("model.head: ctc needs whole clips: set features.max_seconds: null (a crop would cut tokens "
+        if self.task.kind == "ctc" and (self.augment.mixup > 0 or self.augment.time_shift > 0):
+            raise SpecrnnError("task.kind: ctc learns token sequences; it cannot blend labels (augment.mixup) or roll "
+                               "clips (augment.time_shift reorders the tokens)")
+        if self.task.kind == "ctc" and self.features.max_seconds is not None:
+            raise SpecrnnError("task.kind: ctc needs whole clips: set features.max_seconds: null (a crop would cut tokens "
                                "off the audio while the label keeps them)")
+        if self.task.kind == "ctc":
+            self.model.head = "frame"  # CTC scores every frame
         return self
 
 

@@ -20,7 +20,6 @@ from .inference.graphs import OfflineGraph, StreamingStep, pad_time, time_multip
 from .inference.onnx_stream import OnnxStreamingClassifier, metadata, session
 from .inference.streaming import StreamingClassifier
 from .models.build import SpecRNN
-from .tasks import is_sequence
 
 __all__ = ["export_offline", "export_streaming", "export_run", "check_offline", "check_streaming", "session",
            "metadata", "OnnxStreamingClassifier"]
@@ -34,9 +33,10 @@ TESTED_TORCH = "2.13"  # the exporter's behaviour changes between releases: the 
 # ---------------------------------------------------------------- export
 def _meta(model: SpecRNN, cfg, classes: list[str], kind: str, extra: dict | None = None) -> dict[str, str]:
     meta = {"specrnn_kind": kind, "classes": json.dumps(classes), "features": json.dumps(cfg.features.__dict__),
-            "stack": str(model.cfg.stack), "multilabel": json.dumps(model.cfg.multilabel), "head": model.cfg.head}
-    if is_sequence(model.cfg):  # frame outputs over the tokens, then the CTC blank
-        meta["blank"] = str(len(classes))
+            "stack": str(model.cfg.stack), "multilabel": json.dumps(cfg.task.kind == "multilabel"),
+            "head": "ctc" if model.blank is not None else model.cfg.head}
+    if model.blank is not None:  # frame outputs over the tokens, then the CTC blank
+        meta["blank"] = str(model.blank)
     meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
     return meta
 
@@ -101,6 +101,9 @@ def _in_fresh_process(kind: str, model: SpecRNN, path: Path, cfg, classes: list[
 
     from .files import save_model
 
+    if cfg.task.kind == "auto":  # a model built by hand: its task from its outputs (the child builds it from the task)
+        kind_of = "ctc" if model.blank is not None else "classification"
+        cfg = cfg.model_copy(update={"task": cfg.task.model_copy(update={"kind": kind_of})})
     with tempfile.TemporaryDirectory() as folder:
         save_model(Path(folder) / "model.pt", model.state_dict(), {"config": cfg.to_dict(), "classes": list(classes), "epoch": 0})
         code = "import sys; from specrnn.export import _export_saved; _export_saved(*sys.argv[1:])"

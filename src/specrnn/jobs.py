@@ -111,7 +111,7 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str | N
                            + ("; the rows the run carved for validation are in the run: specrnn evaluate RUN --split val"
                               if split == "val" and data is not None else ""))
     # all of `man`, not just `rows`: a per-speaker model's group means come from every row of the speaker
-    fs = model_input_set(man, predictor.cfg, predictor.classes, split, "evaluate", label_kind(predictor.cfg.model))
+    fs = model_input_set(man, predictor.cfg, predictor.classes, split, "evaluate", label_kind(predictor.cfg.task))
     if fs.errors:
         if on_error == "stop":
             raise BadFilesError(fs.errors, "Fix or remove them, or pass --on-error skip.")

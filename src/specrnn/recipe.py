@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .tasks import infer_kind, with_task
+
 SAMPLE = 1000  # files whose headers are read for durations and rates (evenly spaced; a million-row manifest stays quick)
 LONG_S = 2.5  # median clip length from which clips are treated as sound events / scenes
 VERY_SHORT_S = 0.1  # median below this: finer frames, so a 50 ms clip still has a few
@@ -29,7 +31,7 @@ class DataProfile:
     clips: int
     counts: dict[str, int]
     groups: int
-    label_type: str  # class | multilabel | sequence
+    label_type: str  # the task the labels ask for: classification | multilabel | ctc
     seconds: list[float] = field(default_factory=list)
     rates: list[int] = field(default_factory=list)
 
@@ -54,11 +56,10 @@ def profile(man) -> DataProfile:
     import soundfile as sf
 
     labels = man.labels
-    spaced = sum(" " in x.strip() for x in labels)
-    kind = "sequence" if spaced > len(labels) / 2 else "multilabel" if any(";" in x for x in labels) else "class"
+    kind = infer_kind(labels)
     counts: dict[str, int] = {}
     for x in labels:
-        for part in (x.split() if kind == "sequence" else x.split(";") if kind == "multilabel" else [x]):
+        for part in (x.split() if kind == "ctc" else x.split(";") if kind == "multilabel" else [x]):
             counts[part.strip()] = counts.get(part.strip(), 0) + 1
     seconds, rates = [], []
     for i in np.unique(np.linspace(0, len(man) - 1, min(SAMPLE, len(man))).astype(int)) if len(man) else []:
@@ -74,17 +75,17 @@ def profile(man) -> DataProfile:
 # ---------------------------------------------------------------- the rules, one per function
 def rule_labels(p: DataProfile) -> list[Choice]:
     """Token sequences ("yes no no yes") need CTC on whole clips; ';'-joined labels are multi-label."""
-    if p.label_type == "sequence":
+    if p.label_type == "ctc":
         why = f"labels are space-separated token sequences ({len(p.counts)} tokens): CTC"
-        return [Choice("model.head", "ctc", why), Choice("features.max_seconds", None, "CTC reads whole clips")]
+        return [Choice("task.kind", "ctc", why), Choice("features.max_seconds", None, "CTC reads whole clips")]
     if p.label_type == "multilabel":
-        return [Choice("model.multilabel", True, "labels hold several classes joined by ';'")]
+        return [Choice("task.kind", "multilabel", "labels hold several classes joined by ';'")]
     return []
 
 
 def rule_events(p: DataProfile) -> list[Choice]:
     """Long clips (median >= LONG_S) are sound events or scenes: the configs/esc10.yaml CRNN, attention, augmentation."""
-    if p.label_type == "sequence" or p.median_seconds < LONG_S:
+    if p.label_type == "ctc" or p.median_seconds < LONG_S:
         return []
     why = f"clips are long (median {p.median_seconds:.1f} s): sound events, the CRNN + attention recipe (configs/esc10.yaml)"
     return [Choice("model.stack", 1, why),
@@ -102,11 +103,11 @@ def rule_rate(p: DataProfile) -> list[Choice]:
     """Sample rate and frames: events recorded at >= 22.05 kHz keep 22.05 kHz (20 ms hops, 1024-point FFT);
     token sequences keep a native rate up to 16 kHz (25 ms windows, 10 ms hops); others stay at 16 kHz."""
     r = p.rate
-    if p.label_type != "sequence" and p.median_seconds >= LONG_S and r >= 22050:
+    if p.label_type != "ctc" and p.median_seconds >= LONG_S and r >= 22050:
         why = f"recorded at {r} Hz: sound events keep detail up to 11 kHz"
         return [Choice("features.sample_rate", 22050, why), Choice("features.n_fft", 1024, "46 ms windows"),
                 Choice("features.win_length", 1024, "46 ms windows"), Choice("features.hop_length", 441, "20 ms hops")]
-    if p.label_type == "sequence" and r < 16000:
+    if p.label_type == "ctc" and r < 16000:
         n_fft = 1 << int(np.ceil(np.log2(0.025 * r)))
         return [Choice("features.sample_rate", r, f"recorded at {r} Hz: no resampling"),
                 Choice("features.n_fft", n_fft, "25 ms windows"), Choice("features.win_length", int(0.025 * r), "25 ms windows"),
@@ -124,7 +125,7 @@ def rule_short(p: DataProfile) -> list[Choice]:
 
 def rule_long(p: DataProfile) -> list[Choice]:
     """Clips longer than CROP_S are read in their middle CROP_S seconds (not their start)."""
-    if p.label_type == "sequence" or not p.seconds or max(p.seconds) <= CROP_S:
+    if p.label_type == "ctc" or not p.seconds or max(p.seconds) <= CROP_S:
         return []
     return [Choice("features.crop", "center", f"some clips are over {CROP_S:g} s (longest {max(p.seconds):.0f} s): "
                                               f"the middle {CROP_S:g} s of each is read")]
@@ -132,7 +133,7 @@ def rule_long(p: DataProfile) -> list[Choice]:
 
 def rule_imbalance(p: DataProfile) -> list[Choice]:
     """Classes of very different sizes (largest / smallest > IMBALANCE): weight the loss by 1 / class share."""
-    if p.label_type == "sequence" or len(p.counts) < 2:
+    if p.label_type == "ctc" or len(p.counts) < 2:
         return []
     big, small = max(p.counts.values()), min(p.counts.values())
     if big / small <= IMBALANCE:
@@ -175,7 +176,7 @@ def as_config(choices: list[Choice]) -> dict:
 
 def describe(p: DataProfile, choices: list[Choice], overridden: set[str]) -> list[str]:
     """The lines `train` prints and config.yaml starts with."""
-    kind = {"class": "classes", "multilabel": "classes (multi-label)", "sequence": "tokens"}[p.label_type]
+    kind = {"classification": "classes", "multilabel": "classes (multi-label)", "ctc": "tokens"}[p.label_type]
     secs = f"median {p.median_seconds:.2f} s" + (f", {min(p.seconds):.2f}-{max(p.seconds):.1f} s" if p.seconds else "")
     lines = [f"recipe: {p.clips} clips, {len(p.counts)} {kind}, {p.groups or 'no'} groups, {secs}, {p.rate} Hz"]
     if not choices:
@@ -195,15 +196,16 @@ def flat_keys(d: dict, prefix: str = "") -> set[str]:
 
 
 def resolve(man, config, overrides, log=print):
-    """(Config, recipe lines): with no --config, the recipe's choices under --set; with one, that config as given."""
+    """(Config, recipe lines): with no --config, the recipe's choices under --set; with one, that config as given.
+    Either way `task.kind` is concrete (inferred from the labels when auto)."""
     from .config import load_config, parse_set
 
     if config is not None:
-        return load_config(config, overrides), []
+        return with_task(load_config(config, overrides), man.labels), []
     p = profile(man)
     choices = choose(p)
     given = flat_keys(overrides if isinstance(overrides, dict) else parse_set(overrides or []))
     lines = describe(p, choices, given)
     for line in lines:
         log(line)
-    return load_config(as_config(choices), overrides), lines
+    return with_task(load_config(as_config(choices), overrides), man.labels), lines

@@ -76,7 +76,7 @@ def _mistakes(run_dir: Path, split: str, limit: int = 8) -> str:
     from .inference import Predictor
 
     p = Predictor.load(run_dir, device="cpu")
-    if p.cfg.model.multilabel:
+    if p.task.multilabel:
         return "<p>(multi-label run: see the per-class table)</p>"
     fs = model_input_set(load_manifest(run_dir / "split.csv"), p.cfg, p.classes, split, "report")
     probs = p.probabilities(p.logits_from_features(fs.features))

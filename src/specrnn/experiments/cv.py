@@ -115,7 +115,7 @@ def cv(
     if group_column:
         man.groups = _column(man, group_column)
     cfg, _ = resolve(man, config, overrides, log)  # no --config: the recipe chooses from the data
-    sequences = label_kind(cfg.model) == "sequence"
+    sequences = label_kind(cfg.task) == "sequence"
     check_groups(man, cfg)  # before the folder and its folds are made
     extra = _extra_rows(train_extra, man, cfg, group_column) if train_extra is not None else None
     out.mkdir(parents=True, exist_ok=True)
@@ -205,7 +205,7 @@ def _extra_rows(path: str | Path, man: Manifest, cfg, group_column: str | None) 
     if not len(extra):
         raise SpecrnnError(f"{where}: no rows")
     unknown = sorted(set(extra.labels) - set(man.labels))
-    if unknown and label_kind(cfg.model) != "sequence":
+    if unknown and label_kind(cfg.task) != "sequence":
         raise SpecrnnError(f"{where}: label(s) {', '.join(map(repr, unknown[:5]))} are not among DATA's labels; cv would "
                            "train classes it never tests")
     if man.groups is not None:
@@ -242,7 +242,7 @@ def with_training_rows(fm: Manifest, extra: Manifest, cfg, sequences: bool) -> M
 
 
 def _usable_rows(man: Manifest, cfg, out: Path, log, bad_csv: str = "bad_files.csv") -> Manifest:
-    """Decode every file once, before folds are made (this also fills the feature cache the runs read): unusable
+    """Decode every file once, before folds are made (this also fills the feature store the runs read): unusable
     files stop the CV (data.on_error: stop) or are dropped before stratification (skip), listed in bad_files.csv."""
     from ..data.dataset import compute_features
     from ..errors import BadFilesError

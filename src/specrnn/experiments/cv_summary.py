@@ -49,7 +49,7 @@ def seed_ensemble(run_dirs: list[Path], fold_csv: Path) -> dict | None:
     from ..inference import Predictor
 
     first = Predictor.load(run_dirs[0], device="cpu")
-    if first.cfg.model.multilabel:
+    if first.task.multilabel:
         return None
     probs, targets = fold_test_probabilities(run_dirs, fold_csv)
     return classification_metrics(targets, probs.argmax(-1), first.classes)

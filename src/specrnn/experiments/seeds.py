@@ -13,6 +13,7 @@ from pathlib import Path
 from ..config import Config
 from ..errors import Interrupted
 from ..files import atomic_write_bytes, write_json
+from ..results import TrainResult
 from ..tasks import task_of_metrics
 
 SEEDS_DIR = "seeds"
@@ -29,9 +30,9 @@ def selection_key(metrics: dict) -> tuple[float, float]:
 
 
 def train(data=None, out=None, config=None, overrides=None, resume: bool = False, overwrite: bool = False, log=print,
-          seeds: list[int] | None = None) -> dict:
+          seeds: list[int] | None = None) -> TrainResult:
     """`specrnn train`: set up (or resume) the run folder, then one run, or with `seeds` one run per seed on one split
-    with the best-validated one kept; returns the metrics (also in metrics.json)."""
+    with the best-validated one kept; returns the metrics (also in metrics.json), typed."""
     import time
 
     from ..jobs import train_single
@@ -40,8 +41,10 @@ def train(data=None, out=None, config=None, overrides=None, resume: bool = False
     t_start = time.perf_counter()
     start = open_run(data, out, config, overrides, resume=resume, overwrite=overwrite, seeds=seeds, log=log)
     if start.seeds:
-        return train_seeds(start.data, start.run_dir, start.cfg, start.seeds, resume=start.resume, log=log)
-    return train_single(start, log, t_start)
+        m = train_seeds(start.data, start.run_dir, start.cfg, start.seeds, resume=start.resume, log=log)
+    else:
+        m = train_single(start, log, t_start)
+    return TrainResult.of(m, start.run_dir)
 
 
 def train_seeds(data: str, run_dir: Path, cfg: Config, seeds: list[int], resume: bool = False, log=print) -> dict:

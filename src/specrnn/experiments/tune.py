@@ -14,7 +14,7 @@ import yaml
 from ..config import config_from_dict, load_config, preset_path, read_yaml
 from ..errors import Interrupted, SpecrnnError
 from ..files import atomic_write_text, write_json
-from ..tasks import label_kind
+from ..tasks import label_kind, with_task
 
 STUDY = "specrnn"
 SCORE = {False: ("val_accuracy", "val accuracy"), True: ("val_token_accuracy", "val token accuracy")}  # by sequences
@@ -121,11 +121,7 @@ def tune(data, out, trials: int = 20, timeout: float | None = None, storage: str
     if timeout is not None and timeout <= 0:
         raise SpecrnnError(f"--timeout must be above 0 seconds, got {timeout}")
     base = load_config(config, overrides)
-    base_d = base.to_dict()
-    space_d = read_space(space, base_d)
-    sequences = label_kind(base.model) == "sequence"
-    if sequences:  # a CTC head scores every step: pooling plays no part, and searching it would waste trials
-        space_d = {k: v for k, v in space_d.items() if not k.startswith(("model.pooling", "model.attention_heads"))}
+    space_d = read_space(space, base.to_dict())
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     worker = int(os.environ.get(WORKER_ENV, 0))
@@ -146,8 +142,14 @@ def tune(data, out, trials: int = 20, timeout: float | None = None, storage: str
     if done:
         log(f"resuming study in {storage}: {done} trial(s) finished")
 
+    rows = load_manifest(data)
+    base = with_task(base, rows.labels)
+    base_d = base.to_dict()
+    sequences = label_kind(base.task) == "sequence"
+    if sequences:  # a CTC head scores every step: pooling plays no part, and searching it would waste trials
+        space_d = {k: v for k, v in space_d.items() if not k.startswith(("model.pooling", "model.attention_heads"))}
     # validation data only: the test rows are dropped before features are computed
-    man = assign_splits(load_manifest(data), base.data.val_fraction, base.data.test_fraction, base.seed, stratify=not sequences)
+    man = assign_splits(rows, base.data.val_fraction, base.data.test_fraction, base.seed, stratify=not sequences)
     man = man.select([i for i, s in enumerate(man.splits) if s != "test"])
     prep = prepare_data(man, base, None, log)
     assert not len(prep.sets["test"])

@@ -56,7 +56,7 @@ class Predictor:
     def __init__(self, model: SpecRNN, cfg: Config, classes: list[str], meta: dict | None = None, device: str = "cpu"):
         self.model = model.to(device).eval()
         self.cfg, self.classes, self.meta, self.device = cfg, classes, meta or {}, device
-        self.task = make_task(cfg.model, classes)  # what the model learnt: its outputs, decoding and metrics
+        self.task = make_task(cfg.task, classes)  # what the model learnt: its outputs, decoding and metrics
         self.extractor = FeatureExtractor(cfg.features).to(device)
         self.group_mean: np.ndarray | None = None  # model.normalize: group: the enrolled speaker's mean features
         self.enrolled = 0
@@ -116,7 +116,7 @@ class Predictor:
     def load(cls, run: str | Path, device: str | None = None) -> "Predictor":
         state, meta = load_model_file(run)
         cfg = config_from_dict(meta["config"])
-        model = build_model(cfg.model, cfg.features.n_features, make_task(cfg.model, meta["classes"]).n_outputs)
+        model = build_model(cfg.model, cfg.features.n_features, make_task(cfg.task, meta["classes"]))
         model.load_state_dict(state)
         if device is not None and str(device).startswith("cuda") and not torch.cuda.is_available():
             raise SpecrnnError(f"device '{device}': this torch ({torch.__version__}) sees no CUDA GPU; use device='cpu'")
@@ -209,7 +209,7 @@ class Predictor:
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(logits)
-        return (torch.sigmoid(t) if self.cfg.model.multilabel else torch.softmax(t, -1)).numpy()
+        return (torch.sigmoid(t) if self.task.multilabel else torch.softmax(t, -1)).numpy()
 
     def features_of(self, waves: list[np.ndarray]) -> list[np.ndarray]:
         """The model's input features of waveforms (minus the enrolled speaker's mean for a per-speaker model)."""
@@ -272,7 +272,7 @@ class Predictor:
                 out.append(Prediction(str(p), label, named, path_probability=row[1], timings=self.timings(spans[k - 1])))
                 continue
             label = self.classes[int(np.argmax(row))]
-            if self.cfg.model.multilabel:
+            if self.task.multilabel:
                 label = ";".join(c for c, v in zip(self.classes, row) if v >= 0.5)
             out.append(Prediction(str(p), label, dict(zip(self.classes, map(float, row)))))
         return out

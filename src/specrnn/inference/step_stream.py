@@ -35,12 +35,10 @@ class StepPlan:
 
     @classmethod
     def of(cls, step, classes: list[str] | None, multilabel: bool) -> "StepPlan":
-        from ..tasks import is_sequence
         from .graphs import time_multiple
 
         m = step.m
-        blank = m.head.net[-1].out_features - 1 if is_sequence(m.cfg) else None
-        return cls(classes, blank, multilabel, m.cfg.stack, time_multiple(m), step.cnn, step.junk, step.state_spec(),
+        return cls(classes, m.blank, multilabel, m.cfg.stack, time_multiple(m), step.cnn, step.junk, step.state_spec(),
                    m.pooling is None, int(m.normalizer.mean.shape[0]))
 
 

@@ -86,4 +86,4 @@ class StreamingClassifier(StepStream):
 def stream(predictor) -> StreamingClassifier:
     """A StreamingClassifier for a loaded Predictor (`specrnn.load(run).stream()`)."""
     return StreamingClassifier(predictor.enrolled_model(), predictor.extractor, predictor.classes,
-                               predictor.cfg.model.multilabel)
+                               predictor.task.multilabel)

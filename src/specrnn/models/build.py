@@ -1,6 +1,8 @@
 """Config -> model. `SpecRNN.forward(features, lengths)` is the contract every task and exporter uses."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
@@ -12,13 +14,18 @@ from .frontends import CNNFrontend, stack_frames, stacked_lengths
 from .heads import Head
 from .pooling import Pooling
 
+if TYPE_CHECKING:
+    from ..tasks import Task
+
 
 class SpecRNN(nn.Module):
     """normaliser -> SpecAugment (training only) -> front-end -> RNN encoder -> pooling -> head."""
 
-    def __init__(self, cfg: ModelConfig, n_features: int, n_outputs: int, augment: AugmentConfig | None = None):
+    def __init__(self, cfg: ModelConfig, n_features: int, n_outputs: int, augment: AugmentConfig | None = None,
+                 blank: int | None = None):
         super().__init__()
         self.cfg = cfg
+        self.blank = blank  # CTC: the blank's output index (frame outputs); None for classification
         self.normalizer = Normalizer(cfg.normalize, n_features)
         a = augment or AugmentConfig(time_masks=0, freq_masks=0)
         self.specaugment = SpecAugment(a.time_masks, a.time_mask_width, a.freq_masks, a.freq_mask_width, a.time_mask_fraction)
@@ -33,7 +40,7 @@ class SpecRNN(nn.Module):
             cfg.rnn_init,
         )
         size = self.encoder.output_size
-        if cfg.head in ("frame", "ctc"):
+        if cfg.head == "frame" or blank is not None:
             self.pooling = None
             self.head: nn.Module = Head(size, n_outputs, cfg.dropout, cfg.head_hidden)
         else:
@@ -76,8 +83,11 @@ class SpecRNN(nn.Module):
         return self.pooling(h, lengths)[1], lengths
 
 
-def build_model(cfg: ModelConfig, n_features: int, n_outputs: int, augment: AugmentConfig | None = None) -> SpecRNN:
-    return SpecRNN(cfg, n_features, n_outputs, augment)
+def build_model(cfg: ModelConfig, n_features: int, task: Task | int, augment: AugmentConfig | None = None) -> SpecRNN:
+    """The model a task needs: its outputs (a task, or a number of classes) and, for CTC, frame outputs and a blank."""
+    if isinstance(task, int):
+        return SpecRNN(cfg, n_features, task, augment)
+    return SpecRNN(cfg, n_features, task.n_outputs, augment, getattr(task, "blank", None))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -112,7 +112,7 @@ class Backend:
         return {"version": __version__, "run": self.run.name, "backend": self.kind, "task": p.task.name,
                 "classes": p.classes, "features": p.cfg.features.model_dump(), "sample_rate": p.cfg.features.sample_rate,
                 "model": {"cell": p.cfg.model.cell, "layers": p.cfg.model.layers, "hidden": p.cfg.model.hidden,
-                          "bidirectional": p.cfg.model.bidirectional, "head": p.cfg.model.head,
+                          "bidirectional": p.cfg.model.bidirectional, "head": "ctc" if p.task.sequence else p.cfg.model.head,
                           "parameters": sum(t.numel() for t in p.model.parameters()),
                           "bytes": (self.run / "model.pt").stat().st_size if (self.run / "model.pt").is_file() else None},
                 "streaming": self.stream_error is None, "streaming_error": self.stream_error,

@@ -1,26 +1,45 @@
-"""Tasks: what is learned (labels, loss, metrics), separate from the model that learns it. The model config's
-head picks one: `clip` or `frame` heads learn classes (one label, or several joined by ';'), a `ctc` head
-learns token sequences."""
+"""Tasks: what is learned (labels, loss, metrics), separate from the model that learns it. The config's `task`
+section picks one (`task.kind`: classification, multilabel or ctc), inferred from the labels when it says auto."""
 from __future__ import annotations
 
 import numpy as np
+
+from ..errors import SpecrnnError
 
 from .base import Task
 from .classification import ClassificationTask, encode_labels
 from .classification import label_names as class_names
 from .ctc import CTCTask, encode_sequences, token_names
 
-__all__ = ["Task", "ClassificationTask", "CTCTask", "make_task", "task_of_metrics", "is_sequence", "label_names", "encode", "label_kind"]
+__all__ = ["Task", "ClassificationTask", "CTCTask", "make_task", "task_of_metrics", "infer_kind", "with_task",
+           "label_names", "encode", "label_kind"]
 
 
-def is_sequence(model_cfg) -> bool:
-    """True when the model config learns token sequences (a CTC head decoded over frames), else classes."""
-    return model_cfg.head == "ctc"
+def infer_kind(labels: list[str]) -> str:
+    """The task these labels ask for: mostly space-separated token sequences -> 'ctc', any ';'-joined classes ->
+    'multilabel', else 'classification'."""
+    if sum(" " in x.strip() for x in labels) > len(labels) / 2:
+        return "ctc"
+    return "multilabel" if any(";" in x for x in labels) else "classification"
 
 
-def label_kind(model_cfg) -> str:
-    """'sequence' (CTC), 'multi' (multi-label) or 'single'."""
-    return "sequence" if is_sequence(model_cfg) else "multi" if model_cfg.multilabel else "single"
+def with_task(cfg, labels: list[str]):
+    """The config with `task.kind` concrete: as given, or inferred from the labels when it is auto."""
+    if cfg.task.kind != "auto":
+        return cfg
+    return cfg.model_copy(update={"task": cfg.task.model_copy(update={"kind": infer_kind(labels)})})
+
+
+def _kind(task_cfg) -> str:
+    if task_cfg.kind == "auto":
+        raise SpecrnnError("config 'task.kind' is auto here, where no labels are read: resolve it from the labels first "
+                           "(specrnn.tasks.with_task), as training does")
+    return task_cfg.kind
+
+
+def label_kind(task_cfg) -> str:
+    """How labels are read: 'sequence' (CTC), 'multi' (multi-label) or 'single'."""
+    return {"ctc": "sequence", "multilabel": "multi", "classification": "single"}[_kind(task_cfg)]
 
 
 def label_names(labels: list[str], kind: str) -> list[str]:
@@ -33,11 +52,12 @@ def encode(labels: list[str], classes: list[str], kind: str) -> np.ndarray:
     return encode_sequences(labels, classes) if kind == "sequence" else encode_labels(labels, classes, kind == "multi")
 
 
-def make_task(model_cfg, classes: list[str], label_smoothing: float = 0.0) -> Task:
-    """The task a model config learns: CTC for a `ctc` head, else (multi-label) classification."""
-    if is_sequence(model_cfg):
+def make_task(task_cfg, classes: list[str], label_smoothing: float = 0.0) -> Task:
+    """The Task of a config's `task` section over these classes (or tokens)."""
+    kind = _kind(task_cfg)
+    if kind == "ctc":
         return CTCTask(classes)
-    return ClassificationTask(classes, label_smoothing, model_cfg.multilabel)
+    return ClassificationTask(classes, label_smoothing, kind == "multilabel")
 
 
 def task_of_metrics(split_metrics: dict) -> type[Task]:

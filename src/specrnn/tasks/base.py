@@ -13,6 +13,7 @@ class Task:
 
     name = "task"
     sequence = False  # True: labels are token sequences decoded from frame outputs (CTC)
+    multilabel = False  # True: any number of classes per clip (sigmoid outputs)
     unit = "classes"  # what the summary counts
     headline = ("accuracy", "accuracy")  # (metrics key, name) of the figure shown per split and per seed
     criterion = "validation accuracy"  # how `train --seeds` chooses

@@ -36,17 +36,18 @@ def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=pr
 
     from ..models import build_model
     from ..models.build import count_parameters
-    from ..tasks import make_task
+    from ..tasks import make_task, with_task
     from .callbacks import BestModel, EpochLog, History, weight_averaging
     from .module import LitClassifier
     from .trainer import make_trainer
 
+    cfg = with_task(cfg, prep.manifest.labels)  # as prepare_data read them (runs and cv pass it concrete)
     set_threads(cfg.train.threads)
     L.seed_everything(cfg.seed, verbose=False)
     prep.manifest.to_csv(run_dir / SPLIT_FILE)
     sets = prep.sets
-    task = make_task(cfg.model, prep.classes, cfg.train.label_smoothing)
-    model = build_model(cfg.model, cfg.features.n_features, task.n_outputs, cfg.augment)
+    task = make_task(cfg.task, prep.classes, cfg.train.label_smoothing)
+    model = build_model(cfg.model, cfg.features.n_features, task, cfg.augment)
     task.check(model, sets, cfg)  # e.g. CTC: every clip long enough for its token sequence
     if cfg.train.class_weights == "balanced":
         if task.sequence:
@@ -132,5 +133,5 @@ def batch_augment(cfg: Config, n_classes: int, log=print):
 def describe(cfg: Config) -> str:
     m = cfg.model
     front = "cnn + " if m.frontend.type == "cnn" else ""
-    end = {"ctc": "CTC", "frame": "frame outputs"}.get(m.head, m.pooling)
+    end = "CTC" if cfg.task.kind == "ctc" else "frame outputs" if m.head == "frame" else m.pooling
     return f"{front}{'bi' if m.bidirectional else ''}{m.cell} {m.layers}x{m.hidden} + {end}"

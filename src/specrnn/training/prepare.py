@@ -15,7 +15,7 @@ from ..data.splits import assign_splits
 from ..devices import default_device
 from ..errors import BadFilesError, SpecrnnError
 from ..files import atomic_write_text
-from ..tasks import encode, label_kind, label_names
+from ..tasks import encode, label_kind, label_names, with_task
 
 
 @dataclass
@@ -29,7 +29,7 @@ class Prepared:
 
 def prepare_data(man: Manifest, cfg: Config, run_dir: Path | None = None, log=print) -> Prepared:
     """Assign splits, compute (cached) features for every row, handle unusable files per `data.on_error`."""
-    kind = label_kind(cfg.model)
+    kind = label_kind(with_task(cfg, man.labels).task)  # task.kind: auto (API callers) is read from the labels
     split_seed = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
     man = assign_splits(man, cfg.data.val_fraction, cfg.data.test_fraction, split_seed, warn=log,
                         group_val=cfg.data.group_val, stratify=kind != "sequence")
