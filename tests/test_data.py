@@ -1,10 +1,10 @@
-"""Length-bucketed batching and the on-disk feature cache."""
+"""Length-bucketed batching and the sharded feature store."""
 import numpy as np
 
 from specrnn.config import FeatureConfig
 from specrnn.data.batching import BucketBatchSampler, padding_fraction
-from specrnn.data.cache import FeatureCache
 from specrnn.data.dataset import compute_features
+from specrnn.data.store import FeatureStore, file_key
 
 from .conftest import tone, write
 
@@ -28,34 +28,84 @@ def test_eval_batches_are_sorted_by_length():
     assert list(BucketBatchSampler(lengths, 2, shuffle=False)) == [[1, 3], [0, 2]]
 
 
-def test_cache_hits_and_rebuilds_a_corrupt_entry(tmp_path):
-    paths = [str(write(tmp_path / f"{i}.wav", tone(300 + 50 * i, 0.3))) for i in range(3)]
+def _paths(root, n=3):
+    return [str(write(root / f"{i}.wav", tone(300 + 50 * i, 0.3 + 0.05 * i))) for i in range(n)]
+
+
+def test_store_round_trip_gives_views_of_the_shards_equal_to_fresh_features(tmp_path):
+    paths = _paths(tmp_path, 5)
     cfg = FeatureConfig()
+    fresh, _ = compute_features(paths, cfg, use_cache=False)
     first, errors = compute_features(paths, cfg, str(tmp_path / "c"))
-    assert not errors
-    cache = FeatureCache(str(tmp_path / "c"), cfg)
-    for p, f in zip(paths, first):
-        np.testing.assert_array_equal(cache.get(p), f)
-    entry = cache._file(cache.key(paths[1]))
-    blob = bytearray(entry.read_bytes())
-    blob[-5] ^= 0xFF  # flip a byte inside the array
-    entry.write_bytes(bytes(blob))
-    assert cache.get(paths[1]) is None and cache.corrupt  # detected by checksum, entry removed
     again, _ = compute_features(paths, cfg, str(tmp_path / "c"))
-    np.testing.assert_array_equal(again[1], first[1])
-    assert cache.get(paths[1]) is not None
+    assert not errors and all(isinstance(f, np.memmap) or isinstance(f.base, np.memmap) for f in again)
+    for a, b, c in zip(fresh, first, again):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    store = FeatureStore(str(tmp_path / "c"), cfg)
+    assert len(list(store.dir.glob("*.f32"))) == 1 and len(store.index) == 5  # one shard, not a file per clip
 
 
-def test_cache_key_follows_file_content_and_settings(tmp_path):
+def test_a_corrupt_shard_is_detected_and_rebuilt(tmp_path, capsys):
+    paths = _paths(tmp_path)
+    cfg = FeatureConfig()
+    first = [np.array(f) for f in compute_features(paths, cfg, str(tmp_path / "c"))[0]]  # copies: views see the damage
+    (shard,) = FeatureStore(str(tmp_path / "c"), cfg).dir.glob("*.f32")
+    blob = bytearray(shard.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF  # flip a byte inside the frames
+    shard.write_bytes(bytes(blob))
+    capsys.readouterr()
+    again, errors = compute_features(paths, cfg, str(tmp_path / "c"))
+    assert not errors and "checksum mismatch; its clips are computed again" in capsys.readouterr().err
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert not shard.exists() and len(FeatureStore(str(tmp_path / "c"), cfg).index) == 3  # rebuilt in a new shard
+
+
+def test_extraction_killed_half_way_keeps_its_shards_and_resumes(tmp_path):
+    """A process killed after writing some shards: the rerun reads those and computes only the rest."""
+    import subprocess
+    import sys
+
+    paths = _paths(tmp_path, 6)
+    code = ("import os, sys; from specrnn.config import FeatureConfig\n"
+            "from specrnn.data.dataset import compute_features\n"
+            "from specrnn.data.store import FeatureStore, file_key\n"
+            "cfg, paths = FeatureConfig(), sys.argv[2:]\n"
+            "store = FeatureStore(sys.argv[1], cfg, shard_clips=2)\n"
+            "feats, _ = compute_features(paths, cfg, use_cache=False)\n"
+            "for p, f in zip(paths[:5], feats):\n    store.add(file_key(p), f)\n"  # shards of 2: the 5th waits
+            "os._exit(9)\n")  # dies before the last shard is written
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c"), *paths], capture_output=True, text=True)
+    assert r.returncode == 9, r.stderr
+    store = FeatureStore(str(tmp_path / "c"), FeatureConfig())
+    assert len(store.index) == 4 and len(list(store.dir.glob("*.json"))) == 2
+    written = {p.name for p in store.dir.iterdir()}
+    feats, _ = compute_features(paths, FeatureConfig(), str(tmp_path / "c"))
+    fresh, _ = compute_features(paths, FeatureConfig(), use_cache=False)
+    for a, b in zip(fresh, feats):
+        np.testing.assert_array_equal(a, b)
+    store = FeatureStore(str(tmp_path / "c"), FeatureConfig())
+    assert len(store.index) == 6 and written < {p.name for p in store.dir.iterdir()}  # old shards kept, one added
+
+
+def test_an_interrupted_shard_write_is_ignored(tmp_path):
+    paths = _paths(tmp_path)
+    store = FeatureStore(str(tmp_path / "c"), FeatureConfig())
+    store.dir.mkdir(parents=True)
+    (store.dir / "shard-dead.f32").write_bytes(b"\0" * 100)  # data written, index never: a write cut short
+    feats, errors = compute_features(paths, FeatureConfig(), str(tmp_path / "c"))
+    assert not errors and len(FeatureStore(str(tmp_path / "c"), FeatureConfig()).index) == 3
+
+
+def test_store_key_follows_file_content_and_settings(tmp_path):
     p = str(write(tmp_path / "a.wav", tone(300, 0.3)))
-    c1 = FeatureCache(str(tmp_path), FeatureConfig())
-    c2 = FeatureCache(str(tmp_path), FeatureConfig(n_mels=40))
-    assert c1.dir != c2.dir
-    k = c1.key(p)
+    assert FeatureStore(str(tmp_path), FeatureConfig()).dir != FeatureStore(str(tmp_path), FeatureConfig(n_mels=40)).dir
+    k = file_key(p)
     import os
     import time
 
     time.sleep(0.01)
     write(tmp_path / "a.wav", tone(900, 0.4))
     os.utime(p)
-    assert c1.key(p) != k
+    assert file_key(p) != k

@@ -236,51 +236,28 @@ def _flip_tensor_byte(path: Path) -> None:
     path.write_bytes(bytes(blob))
 
 
-@pytest.mark.parametrize("damage", ["truncated", "flipped"])
-def test_corrupt_checkpoint_is_reported_and_nothing_is_lost(reference, tmp_path, capsys, damage):
-    run = _copy(reference, tmp_path / "run")
-    ckpt = run / "checkpoints" / "last.ckpt"
-    if damage == "truncated":
-        ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
-    else:
-        _flip_tensor_byte(ckpt)
-    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
-    rc, _, err = main_cli(capsys, "train", "--resume", "--out", run)
-    expected = "corrupt checkpoint (checksum mismatch)" if damage == "flipped" else "corrupt or truncated checkpoint"
-    assert rc == 2 and f"{ckpt}: {expected}" in err and "delete it to restart" in err, err
-    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
-
-
-def test_corrupt_model_file_is_reported(reference, tmp_path):
-    run = _copy(reference, tmp_path / "run")
-    model = run / "model.pt"
-    _flip_tensor_byte(model)  # torch's zip reader does not notice a flipped tensor byte; the checksum does
-    with pytest.raises(SpecrnnError, match="checksum mismatch"):
-        load_model_file(model)
-    model.write_bytes(model.read_bytes()[:1000])
-    clip = write(tmp_path / "a.wav", tone(300))
-    r = run_cli("predict", run, clip)
-    assert r.returncode == 2 and f"{model}: corrupt or truncated model file" in r.stderr and "Traceback" not in r.stderr
-
-
-@pytest.mark.parametrize("damage", ["truncated", "flipped"])
-def test_corrupt_cache_entry_is_reported_and_rebuilt(tmp_path, capsys, damage):
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "index"])
+def test_corrupt_feature_store_shard_is_reported_and_rebuilt(tmp_path, capsys, damage):
     from specrnn.config import FeatureConfig
-    from specrnn.data.cache import FeatureCache
     from specrnn.data.dataset import compute_features
+    from specrnn.data.store import FeatureStore
 
     paths = [str(write(tmp_path / f"{i}.wav", tone(300 + 50 * i, 0.3))) for i in range(2)]
-    first, _ = compute_features(paths, FeatureConfig(), str(tmp_path / "cache"))
-    entry = FeatureCache(str(tmp_path / "cache"), FeatureConfig())
-    entry = entry._file(entry.key(paths[1]))
-    blob = entry.read_bytes()
-    entry.write_bytes(blob[: len(blob) // 2] if damage == "truncated" else blob[:-9] + bytes([blob[-9] ^ 1]) + blob[-8:])
+    first = [np.array(f) for f in compute_features(paths, FeatureConfig(), str(tmp_path / "cache"))[0]]
+    (shard,) = FeatureStore(str(tmp_path / "cache"), FeatureConfig()).dir.glob("*.f32")
+    blob = shard.read_bytes()
+    if damage == "index":
+        shard.with_suffix(".json").write_text("{not json")
+    else:
+        shard.write_bytes(blob[: len(blob) // 2] if damage == "truncated" else blob[:-9] + bytes([blob[-9] ^ 1]) + blob[-8:])
     capsys.readouterr()
     again, errors = compute_features(paths, FeatureConfig(), str(tmp_path / "cache"))
     err = capsys.readouterr().err
-    assert not errors and f"{entry}: corrupt feature-cache entry for {paths[1]} (checksum mismatch); rebuilding it" in err
+    why = {"truncated": "bytes where the index says", "flipped": "checksum mismatch", "index": "unreadable index"}[damage]
+    assert not errors and f"feature store {shard.with_suffix('')}: " in err and why in err and "computed again" in err
     np.testing.assert_array_equal(again[1], first[1])
-    assert entry.read_bytes() == blob  # rebuilt, byte for byte
+    (rebuilt,) = FeatureStore(str(tmp_path / "cache"), FeatureConfig()).dir.glob("*.f32")
+    assert rebuilt.read_bytes() == blob  # rebuilt, byte for byte (in a new shard)
 
 
 def test_checksum_detects_changed_weights_and_meta(tmp_path):

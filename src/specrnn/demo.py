@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.cache import default_cache_dir
+from .data.store import default_cache_dir
 
 CLASSES = ["tone", "chirp_up", "chirp_down", "noise_burst", "click_train", "harmonic", "am_tone", "fm_tone"]
 SAMPLE_RATE = 16000

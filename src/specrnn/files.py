@@ -32,7 +32,7 @@ _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's 0600 would h
 
 def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> None:
     """Write to a temp file in the same folder, fsync, then rename: a reader never sees half a file.
-    `durable=False` skips the fsyncs (still atomic) for files that can be rebuilt, like feature-cache entries:
+    `durable=False` skips the fsyncs (still atomic) for files that can be rebuilt, like feature-store shards:
     6,000 fsyncs took 8-19 s of a 25 s FSDD feature pass."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

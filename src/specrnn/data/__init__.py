@@ -1,1 +1,1 @@
-"""Data: manifests and splits, the feature cache, batching."""
+"""Data: manifests and splits, the sharded feature store, batching."""

@@ -9,7 +9,7 @@ import numpy as np
 from ..audio import load_many
 from ..config import FeatureConfig
 from ..errors import AudioError, SpecrnnError
-from .cache import FeatureCache
+from .store import FeatureStore, file_key
 from .manifest import Manifest
 
 
@@ -44,17 +44,20 @@ def compute_features(
     paths: list[str], cfg: FeatureConfig, cache_dir: str | None = None, device: str = "cpu", use_cache: bool = True,
     desc: str = "features",
 ) -> tuple[list[np.ndarray | None], list[AudioError]]:
-    """Features for each path (None where the file is unusable) and the errors, using and filling the cache."""
+    """Features for each path (None where the file is unusable) and the errors. With the store (`use_cache`) the
+    features are views into its memory-mapped shards: read from disk as batches touch them, not held in memory."""
     from ..features import FeatureExtractor
 
-    cache = FeatureCache(cache_dir, cfg) if use_cache else None
-    out: list[np.ndarray | None] = [cache.get(p) if cache else None for p in paths]
+    store = FeatureStore(cache_dir, cfg) if use_cache else None
+    keys = [file_key(p) for p in paths] if store else []
+    out: list[np.ndarray | None] = [store.get(k) for k in keys] if store else [None] * len(paths)
     todo = [i for i, f in enumerate(out) if f is None]
     errors: list[AudioError] = []
     if todo:
         update, close = _progress(len(todo), desc)
         extractor = FeatureExtractor(cfg).to(device)
         chunk = 512  # decode and extract in chunks to bound memory
+        unmapped: list[int] = []  # computed, held in memory until their shard is written
         for start in range(0, len(todo), chunk):
             idx = todo[start : start + chunk]
             waves = load_many([paths[i] for i in idx], cfg.sample_rate, cfg.max_seconds, cfg.crop)
@@ -63,12 +66,30 @@ def compute_features(
             feats = extractor.extract([w for _, w in good])
             for (i, _), f in zip(good, feats):
                 out[i] = f
-                if cache:
-                    cache.put(paths[i], f)
+                if store:
+                    store.add(keys[i], f)
+            unmapped += [i for i, _ in good]
+            if store and unmapped and keys[unmapped[-1]] in store.index:  # a shard was written: use its views
+                unmapped = _mapped(out, unmapped, keys, store)
             if update:
                 update(len(idx))
+        if store:
+            store.flush()
+            _mapped(out, unmapped, keys, store)
         close()
     return out, errors
+
+
+def _mapped(out: list, rows: list[int], keys: list, store: FeatureStore) -> list[int]:
+    """Swap in-memory features for their store views where written; the rows still in memory."""
+    left = []
+    for i in rows:
+        view = store.get(keys[i]) if keys[i] in store.index else None
+        if view is None:
+            left.append(i)
+        else:
+            out[i] = view
+    return left
 
 
 def subtract_group_means(man: Manifest, feats: list[np.ndarray | None], means: dict[str, np.ndarray] | None = None
