@@ -109,3 +109,42 @@ def test_store_key_follows_file_content_and_settings(tmp_path):
     write(tmp_path / "a.wav", tone(900, 0.4))
     os.utime(p)
     assert file_key(p) != k
+
+
+def test_extraction_in_worker_processes_equals_one_process_and_fills_the_store(tmp_path):
+    from specrnn.data.dataset import extraction_workers
+
+    paths = _paths(tmp_path, 4) + [str(tmp_path / "missing.wav")]
+    one, e1 = compute_features(paths, FeatureConfig(), use_cache=False, workers=0)
+    two, e2 = compute_features(paths, FeatureConfig(), str(tmp_path / "c"), workers=2)
+    assert [str(e) for e in e1] == [str(e) for e in e2] and len(e1) == 1 and one[-1] is None is two[-1]
+    for a, b in zip(one[:-1], two[:-1]):
+        np.testing.assert_array_equal(a, b)
+    assert len(FeatureStore(str(tmp_path / "c"), FeatureConfig()).index) == 4
+    assert extraction_workers(100_000, cores=16) == 16 and extraction_workers(100, cores=16) == 0
+    assert extraction_workers(100_000, "cuda", cores=16) == 0 and extraction_workers(100_000, cores=2) == 0
+
+
+def test_training_reads_views_of_the_store_and_steps_per_epoch_bounds_an_epoch(tmp_path):
+    """Bounded memory: the prepared sets hold views into the mapped shards (no frame copied into the heap), and
+    train.steps_per_epoch caps an epoch's batches for data too large to pass over between validations."""
+    import torch
+
+    import specrnn
+    from specrnn.config import load_config
+    from specrnn.data.manifest import load_manifest
+    from specrnn.training.prepare import prepare_data
+
+    from .conftest import write_tone_folder
+
+    root = write_tone_folder(tmp_path / "tones")
+    cfg = load_config(None, [f"data.cache_dir={tmp_path / 'cache'}"])
+    prepare_data(load_manifest(root), cfg, log=lambda *a: None)  # fills the store
+    prep = prepare_data(load_manifest(root), cfg, log=lambda *a: None)
+    feats = [f for s in prep.sets.values() for f in s.features]
+    assert len(feats) == 48 and all(isinstance(f.base, np.memmap) and not f.flags.owndata for f in feats)
+    sets = [f"data.cache_dir={tmp_path / 'cache'}", "train.batch_size=4", "train.steps_per_epoch=3", "train.max_epochs=2",
+            "model.hidden=8"]
+    specrnn.train(root, out=tmp_path / "run", overrides=sets, log=None)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 6  # 2 epochs x 3 steps, where a full epoch holds about 10 batches of 4

@@ -125,6 +125,7 @@ class AugmentConfig(Section):
 class TrainConfig(Section):
     batch_size: int = Field(32, ge=1)
     max_epochs: int = Field(20, ge=1)
+    steps_per_epoch: Optional[int] = Field(None, ge=1)  # at most this many batches an epoch (big data: validate sooner)
     min_epochs: int = Field(1, ge=0)
     patience: int = Field(8, ge=1)
     lr: float = Field(3e-3, gt=0)

@@ -20,6 +20,9 @@ class AudioError(SpecrnnError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self):  # picklable: extraction workers return the errors they found
+        return AudioError, (self.path, self.reason)
+
 
 class BadFilesError(SpecrnnError):
     """Several unusable files found before training; lists each with its reason."""

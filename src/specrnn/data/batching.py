@@ -10,10 +10,11 @@ from torch.utils.data import Dataset
 
 
 class FeatureDataset(Dataset):
-    """Indexable (features, target[, group]) over in-memory features; groups only where a task needs them."""
+    """Indexable (features, target[, group]) over features in memory or in the store's mapped shards (made
+    tensors one item at a time: no per-clip tensor objects held); groups only where a task needs them."""
 
     def __init__(self, features: list[np.ndarray], targets: np.ndarray, groups: np.ndarray | None = None):
-        self.features = [torch.from_numpy(f) for f in features]
+        self.features = features
         self.targets = torch.as_tensor(targets)
         self.groups = None if groups is None else torch.as_tensor(groups)
 
@@ -21,9 +22,10 @@ class FeatureDataset(Dataset):
         return len(self.features)
 
     def __getitem__(self, i: int):
+        f = torch.from_numpy(self.features[i])
         if self.groups is None:
-            return self.features[i], self.targets[i]
-        return self.features[i], self.targets[i], self.groups[i]
+            return f, self.targets[i]
+        return f, self.targets[i], self.groups[i]
 
 
 def pad_batch(features: list[Tensor]) -> tuple[Tensor, Tensor]:

@@ -40,14 +40,69 @@ def _progress(total: int, desc: str):
     return bar.update, bar.close
 
 
+CHUNK = 512  # files decoded and extracted together (bounds memory)
+PARALLEL_MIN = 2048  # from this many files to compute, CPU extraction runs in worker processes
+
+
+def extraction_workers(n_files: int, device: str = "cpu", cores: int | None = None) -> int:
+    """Worker processes for CPU extraction: one per core for large jobs on 4 or more cores (spawning one costs ~2 s:
+    torch's import), none on a GPU (one process keeps it busy) or for small jobs. On 2 cores one process with two
+    torch threads was as fast (6,000 1-s clips: 1.4-2.2 s in one process, 2.3 s in two workers)."""
+    import os
+
+    cores = cores or os.cpu_count() or 1
+    if str(device).startswith("cuda") or n_files < PARALLEL_MIN or cores < 4:
+        return 0
+    return min(cores, n_files // CHUNK)
+
+
+def _extract_chunk(paths: list[str], cfg: FeatureConfig, device: str = "cpu", extractor=None, threads: int = 2):
+    """Decode + resample + extract one chunk: features (None for unusable files) and the errors."""
+    if extractor is None:
+        from ..features import FeatureExtractor
+
+        extractor = FeatureExtractor(cfg).to(device)
+    waves = load_many(paths, cfg.sample_rate, cfg.max_seconds, cfg.crop, threads=threads)
+    good = [k for k, w in enumerate(waves) if not isinstance(w, AudioError)]
+    feats = extractor.extract([waves[k] for k in good])
+    out: list[np.ndarray | None] = [None] * len(paths)
+    for k, f in zip(good, feats):
+        out[k] = f
+    return out, [w for w in waves if isinstance(w, AudioError)]
+
+
+def _worker_start() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one core per worker process
+
+
+def _chunks(paths: list[str], todo: list[int], cfg: FeatureConfig, device: str, workers: int):
+    """(rows, features, errors) per chunk of `todo`, in order; in worker processes when `workers` > 1."""
+    parts = [todo[s : s + CHUNK] for s in range(0, len(todo), CHUNK)]
+    if workers <= 1:
+        from ..features import FeatureExtractor
+
+        extractor = FeatureExtractor(cfg).to(device)
+        for rows in parts:
+            yield rows, *_extract_chunk([paths[i] for i in rows], cfg, device, extractor)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start) as pool:
+        futures = [pool.submit(_extract_chunk, [paths[i] for i in rows], cfg, "cpu", None, 1) for rows in parts]
+        for rows, fut in zip(parts, futures):
+            yield rows, *fut.result()
+
+
 def compute_features(
     paths: list[str], cfg: FeatureConfig, cache_dir: str | None = None, device: str = "cpu", use_cache: bool = True,
-    desc: str = "features",
+    desc: str = "features", workers: int | None = None,
 ) -> tuple[list[np.ndarray | None], list[AudioError]]:
     """Features for each path (None where the file is unusable) and the errors. With the store (`use_cache`) the
-    features are views into its memory-mapped shards: read from disk as batches touch them, not held in memory."""
-    from ..features import FeatureExtractor
-
+    features are views into its memory-mapped shards: read from disk as batches touch them, not held in memory.
+    `workers`: extraction processes (None: `extraction_workers`); each finished chunk goes to the store at once."""
     store = FeatureStore(cache_dir, cfg) if use_cache else None
     keys = [file_key(p) for p in paths] if store else []
     out: list[np.ndarray | None] = [store.get(k) for k in keys] if store else [None] * len(paths)
@@ -55,16 +110,12 @@ def compute_features(
     errors: list[AudioError] = []
     if todo:
         update, close = _progress(len(todo), desc)
-        extractor = FeatureExtractor(cfg).to(device)
-        chunk = 512  # decode and extract in chunks to bound memory
+        workers = extraction_workers(len(todo), device) if workers is None else workers
         unmapped: list[int] = []  # computed, held in memory until their shard is written
-        for start in range(0, len(todo), chunk):
-            idx = todo[start : start + chunk]
-            waves = load_many([paths[i] for i in idx], cfg.sample_rate, cfg.max_seconds, cfg.crop)
-            good = [(i, w) for i, w in zip(idx, waves) if not isinstance(w, AudioError)]
-            errors += [w for w in waves if isinstance(w, AudioError)]
-            feats = extractor.extract([w for _, w in good])
-            for (i, _), f in zip(good, feats):
+        for rows, feats, errs in _chunks(paths, todo, cfg, device, workers):
+            errors += errs
+            good = [(i, f) for i, f in zip(rows, feats) if f is not None]
+            for i, f in good:
                 out[i] = f
                 if store:
                     store.add(keys[i], f)
@@ -72,7 +123,7 @@ def compute_features(
             if store and unmapped and keys[unmapped[-1]] in store.index:  # a shard was written: use its views
                 unmapped = _mapped(out, unmapped, keys, store)
             if update:
-                update(len(idx))
+                update(len(rows))
         if store:
             store.flush()
             _mapped(out, unmapped, keys, store)

@@ -65,7 +65,8 @@ def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=pr
     epoch_lines = [] if sys.stderr.isatty() else [EpochLog(log)]  # a terminal has Lightning's progress bar instead
     trainer = make_trainer(cfg, run_dir, [*extra, best, history, *epoch_lines, *callbacks])
     n_groups = int(sets["train"].groups.max()) + 1 if cfg.train.adversary > 0 else 0
-    lit = LitClassifier(model, task, cfg, len(train_loader), batch_augment(cfg, task.n_outputs, log), n_groups)
+    steps = min(len(train_loader), cfg.train.steps_per_epoch or len(train_loader))  # what the LR schedule spans
+    lit = LitClassifier(model, task, cfg, steps, batch_augment(cfg, task.n_outputs, log), n_groups)
     log(f"training {describe(cfg)} ({count_parameters(model):,} parameters) on {len(sets['train'])} clips, "
         f"validating on {len(sets['val'])}; {hardware(trainer)}")
     ckpt = run_dir / "checkpoints" / "last.ckpt"

@@ -37,6 +37,7 @@ def make_trainer(cfg: Config, run_dir: Path, callbacks: list[Callback]) -> L.Tra
     ckpt = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt")
     return L.Trainer(
         max_epochs=t.max_epochs,
+        limit_train_batches=t.steps_per_epoch or 1.0,  # an epoch is then the first N of its shuffled batches
         min_epochs=t.min_epochs,
         accelerator=t.accelerator,
         devices=t.devices,
