@@ -47,3 +47,24 @@ def test_each_ddp_rank_reads_its_own_clips(tmp_path):
     repeated = set(r0["train"]) & set(r1["train"])
     assert len(repeated) <= 4  # at most one batch repeats, to give both ranks as many batches
     assert sorted(r0["eval"] + r1["eval"]) == list(range(101))
+
+
+def test_torchrun_launches_every_process_into_one_run_folder(tone_folder, tmp_path):
+    """Multi-node style: torchrun starts both processes (as srun does on SLURM); rank 0 sets the run folder up,
+    rank 1 waits for it (run.json names the launch) and joins the same training."""
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    run = tmp_path / "run"
+    cmd = [torchrun, "--standalone", "--nproc_per_node=2", "-m", "specrnn", "train", str(tone_folder), "--out", str(run),
+           "--max-epochs", "2", "--set", "model.hidden=8", "--set", "train.accelerator=cpu", "--set", "train.devices=2",
+           "--set", "train.strategy=ddp", "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "cpu x 2 processes" in r.stdout and r.stdout.count("specrnn: gru") == 1  # one summary: rank 0's
+    assert json.loads((run / "run.json").read_text())["launch"].startswith("torchrun:")
+    assert len((run / "history.csv").read_text().splitlines()) == 3 and (run / "model.pt").is_file()
+    r = subprocess.run(cmd[:5] + ["train", "--out", str(run), "--resume"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]  # a finished run resumed under torchrun: both ranks see it done

@@ -34,6 +34,34 @@ def ddp_worker() -> bool:
     return RUN_DIR_ENV in os.environ and (int(os.environ.get("LOCAL_RANK", 0)) > 0 or int(os.environ.get("NODE_RANK", 0)) > 0)
 
 
+def external_launch() -> tuple[int, str | None]:
+    """(global rank, launch id) when torchrun or SLURM (srun) started every process of the run, else (0, None).
+    Rank 0 sets the run folder up and writes the launch id in run.json; the other ranks wait for it."""
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        return int(os.environ.get("RANK", 0)), f"torchrun:{os.environ['TORCHELASTIC_RUN_ID']}"
+    if int(os.environ.get("SLURM_NTASKS", 1)) > 1 and "SLURM_JOB_ID" in os.environ:
+        return int(os.environ.get("SLURM_PROCID", 0)), f"slurm:{os.environ['SLURM_JOB_ID']}.{os.environ.get('SLURM_STEP_ID', 0)}"
+    return 0, None
+
+
+def join_launch(run_dir: Path, launch: str, timeout: float = 1800.0) -> RunStart:
+    """A rank > 0 of an external launch: the run folder rank 0 set up for this launch, once it is there."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            info = {}
+        if info.get("launch") == launch:
+            cfg_dict, info = read_run_info(run_dir)
+            os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
+            return RunStart(run_dir, config_from_dict(cfg_dict), info["data"], bool(info.get("launch_resume")),
+                            info.get("seeds") or None)
+        time.sleep(0.5)
+    raise SpecrnnError(f"{run_dir}: rank 0 of this launch ({launch}) did not set the run folder up within "
+                       f"{timeout:.0f} s; every node must see the same --out folder (a shared file system)")
+
+
 @dataclass
 class RunStart:
     """A run folder ready to train into: its config, its data (an absolute path), whether it resumes, and the seeds
@@ -50,7 +78,12 @@ def open_run(data=None, out=None, config=None, overrides=None, resume: bool = Fa
              seeds: list[int] | None = None, log=print) -> RunStart:
     """Set up (or, with `resume`, read back) the run folder `out` (default runs/run-DATE-TIME); DDP workers join the
     folder rank 0 set up. Bad DATA or a folder that must not be touched fail here, before anything is written."""
+    rank, launch = external_launch()
+    if launch and out is None:
+        raise SpecrnnError("a run started by torchrun or srun needs --out: every process must train into the same folder")
     run_dir = Path(out) if out else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+    if launch and rank > 0:
+        return join_launch(run_dir, launch)
     if ddp_worker():  # a process Lightning's DDP launcher started: join the run folder rank 0 has set up
         run_dir = Path(os.environ[RUN_DIR_ENV])
         cfg_dict, info = read_run_info(run_dir)
@@ -69,6 +102,8 @@ def open_run(data=None, out=None, config=None, overrides=None, resume: bool = Fa
             log(f"resuming {run_dir} after epoch {load_checkpoint_file(run_dir / CHECKPOINT_FILE)['epoch'] + 1}")
         else:
             log(f"{run_dir} has no checkpoint (interrupted during its first epoch): training it from the start")
+        if launch:  # the other ranks of this launch resume with rank 0
+            write_json(run_dir / "run.json", {**info, "launch": launch, "launch_resume": True})
         return start
     if config is not None:
         load_config(config, overrides)  # a bad config fails before the data is read
@@ -89,7 +124,8 @@ def open_run(data=None, out=None, config=None, overrides=None, resume: bool = Fa
     run_dir.mkdir(parents=True, exist_ok=True)
     header = "".join(f"# {line}\n" for line in recipe)  # the recipe's choices and reasons, above the resolved config
     atomic_write_text(run_dir / "config.yaml", header + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    info = {"data": data, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "version": version()}
+    info = {"data": data, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "version": version(),
+            **({"launch": launch} if launch else {})}
     write_json(run_dir / "run.json", {**info, "seeds": list(seeds)} if seeds else info)
     return RunStart(run_dir, cfg, data, False, list(seeds) if seeds else None)
 
