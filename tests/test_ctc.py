@@ -311,3 +311,22 @@ def test_yesno_with_the_documented_config(tmp_path, yesno):
                       overrides=["train.accelerator=cpu"], log=lambda *a: None)
     assert m["test"]["n"] == 30 and m["test"]["tokens"] == 240
     assert m["test"]["token_error_rate"] <= 0.08, m["test"]["errors"]
+
+
+@pytest.mark.parametrize("ref, hyp, subs, ins, dels", [
+    ([0, 1, 2], [0, 1, 2], [], 0, 0), ([0, 1, 2], [0, 2, 2], [(1, 2)], 0, 0), ([0, 1], [0, 1, 1], [], 1, 0),
+    ([0, 1, 1], [1], [], 0, 2), ([], [3, 3], [], 2, 0), ([0, 1, 2, 3], [1, 2, 4], [(3, 4)], 0, 1)])
+def test_edit_operations_add_up_to_the_edit_distance(ref, hyp, subs, ins, dels):
+    from specrnn.evaluation import edit_operations
+
+    assert edit_operations(ref, hyp) == (subs, ins, dels)
+    assert len(subs) + ins + dels == edit_distance(ref, hyp)
+
+
+def test_sequence_metrics_count_the_substituted_tokens():
+    from specrnn.evaluation import format_metrics, sequence_metrics
+
+    m = sequence_metrics([[0, 1, 1], [1, 0], [0]], [[0, 0, 1], [1, 0], [0, 1]], ["no", "yes"])
+    assert m["substitutions"] == {"yes": {"no": 1}} and m["insertion_count"] == 1 and m["deletion_count"] == 0
+    assert m["sequence_error_rate"] == pytest.approx(2 / 3) and m["token_error_rate"] == pytest.approx(2 / 6)
+    assert "yes -> no x1" in format_metrics(m)

@@ -53,13 +53,42 @@ def edit_distance(a: list, b: list) -> int:
     return prev[-1]
 
 
+def edit_operations(ref: list, hyp: list) -> tuple[list[tuple], int, int]:
+    """One least-edit alignment of hyp to ref: its substitutions as (true, predicted) pairs, its insertions and its
+    deletions (their total is the edit distance)."""
+    n, m = len(ref), len(hyp)
+    d = np.zeros((n + 1, m + 1), dtype=np.int64)
+    d[:, 0], d[0, :] = np.arange(n + 1), np.arange(m + 1)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            d[i, j] = min(d[i - 1, j] + 1, d[i, j - 1] + 1, d[i - 1, j - 1] + (ref[i - 1] != hyp[j - 1]))
+    subs, ins, dels, i, j = [], 0, 0, n, m
+    while i or j:  # back from the end: a match or substitution first, then a deletion, then an insertion
+        if i and j and d[i, j] == d[i - 1, j - 1] + (ref[i - 1] != hyp[j - 1]):
+            if ref[i - 1] != hyp[j - 1]:
+                subs.append((ref[i - 1], hyp[j - 1]))
+            i, j = i - 1, j - 1
+        elif i and d[i, j] == d[i - 1, j] + 1:
+            dels, i = dels + 1, i - 1
+        else:
+            ins, j = ins + 1, j - 1
+    return subs[::-1], ins, dels
+
+
 def sequence_metrics(refs: list[list[int]], hyps: list[list[int]], tokens: list[str], paths: list[str] | None = None,
                      keep_errors: int = 50) -> dict:
     """Token sequences (CTC): exact-sequence accuracy, token error rate (edits / reference tokens, the WER when
-    tokens are words), and the first `keep_errors` wrong sequences."""
+    tokens are words) split into substitutions, insertions and deletions, which tokens were substituted for which
+    (`substitutions`: true -> predicted -> count), and the first `keep_errors` wrong sequences."""
 
-    edits = [edit_distance(h, r) for h, r in zip(hyps, refs)]
+    ops = [edit_operations(r, h) for r, h in zip(refs, hyps)]
+    edits = [len(s) + i + d for s, i, d in ops]
     n_tokens = sum(len(r) for r in refs)
+    confused: dict[str, dict[str, int]] = {}
+    for s, _, _ in ops:
+        for t, p in s:
+            row = confused.setdefault(tokens[t], {})
+            row[tokens[p]] = row.get(tokens[p], 0) + 1
     words = lambda seq: " ".join(tokens[t] for t in seq)  # noqa: E731
     wrong = [i for i, e in enumerate(edits) if e]
     return {
@@ -67,6 +96,11 @@ def sequence_metrics(refs: list[list[int]], hyps: list[list[int]], tokens: list[
         "accuracy": float(np.mean([e == 0 for e in edits])) if refs else float("nan"),
         "token_error_rate": sum(edits) / n_tokens if n_tokens else float("nan"),
         "tokens": n_tokens,
+        "sequence_error_rate": float(np.mean([e > 0 for e in edits])) if refs else float("nan"),
+        "substitution_count": sum(len(s) for s, _, _ in ops),
+        "insertion_count": sum(i for _, i, _ in ops),
+        "deletion_count": sum(d for _, _, d in ops),
+        "substitutions": confused,
         "empty_decodings": sum(not h for h in hyps),  # clips where only blanks won: untrained or far too short
         "classes": list(tokens),
         "errors": [{"path": paths[i] if paths else str(i), "true": words(refs[i]), "predicted": words(hyps[i]),
@@ -80,6 +114,12 @@ def format_metrics(m: dict, title: str = "") -> str:
     if "token_error_rate" in m:  # a CTC task's metrics (tasks.task_of_metrics; this module sits below tasks)
         lines.append(f"n={m['n']}  sequences right={100 * m['accuracy']:.2f}%  token error rate={100 * m['token_error_rate']:.2f}% "
                      f"(over {m['tokens']} tokens)")
+        if "substitution_count" in m:
+            lines.append(f"  sequence error rate {100 * m['sequence_error_rate']:.2f}%; edits: {m['substitution_count']} "
+                         f"substitutions, {m['insertion_count']} insertions, {m['deletion_count']} deletions")
+            pairs = sorted(((n, t, p) for t, row in m["substitutions"].items() for p, n in row.items()), reverse=True)
+            if pairs:
+                lines.append("  substituted (true -> decoded): " + ", ".join(f"{t} -> {p} x{n}" for n, t, p in pairs[:10]))
         lines += [f"  {e['path']}: true '{e['true']}', decoded '{e['predicted']}'" for e in m["errors"][:10]]
         return "\n".join(lines)
     lines.append(f"n={m['n']}  accuracy={100 * m['accuracy']:.2f}%  macro-F1={100 * m['macro_f1']:.2f}% (over the classes present)")
