@@ -96,6 +96,20 @@ def _chunks(paths: list[str], todo: list[int], cfg: FeatureConfig, device: str, 
             yield rows, *fut.result()
 
 
+def _return_freed_memory() -> None:
+    """Make glibc give freed feature batches back to the OS. Its mmap threshold otherwise rises to the batch size
+    after the first free, later batches come from the heap, and the heap never shrinks: extracting 20,000 1-s clips
+    into the store left 548 MB of anonymous memory, 205 MB with the threshold fixed at 128 KB (mallopt)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: a fixed value turns the dynamic adjustment off
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to set
+        pass
+
+
 def compute_features(
     paths: list[str], cfg: FeatureConfig, cache_dir: str | None = None, device: str = "cpu", use_cache: bool = True,
     desc: str = "features", workers: int | None = None,
@@ -109,6 +123,8 @@ def compute_features(
     todo = [i for i, f in enumerate(out) if f is None]
     errors: list[AudioError] = []
     if todo:
+        if store:
+            _return_freed_memory()  # features go to the store: their memory must not stay with the process
         update, close = _progress(len(todo), desc)
         workers = extraction_workers(len(todo), device) if workers is None else workers
         unmapped: list[int] = []  # computed, held in memory until their shard is written
