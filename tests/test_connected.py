@@ -27,7 +27,7 @@ def test_manifest_loads_and_keeps_splits_apart(built, fsdd):
     man = load_manifest(built)
     speakers = {f.name.split("_")[1] for f in fsdd.glob("*_*_*.wav")}
     assert len(man) == 4 * len(speakers)
-    assert set(man.groups) == speakers
+    assert set(man.extra["speaker"]) == speakers
     assert set(man.splits) <= {"train", "test"}
     assert all(Path(p).is_file() and Path(p).is_absolute() for p in man.paths)
     for label, sources in zip(man.labels, man.extra["sources"]):
@@ -36,8 +36,8 @@ def test_manifest_loads_and_keeps_splits_apart(built, fsdd):
         names = sources.split(";")
         assert [WORDS[int(n.split("_")[0])] for n in names] == words  # label = the digits of its sources, in order
     for speaker in speakers:
-        assert "test" in [s for s, g in zip(man.splits, man.groups) if g == speaker], f"{speaker} has no test utterance"
-    for split, group, sources in zip(man.splits, man.groups, man.extra["sources"]):
+        assert "test" in [s for s, g in zip(man.splits, man.extra["speaker"]) if g == speaker], f"{speaker} has no test utterance"
+    for split, group, sources in zip(man.splits, man.extra["speaker"], man.extra["sources"]):
         takes = [int(Path(n).stem.split("_")[2]) for n in sources.split(";")]
         assert all(n.split("_")[1] == group for n in sources.split(";")), "an utterance mixes speakers"
         if split == "test":

@@ -73,7 +73,9 @@ def make_connected_digits(fsdd: str | Path, out: str | Path, per_speaker: int = 
                           max_digits: int = 7, seed: int = 0, gap_seconds: tuple[float, float] = (0.05, 0.3),
                           gain_db: tuple[float, float] = (-6.0, 6.0)) -> Path:
     """Write `per_speaker` connected-digit WAVs per FSDD speaker under out/audio/ and return out/manifest.csv
-    (path, label as digit words, split, group = speaker, sources); the same arguments give the same bytes."""
+    (path, label as digit words, split, speaker, sources); the same arguments give the same bytes. The speaker is
+    not the manifest's `group` column: FSDD's standard split (takes 0-4 test) has every speaker on both sides, which
+    a group column would refuse as a leak; for speaker-disjoint figures use it as one (`cv --group-column speaker`)."""
     if not 1 <= min_digits <= max_digits:
         raise SpecrnnError(f"min_digits={min_digits}, max_digits={max_digits}: need 1 <= min_digits <= max_digits")
     if per_speaker < 1:
@@ -85,7 +87,7 @@ def make_connected_digits(fsdd: str | Path, out: str | Path, per_speaker: int = 
     (out / "audio").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     cache: dict[Path, np.ndarray] = {}
-    rows = [["path", "label", "split", "group", "sources"]]
+    rows = [["path", "label", "split", "speaker", "sources"]]
     for speaker in sorted(found):
         pools = found[speaker]
         test = rng.random(per_speaker) < TEST_SHARE

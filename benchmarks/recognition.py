@@ -1,0 +1,105 @@
+"""Recognition (CTC): connected digits built from FSDD (word and sequence error on the test takes), yesno word
+error per seed with configs/yesno-ctc.yaml, greedy vs prefix-beam decoding (accuracy and time per second of
+audio), and the streaming real-time factor. Needs ../shared/data (FSDD, yesno).
+python -m benchmarks.recognition [--quick]
+"""
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from .common import OUT, ROOT, SHARED, figure, finish, load_str, quick_flag, start, table
+
+
+def _decode_speed(run: Path, csv: Path) -> dict:
+    """Greedy and beam decoding of the run's test split: word error and decode seconds per second of audio."""
+    import numpy as np
+
+    from specrnn.data.dataset import model_input_set
+    from specrnn.data.manifest import load_manifest
+    from specrnn.evaluation import sequence_metrics
+    from specrnn.inference import Predictor
+    from specrnn.tasks.ctc import best_path, prefix_beam_search, unpad
+
+    p = Predictor.load(run, device="cpu")
+    fs = model_input_set(load_manifest(run / "split.csv"), p.cfg, p.classes, "test", "bench", "sequence")
+    audio_s = sum(len(f) for f in fs.features) * p.cfg.features.hop_length / p.cfg.features.sample_rate
+    lps = p.frame_log_probs(fs.features)
+    out = {}
+    for name, fn in (("greedy", lambda lp: best_path(lp, len(p.classes))[0]),
+                     ("beam 8", lambda lp: prefix_beam_search(lp, len(p.classes), 8)[0][0])):
+        t0 = time.perf_counter()
+        hyps = [fn(lp) for lp in lps]
+        seconds = time.perf_counter() - t0
+        m = sequence_metrics(unpad(fs.targets), hyps, p.classes)
+        out[name] = {"wer": m["token_error_rate"], "ser": m["sequence_error_rate"], "per_audio_s": seconds / audio_s}
+    s = p.stream()
+    wave = np.zeros(int(10 * p.cfg.features.sample_rate), np.float32)
+    chunk = int(0.1 * p.cfg.features.sample_rate)
+    t0 = time.perf_counter()
+    for i in range(0, len(wave), chunk):
+        s.push_audio(wave[i : i + chunk])
+    s.finish()
+    out["stream_rtf"] = (time.perf_counter() - t0) / 10.0
+    return out
+
+
+def main(argv=None) -> dict:
+    import specrnn
+    from specrnn.data.connected import make_connected_digits
+
+    quick = quick_flag(argv)
+    res = start("recognition", quick)
+    if not (SHARED / "fsdd").is_dir() or not (SHARED / "yesno").is_dir():
+        res["notes"].append(f"skipped: no FSDD or yesno under {SHARED}")
+        print(finish(res, quick))
+        return res
+    runs = OUT / ("quick" if quick else "") / "runs"
+    with tempfile.TemporaryDirectory() as tmp:
+        per_speaker = 40 if quick else 150
+        csv = make_connected_digits(SHARED / "fsdd", Path(tmp) / "digits", per_speaker=per_speaker)
+        t0 = time.perf_counter()
+        sets = ["train.max_epochs=3"] if quick else []
+        m = specrnn.train(csv, out=runs / "recognition-digits", overrides=sets, overwrite=True, log=lambda *a, **k: None)
+        digits_s = time.perf_counter() - t0
+        dec = _decode_speed(runs / "recognition-digits", csv)
+    wer, ser = m.test.token_error_rate, m.test["sequence_error_rate"]
+    res["figures"].append(figure(f"connected digits (FSDD, {per_speaker} utterances a speaker, test takes): word error",
+                                 wer, "fraction", better="lower", target="<= 1%", met=wer <= 0.01,
+                                 note=f"the recipe's defaults for token sequences; {m.test.n} test utterances; "
+                                      f"{digits_s:.0f} s to train and evaluate"))
+    res["figures"].append(figure("connected digits: sequence error", ser, "fraction", better="lower", target="<= 3%",
+                                 met=ser <= 0.03))
+    res["tables"].append(table("Decoding the connected-digit test utterances (same model)",
+                               ["decoder", "word error", "sequence error", "decode s per s of audio"],
+                               [[k, f"{100 * v['wer']:.2f}%", f"{100 * v['ser']:.2f}%", f"{v['per_audio_s']:.5f}"]
+                                for k, v in dec.items() if k != "stream_rtf"]))
+    res["figures"].append(figure("connected digits: streaming real-time factor (100 ms chunks, PyTorch)",
+                                 dec["stream_rtf"], "x", better="lower"))
+    seeds = [0, 1] if quick else list(range(10))
+    rows, wers = [], []
+    yesno = SHARED / "yesno" / "labels.csv"
+    for seed in seeds:
+        sets = [f"seed={seed}", *(["train.max_epochs=5"] if quick else [])]
+        r = specrnn.train(yesno, out=runs / f"recognition-yesno-{seed}", config=str(ROOT / "configs" / "yesno-ctc.yaml"),
+                          overrides=sets, overwrite=True, log=lambda *a, **k: None)
+        wers.append(r.test.token_error_rate)
+        rows.append([seed, f"{100 * r.test.token_error_rate:.2f}%", f"{100 * r.val.token_error_rate:.2f}%",
+                     f"{r.train_seconds:.0f}"])
+    failed = sum(w > 0.1 for w in wers)
+    res["tables"].append(table("yesno, configs/yesno-ctc.yaml, one run per seed (test: the last 30 files)",
+                               ["seed", "test word error", "val word error", "train s"], rows))
+    res["figures"].append(figure(f"yesno: seeds reaching 0% test word error (of {len(seeds)})",
+                                 sum(w == 0 for w in wers), "seeds", target=f"all {len(seeds)}",
+                                 met=all(w == 0 for w in wers),
+                                 note=f"median word error {100 * statistics.median(wers):.2f}%; {failed} seed(s) above 10%"))
+    res["notes"].append("Baseline not run: the seed-style LSTM + CTC in a plain loop is not written yet.")
+    res["notes"].append(f"Load: {load_str()}.")
+    print(finish(res, quick))
+    return res
+
+
+if __name__ == "__main__":
+    main()
