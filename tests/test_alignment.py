@@ -70,7 +70,8 @@ def test_a_trained_model_gives_timings_in_seconds(tmp_path):
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
     run = tmp_path / "run"
     specrnn.train(tmp_path / "m.csv", out=run, overrides={"model.hidden": 32, "model.layers": 1, "train.max_epochs": 25,
-                                                           "model.stack": 2, "train.lr": 0.01}, log=lambda *a, **k: None)
+                                                           "model.stack": 2, "train.lr": 0.01, "model.normalize": "global",
+                                                           "train.patience": 8}, log=lambda *a, **k: None)
     where = clip("probe.wav", ["hi", "lo", "hi"])
     p = Predictor.load(run, device="cpu")
     (pred,) = p.predict([tmp_path / "probe.wav"])
