@@ -86,15 +86,16 @@ def rule_labels(p: DataProfile) -> list[Choice]:
 
 def rule_ctc(p: DataProfile) -> list[Choice]:
     """CTC sits on a plateau (every step blank) before it learns, and leaves it only with enough optimiser steps:
-    batches of 8, CTC_EPOCHS epochs with early stopping off until the end, each clip's own normalisation, 4
-    stacked frames (40 ms steps). Connected FSDD digits, 810 training clips: the classifier's defaults stayed on
-    the plateau (token error 100% after 20 epochs); these reached 1.05% in 30 epochs (docs/experiments.md)."""
+    batches of 8, CTC_EPOCHS epochs with early stopping off until the end, per-frame normalisation (it streams;
+    per-clip statistics do not), 4 stacked frames (40 ms steps). Connected FSDD digits, 810 training clips: the
+    classifier's defaults stayed on the plateau (token error 100% after 20 epochs); these reach 1-4% (test:
+    81 utterances; benchmarks/RESULTS.md, "Recognition")."""
     if p.label_type != "ctc":
         return []
     why = "CTC learns after a plateau: enough small steps"
     return [Choice("train.batch_size", 8, why), Choice("train.max_epochs", CTC_EPOCHS, why),
             Choice("train.patience", CTC_EPOCHS, "no early stop on the plateau"),
-            Choice("model.normalize", "utterance", "each clip's own mean and variance"),
+            Choice("model.normalize", "frame", "each frame's own mean and variance: streams, unlike per-clip"),
             Choice("model.stack", 4, "40 ms steps: enough for a token each, a quarter of the RNN steps")]
 
 
