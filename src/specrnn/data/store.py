@@ -140,11 +140,13 @@ class FeatureStore:
         name = f"shard-{uuid.uuid4().hex[:16]}"
         lengths = [int(f.shape[0]) for _, f in pending]
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int).tolist()
-        blob = b"".join(f.tobytes() for _, f in pending)
-        try:
-            atomic_write_bytes(self.dir / f"{name}.f32", blob, durable=False)
+        crc = 0
+        for _, f in pending:
+            crc = zlib.crc32(memoryview(f).cast("B"), crc)
+        try:  # the clips are written one by one: no second copy of the shard in memory
+            atomic_write_bytes(self.dir / f"{name}.f32", (memoryview(f).cast("B") for _, f in pending), durable=False)
             atomic_write_text(self.dir / f"{name}.json", json.dumps(
-                {"version": VERSION, "n_features": self.n_features, "crc": zlib.crc32(blob), "keys": [k for k, _ in pending],
+                {"version": VERSION, "n_features": self.n_features, "crc": crc, "keys": [k for k, _ in pending],
                  "offsets": offsets, "lengths": lengths}))
         except OSError as e:  # a read-only or full disk costs speed, not the run
             print(f"specrnn: warning: cannot write the feature store {self.dir} ({e}); features stay in memory",
