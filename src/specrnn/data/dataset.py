@@ -118,13 +118,13 @@ def compute_features(
     features are views into its memory-mapped shards: read from disk as batches touch them, not held in memory.
     `workers`: extraction processes (None: `extraction_workers`); each finished chunk goes to the store at once."""
     store = FeatureStore(cache_dir, cfg) if use_cache else None
+    if store:
+        _return_freed_memory()  # features come from (and go to) the store: freed batches must not stay with the process
     keys = [file_key(p) for p in paths] if store else []
     out: list[np.ndarray | None] = [store.get(k) for k in keys] if store else [None] * len(paths)
     todo = [i for i, f in enumerate(out) if f is None]
     errors: list[AudioError] = []
     if todo:
-        if store:
-            _return_freed_memory()  # features go to the store: their memory must not stay with the process
         update, close = _progress(len(todo), desc)
         workers = extraction_workers(len(todo), device) if workers is None else workers
         unmapped: list[int] = []  # computed, held in memory until their shard is written
