@@ -99,15 +99,21 @@ def _chunks(paths: list[str], todo: list[int], cfg: FeatureConfig, device: str, 
 def _return_freed_memory() -> None:
     """Make glibc give freed feature batches back to the OS. Its mmap threshold otherwise rises to the batch size
     after the first free, later batches come from the heap, and the heap never shrinks: extracting 20,000 1-s clips
-    into the store left 548 MB of anonymous memory, 205 MB with the threshold fixed at 128 KB (mallopt)."""
+    into the store left 548 MB of anonymous memory, 205 MB with the threshold fixed at 128 KB (mallopt). Once per
+    process (a process-wide allocator setting)."""
+    global _heap_set
+    if _heap_set:
+        return
+    _heap_set = True
     import ctypes
-    import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: a fixed value turns the dynamic adjustment off
+        ctypes.CDLL(None).mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: a fixed value turns the dynamic adjustment off
     except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to set
         pass
+
+
+_heap_set = False
 
 
 def compute_features(

@@ -108,8 +108,7 @@ class FeatureStore:
             return None
         shape = (frames, self.n_features)
         # a plain ndarray over the map: a clip's slice is then a small view object (np.memmap slices carry more)
-        mapped = np.memmap(data, np.float32, "c", shape=shape).view(np.ndarray) if frames else None
-        self.maps[shard] = mapped if mapped is not None else np.zeros(shape, np.float32)
+        self.maps[shard] = np.memmap(data, np.float32, "c", shape=shape).view(np.ndarray) if frames else np.zeros(shape, np.float32)
         return self.maps[shard]
 
     def get(self, key: str | None) -> np.ndarray | None:
