@@ -101,9 +101,9 @@ def _in_fresh_process(kind: str, model: SpecRNN, path: Path, cfg, classes: list[
 
     from .files import save_model
 
-    if cfg.task.kind == "auto":  # a model built by hand: its task from its outputs (the child builds it from the task)
-        kind_of = "ctc" if model.blank is not None else "classification"
-        cfg = cfg.model_copy(update={"task": cfg.task.model_copy(update={"kind": kind_of})})
+    from .tasks import with_kind
+
+    cfg = with_kind(cfg, "ctc" if model.blank is not None else "classification")  # a model built by hand: from its outputs
     with tempfile.TemporaryDirectory() as folder:
         save_model(Path(folder) / "model.pt", model.state_dict(), {"config": cfg.to_dict(), "classes": list(classes), "epoch": 0})
         code = "import sys; from specrnn.export import _export_saved; _export_saved(*sys.argv[1:])"

@@ -11,7 +11,7 @@ from .classification import ClassificationTask, encode_labels
 from .classification import label_names as class_names
 from .ctc import CTCTask, encode_sequences, token_names
 
-__all__ = ["Task", "ClassificationTask", "CTCTask", "make_task", "task_of_metrics", "infer_kind", "with_task",
+__all__ = ["Task", "ClassificationTask", "CTCTask", "make_task", "task_of_metrics", "infer_kind", "with_task", "with_kind",
            "label_names", "encode", "label_kind"]
 
 
@@ -25,9 +25,14 @@ def infer_kind(labels: list[str]) -> str:
 
 def with_task(cfg, labels: list[str]):
     """The config with `task.kind` concrete: as given, or inferred from the labels when it is auto."""
+    return cfg if cfg.task.kind != "auto" else with_kind(cfg, infer_kind(labels))
+
+
+def with_kind(cfg, kind: str):
+    """The config with `task.kind` set to `kind` where it is auto (a concrete kind is kept)."""
     if cfg.task.kind != "auto":
         return cfg
-    return cfg.model_copy(update={"task": cfg.task.model_copy(update={"kind": infer_kind(labels)})})
+    return cfg.model_copy(update={"task": cfg.task.model_copy(update={"kind": kind})})
 
 
 def _kind(task_cfg) -> str:

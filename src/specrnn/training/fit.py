@@ -36,12 +36,12 @@ def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=pr
 
     from ..models import build_model
     from ..models.build import count_parameters
-    from ..tasks import make_task, with_task
+    from ..tasks import make_task, with_kind
     from .callbacks import BestModel, EpochLog, History, weight_averaging
     from .module import LitClassifier
     from .trainer import make_trainer
 
-    cfg = with_task(cfg, prep.manifest.labels)  # as prepare_data read them (runs and cv pass it concrete)
+    cfg = with_kind(cfg, prep.task_kind)  # the kind prepare_data read from the labels (runs and cv pass it concrete)
     set_threads(cfg.train.threads)
     L.seed_everything(cfg.seed, verbose=False)
     prep.manifest.to_csv(run_dir / SPLIT_FILE)

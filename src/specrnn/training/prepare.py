@@ -25,11 +25,13 @@ class Prepared:
     manifest: Manifest
     classes: list[str]
     sets: dict[str, FeatureSet]
+    task_kind: str  # the config's task.kind, or the one its labels gave where it said auto
 
 
 def prepare_data(man: Manifest, cfg: Config, run_dir: Path | None = None, log=print) -> Prepared:
     """Assign splits, compute (cached) features for every row, handle unusable files per `data.on_error`."""
-    kind = label_kind(with_task(cfg, man.labels).task)  # task.kind: auto (API callers) is read from the labels
+    cfg = with_task(cfg, man.labels)  # task.kind: auto (API callers) is read from the labels, once
+    kind = label_kind(cfg.task)
     split_seed = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
     man = assign_splits(man, cfg.data.val_fraction, cfg.data.test_fraction, split_seed, warn=log,
                         group_val=cfg.data.group_val, stratify=kind != "sequence")
@@ -72,7 +74,7 @@ def prepare_data(man: Manifest, cfg: Config, run_dir: Path | None = None, log=pr
         f"val {len(sets['val'])}, test {len(sets['test'])}; {len(classes)} {'tokens' if kind == 'sequence' else 'classes'})")
     if not len(sets["val"]):
         raise SpecrnnError("the validation split is empty: add data or raise data.val_fraction")
-    return Prepared(man, classes, sets)
+    return Prepared(man, classes, sets, cfg.task.kind)
 
 
 def write_bad_files(path: Path, errors) -> None:
