@@ -163,3 +163,73 @@ def test_noise_rows_are_wrapped_slices_of_one_bank_clip():
         torch.testing.assert_close(r, clip[(first + torch.arange(11)) % n, 0])  # consecutive frames, wrapping round
         seen.add((n, first))
     assert len(seen) == 8  # every clip and every start is drawn
+
+
+def _word_clip(tokens: list[int], word: int = 40, pause: int = 20, lead: int = 30, F: int = 8) -> torch.Tensor:
+    """(T, F) dB features: quiet (-60 dB) lead and pauses, each token a loud (-10 dB) run whose first bin holds
+    the token's index, so a frame says which token it came from."""
+    frames = [torch.full((lead, F), -60.0)]
+    for k in tokens:
+        w = torch.full((word, F), -10.0)
+        w[:, 0] = float(k)
+        frames += [w, torch.full((pause, F), -60.0)]
+    frames[-1] = torch.full((lead, F), -60.0)
+    return torch.cat(frames)
+
+
+def test_concat_appends_the_partners_frames_and_tokens():
+    from specrnn.augment import concat_clips
+
+    x = torch.arange(2 * 5, dtype=torch.float32).reshape(2, 5, 1)
+    x[0, 3:] = 0  # row 0 is 3 frames long
+    lengths, targets = torch.tensor([3, 5]), torch.tensor([[0, 1, -1], [1, 1, 0]])
+    out, new_len, tok = concat_clips(x, lengths, targets, torch.tensor([1, -1]))
+    assert new_len.tolist() == [8, 5]
+    assert out[0, :, 0].tolist() == [0, 1, 2, 5, 6, 7, 8, 9]
+    assert out[1, :5, 0].tolist() == [5, 6, 7, 8, 9] and out[1, 5:].abs().sum() == 0  # padding stays zero
+    assert tok.tolist() == [[0, 1, 1, 1, 0], [1, 1, 0, -1, -1]]
+
+
+def test_pause_cuts_fall_in_the_pauses_between_tokens():
+    from specrnn.augment import pause_cuts
+
+    x = _word_clip([0, 1, 1, 0, 1])
+    energy = (10 * torch.log10(torch.pow(10.0, x / 10).sum(-1))).numpy()
+    cuts = pause_cuts(energy, 5)
+    # words start at 30 + 60 k; pause k (between words k and k + 1) spans 70 + 60 k .. 90 + 60 k
+    assert cuts is not None and all(70 + 60 * k <= c < 90 + 60 * k for k, c in enumerate(cuts))
+    assert pause_cuts(energy, 3) is None  # 3 tokens in 5 loud runs: pieces of implausible lengths, not cut
+    assert pause_cuts(energy, 7) is None  # more tokens than pauses can split
+
+
+def test_crop_at_pauses_keeps_a_run_of_tokens_with_their_own_audio():
+    from specrnn.augment import crop_at_pauses
+
+    seqs = [[0, 1, 1, 0, 1], [1, 0, 0]]
+    clips = [_word_clip(s) for s in seqs]
+    x, lengths = pad_batch(clips)
+    targets = torch.tensor([seqs[0], seqs[1] + [-1, -1]])
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(30):
+        out, new_len, tok = crop_at_pauses(x, lengths, targets, torch.tensor([True, True]))
+        for b in range(2):
+            n = int(new_len[b])
+            kept = [int(t) for t in tok[b] if t >= 0]
+            assert kept and " ".join(map(str, kept)) in " ".join(map(str, seqs[b]))  # consecutive tokens
+            loud = out[b, :n, 1] > -30
+            starts = torch.nonzero(loud[1:] & ~loud[:-1]).flatten() + 1
+            assert len(starts) + int(loud[0]) == len(kept)  # as many words in the audio as in the label
+            assert [int(out[b, s, 0]) for s in starts] == kept[len(kept) - len(starts):]  # and the same words
+            assert out[b, n:].abs().sum() == 0
+            seen.add((b, tuple(kept)))
+    assert len(seen) > 6  # different runs on different draws
+    out, new_len, tok = crop_at_pauses(x, lengths, targets, torch.tensor([False, False]))
+    assert torch.equal(out, x) and torch.equal(new_len, lengths) and torch.equal(tok[:, : targets.shape[1]], targets)
+
+
+def test_sequence_augmentation_needs_a_ctc_task():
+    with pytest.raises(Exception, match="augment.concat"):
+        Config.model_validate({"task": {"kind": "classification"}, "augment": {"concat": 0.5}})
+    with pytest.raises(Exception, match="augment.pause_crop"):
+        Config.model_validate({"task": {"kind": "multilabel"}, "augment": {"pause_crop": 0.5}})

@@ -2,6 +2,7 @@
 so evaluation, validation and prediction never see augmented data."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -102,6 +103,87 @@ def stretch_time(x: Tensor, lengths: Tensor, rates: Tensor) -> tuple[Tensor, Ten
     return _interpolate(x, pos, last, dim=1), new_len
 
 
+def concat_clips(x: Tensor, lengths: Tensor, targets: Tensor, partner: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Append clip `partner[b]`'s real frames to clip b's, and its token sequence (-1 padded rows) to b's; a row
+    whose partner is -1 stays as it is. Sequence augmentation for CTC: new token orders and positions every batch,
+    so a small training set cannot be learnt one sequence per clip."""
+    has = partner >= 0
+    p = partner.clamp_min(0)
+    add_len = torch.where(has, lengths[p], 0)
+    new_len = lengths + add_len
+    t = torch.arange(int(new_len.max()), device=x.device)[None, :]
+    first = t < lengths[:, None]
+    rows = torch.where(first, torch.arange(len(x), device=x.device)[:, None], p[:, None])
+    frames = torch.where(first, t, (t - lengths[:, None]).clamp(0, x.shape[1] - 1))
+    out = x[rows, frames.clamp_max(x.shape[1] - 1)].masked_fill(~lengths_to_mask(new_len, t.shape[1])[..., None], 0.0)
+    n_tok = (targets >= 0).sum(1)
+    add_tok = torch.where(has, n_tok[p], 0)
+    s = torch.arange(int((n_tok + add_tok).max()), device=x.device)[None, :]
+    own = s < n_tok[:, None]
+    s_other = (s - n_tok[:, None]).clamp(0, targets.shape[1] - 1)
+    tok = torch.where(own, targets.gather(1, s.clamp_max(targets.shape[1] - 1).expand(len(x), -1)), targets[p[:, None], s_other])
+    tok = torch.where(s < (n_tok + add_tok)[:, None], tok, -1)
+    return out, new_len, tok
+
+
+def pause_cuts(energy_db: np.ndarray, n_tokens: int, smooth: int = 5, level: float = 0.35) -> np.ndarray | None:
+    """Where to cut one clip between its tokens: the middles of the `n_tokens - 1` longest pauses between its first
+    and last sound (frames below `level` of the way from its quiet 10th to its loud 95th energy percentile, after a
+    `smooth`-frame moving average). None when the pauses do not split it into that many pieces of plausible
+    lengths (each within 0.4-2.5x the median piece): such a clip is not cut."""
+    if n_tokens < 2 or len(energy_db) < 2 * smooth:
+        return None
+    e = np.convolve(np.pad(energy_db, smooth // 2, mode="edge"), np.ones(smooth) / smooth, "valid")
+    lo, hi = np.percentile(e, 10), np.percentile(e, 95)
+    loud = np.flatnonzero(e >= lo + level * (hi - lo))
+    if len(loud) < 2:
+        return None
+    quiet = e < lo + level * (hi - lo)
+    quiet[: loud[0]] = quiet[loud[-1]:] = False
+    edges = np.diff(np.r_[0, quiet.astype(np.int8), 0])
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    if len(starts) < n_tokens - 1:
+        return None
+    longest = np.sort(np.argsort(starts - ends, kind="stable")[: n_tokens - 1])
+    cuts = (starts[longest] + ends[longest]) // 2
+    pieces = np.diff(np.r_[loud[0], cuts, loud[-1] + 1])
+    med = np.median(pieces)
+    return cuts if pieces.min() >= 0.4 * med and pieces.max() <= 2.5 * med else None
+
+
+def crop_at_pauses(x: Tensor, lengths: Tensor, targets: Tensor, chosen: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """For each chosen row whose pauses split it into its tokens (`pause_cuts` on the frame energies of its dB
+    features), keep a random run of consecutive tokens with their audio, cut in the pauses around them: shorter
+    sequences that start and end anywhere, so CTC cannot lean on where a token sits in its clip."""
+    from .tasks.ctc import unpad
+
+    energy = (10 * torch.log10(torch.pow(10.0, x.detach().double() / 10).sum(-1).clamp_min(1e-30))).cpu().numpy()
+    rows = unpad(targets)
+    spans, new_tokens = [], []
+    for b in range(len(x)):
+        n, toks = int(lengths[b]), rows[b]
+        cuts = pause_cuts(energy[b, :n], len(toks)) if chosen[b] else None
+        if cuts is None:
+            spans.append((0, n))
+            new_tokens.append(toks)
+            continue
+        i = int(torch.randint(len(toks), ()))
+        j = int(torch.randint(i + 1, len(toks) + 1, ()))
+        bounds = np.r_[0, cuts, n]
+        spans.append((int(bounds[i]), int(bounds[j])))
+        new_tokens.append(toks[i:j])
+    start = torch.tensor([a for a, _ in spans], device=x.device)
+    new_len = torch.tensor([b - a for a, b in spans], device=x.device)
+    t = torch.arange(int(new_len.max()), device=x.device)[None, :]
+    frames = (start[:, None] + t).clamp_max(x.shape[1] - 1)
+    out = x.gather(1, frames[..., None].expand(-1, -1, x.shape[2]))
+    out = out.masked_fill(~lengths_to_mask(new_len, out.shape[1])[..., None], 0.0)
+    tok = torch.full((len(x), max(len(r) for r in new_tokens)), -1, dtype=targets.dtype, device=targets.device)
+    for b, r in enumerate(new_tokens):
+        tok[b, : len(r)] = torch.as_tensor(r, dtype=targets.dtype)
+    return out, new_len, tok
+
+
 class BatchAugment(nn.Module):
     """Waveform-free augmentation of a training batch of log-power features (dB), all vectorised in torch:
     random gain, circular time shift, background noise at a random SNR (mixed in the power domain, so
@@ -132,6 +214,11 @@ class BatchAugment(nn.Module):
         c = self.cfg
         if self.dct is not None:
             x = x @ self.dct.T  # cepstra -> (smoothed) log-mel dB
+        if c.pause_crop > 0:  # a random run of each chosen clip's tokens, cut at the pauses around it
+            x, lengths, y = crop_at_pauses(x, lengths, y, torch.rand(B) < c.pause_crop)
+        if c.concat > 0 and B > 1:  # each chosen clip gets another clip of the batch appended (never itself)
+            partner = (torch.arange(B, device=x.device) + torch.randint(1, B, (B,), device=x.device)) % B
+            x, lengths, y = concat_clips(x, lengths, y, torch.where(torch.rand(B, device=x.device) < c.concat, partner, -1))
         if c.gain_db > 0:
             x = x + (torch.rand(B, 1, 1, device=x.device) * 2 - 1) * c.gain_db
         if c.freq_warp > 0:

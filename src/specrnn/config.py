@@ -107,6 +107,8 @@ class AugmentConfig(Section):
     freq_warp: float = Field(0.0, ge=0, le=0.5)  # stretch the frequency axis by 1 +- freq_warp (speaker variation)
     speed: float = Field(0.0, ge=0, le=0.5)  # speed perturbation: play clips 1 +- speed times as fast (speaking rate)
     mixup: float = Field(0.0, ge=0)  # Beta(mixup, mixup) mixing weight; 0 = off
+    concat: float = Field(0.0, ge=0, le=1)  # CTC: this share of training clips get another clip (and its tokens) appended
+    pause_crop: float = Field(0.0, ge=0, le=1)  # CTC: this share of training clips cut to a random run of tokens at pauses
     noise_dir: Optional[str] = None
     noise_colors: list[str] = []  # built-in stationary noise: white, pink, brown
     noise_snr_db: list[float] = [5.0, 30.0]
@@ -191,6 +193,9 @@ class Config(Section):
         if self.task.kind == "ctc" and (self.augment.mixup > 0 or self.augment.time_shift > 0):
             raise SpecrnnError("task.kind: ctc learns token sequences; it cannot blend labels (augment.mixup) or roll "
                                "clips (augment.time_shift reorders the tokens)")
+        for name in ("concat", "pause_crop"):
+            if getattr(self.augment, name) > 0 and self.task.kind not in ("ctc", "auto"):
+                raise SpecrnnError(f"augment.{name} edits token sequences: it needs task.kind ctc, not {self.task.kind}")
         if self.task.kind == "ctc" and self.features.max_seconds is not None:
             raise SpecrnnError("task.kind: ctc needs whole clips: set features.max_seconds: null (a crop would cut tokens "
                                "off the audio while the label keeps them)")

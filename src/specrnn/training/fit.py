@@ -49,6 +49,9 @@ def fit(prep: Prepared, cfg: Config, run_dir: Path, resume: bool = False, log=pr
     task = make_task(cfg.task, prep.classes, cfg.train.label_smoothing)
     model = build_model(cfg.model, cfg.features.n_features, task, cfg.augment)
     task.check(model, sets, cfg)  # e.g. CTC: every clip long enough for its token sequence
+    if not task.sequence and (cfg.augment.concat > 0 or cfg.augment.pause_crop > 0):
+        raise SpecrnnError(f"augment.concat and augment.pause_crop edit token sequences; these labels are {cfg.task.kind} "
+                           "(set both to 0)")
     if cfg.train.class_weights == "balanced":
         if task.sequence:
             raise SpecrnnError("train.class_weights: balanced weights classes; a CTC model's tokens are not classes (use none)")
@@ -105,7 +108,7 @@ def batch_augment(cfg: Config, n_classes: int, log=print):
     from ..features import FeatureExtractor, dct_matrix
 
     a, f = cfg.augment, cfg.features
-    if not (a.gain_db > 0 or a.time_shift > 0 or a.mixup > 0 or a.freq_warp > 0 or a.speed > 0 or a.noise_dir or a.noise_colors):
+    if not (a.gain_db > 0 or a.time_shift > 0 or a.mixup > 0 or a.concat > 0 or a.pause_crop > 0 or a.freq_warp > 0 or a.speed > 0 or a.noise_dir or a.noise_colors):
         return None
     noise = []
     if a.noise_colors:  # two seconds of each colour, the same every run: a stationary bank to slice from
