@@ -1,6 +1,7 @@
-"""Recognition (CTC): connected digits built from FSDD (word and sequence error on the test takes), yesno word
-error per seed with configs/yesno-ctc.yaml, greedy vs prefix-beam decoding (accuracy and time per second of
-audio), and the streaming real-time factor. Needs ../shared/data (FSDD, yesno).
+"""Recognition (CTC): connected digits built from FSDD (word and sequence error on the test takes, and on held-out
+speakers), yesno word error per seed with the recipe's defaults, greedy vs prefix-beam decoding (accuracy and time
+per second of audio), and the streaming real-time factor; the baseline (benchmarks/ctc_baseline.py: the seed-style
+LSTM with CTC and greedy decoding in a plain loop) on the same splits. Needs ../shared/data (FSDD, yesno).
 python -m benchmarks.recognition [--quick]
 """
 from __future__ import annotations
@@ -13,7 +14,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .common import OUT, ROOT, SHARED, figure, finish, load_str, quick_flag, start, table
+from .ctc_baseline import ctc_baseline
+from .common import OUT, SHARED, figure, finish, load_str, quick_flag, start, table
 
 
 def _decode_speed(run: Path, csv: Path) -> dict:
@@ -50,22 +52,32 @@ def _decode_speed(run: Path, csv: Path) -> dict:
 
 
 def _yesno(runs: Path, seed: int, quick: bool):
-    """One yesno run with configs/yesno-ctc.yaml in its own process (one thread); its TrainResult."""
+    """One yesno run with the recipe's defaults (no config, as `specrnn train DATA`) in its own process (one thread)."""
     import json
 
     from specrnn.results import TrainResult
 
     out = runs / f"recognition-yesno-{seed}"
     cmd = [sys.executable, "-m", "specrnn", "train", str(SHARED / "yesno" / "labels.csv"), "--out", str(out),
-           "--overwrite", "--config", str(ROOT / "configs" / "yesno-ctc.yaml"), "--set", f"seed={seed}",
+           "--overwrite", "--set", f"seed={seed}",
            "--set", "train.threads=1", *(["--max-epochs", "5"] if quick else [])]
     subprocess.run(cmd, check=True, capture_output=True)
     return TrainResult.of(json.loads((out / "metrics.json").read_text()), out)
 
 
+def _rows(csv: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(path, label) rows of a manifest's train and test splits (its split column), for the baseline."""
+    from specrnn.data.manifest import load_manifest
+
+    m = load_manifest(csv)
+    rows = list(zip(m.paths, m.labels, m.splits))
+    return [(p, y) for p, y, s in rows if s == "train"], [(p, y) for p, y, s in rows if s == "test"]
+
+
 def main(argv=None) -> dict:
     import specrnn
     from specrnn.data.connected import make_connected_digits
+    from specrnn.recipe import CTC_EPOCHS
 
     quick = quick_flag(argv)
     res = start("recognition", quick)
@@ -82,13 +94,21 @@ def main(argv=None) -> dict:
         m = specrnn.train(csv, out=runs / "recognition-digits", overrides=sets, overwrite=True, log=lambda *a, **k: None)
         digits_s = time.perf_counter() - t0
         dec = _decode_speed(runs / "recognition-digits", csv)
+        base = ctc_baseline(*_rows(csv), epochs=2 if quick else CTC_EPOCHS, batch_size=8)
+        folds = 2 if quick else 3
+        spk = specrnn.cv(csv, runs / "recognition-digits-speakers", overrides=sets, folds=folds, group_column="speaker",
+                         log=lambda *a, **k: None)
     wer, ser = m.test.token_error_rate, m.test["sequence_error_rate"]
+    base_name = "seed-style LSTM + CTC, greedy, plain loop, same split"
     res["figures"].append(figure(f"connected digits (FSDD, {per_speaker} utterances a speaker, test takes): word error",
-                                 wer, "fraction", better="lower", target="<= 1%", met=wer <= 0.01,
+                                 wer, "fraction", base_name, base["wer"], better="lower", target="<= 1%", met=wer <= 0.01,
                                  note=f"the recipe's defaults for token sequences; {m.test.n} test utterances; "
-                                      f"{digits_s:.0f} s to train and evaluate"))
-    res["figures"].append(figure("connected digits: sequence error", ser, "fraction", better="lower", target="<= 3%",
-                                 met=ser <= 0.03))
+                                      f"{digits_s:.0f} s to train and evaluate (baseline {base['seconds']:.0f} s)"))
+    res["figures"].append(figure("connected digits: sequence error", ser, "fraction", base_name, base["ser"],
+                                 better="lower", target="<= 3%", met=ser <= 0.03))
+    res["figures"].append(figure(f"connected digits, speakers held out ({folds}-fold cross-validation by speaker): word error",
+                                 spk.token_error_rate_mean, "fraction", better="lower",
+                                 note=f"the recipe's defaults; std {100 * spk.token_error_rate_std:.2f} points over folds"))
     res["tables"].append(table("Decoding the connected-digit test utterances (same model)",
                                ["decoder", "word error", "sequence error", "decode s per s of audio"],
                                [[k, f"{100 * v['wer']:.2f}%", f"{100 * v['ser']:.2f}%", f"{v['per_audio_s']:.5f}"]
@@ -103,13 +123,16 @@ def main(argv=None) -> dict:
             rows.append([seed, f"{100 * r.test.token_error_rate:.2f}%", f"{100 * r.val.token_error_rate:.2f}%",
                          f"{r.train_seconds:.0f}"])
     failed = sum(w > 0.1 for w in wers)
-    res["tables"].append(table("yesno, configs/yesno-ctc.yaml, one run per seed (test: the last 30 files)",
+    yes_base = ctc_baseline(*_rows(SHARED / "yesno" / "labels.csv"), epochs=5 if quick else 60, batch_size=4)
+    res["tables"].append(table("yesno, the recipe's defaults (no config), one run per seed (test: the last 30 files)",
                                ["seed", "test word error", "val word error", "train s"], rows))
     res["figures"].append(figure(f"yesno: seeds reaching 0% test word error (of {len(seeds)})",
                                  sum(w == 0 for w in wers), "seeds", target=f"all {len(seeds)}",
                                  met=all(w == 0 for w in wers),
                                  note=f"median word error {100 * statistics.median(wers):.2f}%; {failed} seed(s) above 10%"))
-    res["notes"].append("Baseline not run: the seed-style LSTM + CTC in a plain loop is not written yet.")
+    res["figures"].append(figure("yesno: median test word error over the seeds", statistics.median(wers), "fraction",
+                                 "seed-style LSTM + CTC, 60 epochs, batches of 4, seed 0", yes_base["wer"], better="lower",
+                                 note=f"baseline {yes_base['seconds']:.0f} s to train"))
     res["notes"].append(f"Load: {load_str()}.")
     print(finish(res, quick))
     return res

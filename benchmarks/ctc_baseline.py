@@ -1,0 +1,76 @@
+"""The recognition baseline: the seed-style recipe with a CTC head, written the common way in a plain loop.
+
+librosa log-mels at 16 kHz (per-clip standardised, benchmarks/baseline.py), a 2 x 128 nn.LSTM over packed
+sequences with a linear layer scoring every frame, torch's CTC loss, Adam at 1e-3, a fixed number of epochs,
+greedy decoding (best class per frame, repeats merged, blanks dropped). Scored with the same sequence metrics as
+specrnn, on the same train/test rows.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+
+class PackedLSTMCTC(nn.Module):
+    """Frame log-probabilities (B, T, C) of a packed 2 x 128 LSTM; the blank is the last class."""
+
+    def __init__(self, n_in: int, n_out: int, hidden: int = 128, layers: int = 2):
+        super().__init__()
+        self.rnn = nn.LSTM(n_in, hidden, layers, batch_first=True, dropout=0.15)
+        self.head = nn.Linear(hidden, n_out)
+
+    def forward(self, x, lengths):
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = nn.utils.rnn.pad_packed_sequence(self.rnn(packed)[0], batch_first=True)
+        return self.head(out).log_softmax(-1)
+
+
+def ctc_baseline(train: list[tuple[str, str]], test: list[tuple[str, str]], epochs: int, batch_size: int = 32,
+                 seed: int = 0) -> dict:
+    """Train on (path, "tok tok ...") rows; test word error, sequence error and seconds (features included)."""
+    from specrnn.evaluation import sequence_metrics
+    from specrnn.tasks.ctc import collapse
+
+    from .baseline import librosa_logmel
+
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    tokens = sorted({t for _, lab in train for t in lab.split()})
+    index, blank = {t: i for i, t in enumerate(tokens)}, len(tokens)
+
+    def feats(rows):
+        out = []
+        for p, _ in rows:
+            x = torch.from_numpy(librosa_logmel(p))
+            out.append((x - x.mean()) / (x.std() + 1e-5))
+        return out
+
+    xtr, xte = feats(train), feats(test)
+    ytr = [torch.tensor([index[t] for t in lab.split()]) for _, lab in train]
+    model = PackedLSTMCTC(xtr[0].shape[1], len(tokens) + 1)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        model.train()
+        for b in torch.randperm(len(xtr), generator=g).split(batch_size):
+            xs, ys = [xtr[i] for i in b], [ytr[i] for i in b]
+            lengths = torch.tensor([len(v) for v in xs])
+            lp = model(nn.utils.rnn.pad_sequence(xs, batch_first=True), lengths)
+            loss = nn.functional.ctc_loss(lp.transpose(0, 1), torch.cat(ys), lengths, torch.tensor([len(y) for y in ys]),
+                                          blank=blank, zero_infinity=True)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    hyps = []
+    with torch.no_grad():
+        for s in range(0, len(xte), 64):
+            xs = xte[s : s + 64]
+            lengths = torch.tensor([len(v) for v in xs])
+            best = model(nn.utils.rnn.pad_sequence(xs, batch_first=True), lengths).argmax(-1)
+            hyps += [collapse(row[: int(n)].numpy(), blank) for row, n in zip(best, lengths)]
+    refs = [[index[t] for t in lab.split()] for _, lab in test]
+    m = sequence_metrics(refs, hyps, tokens)
+    return {"wer": m["token_error_rate"], "ser": m["sequence_error_rate"], "seconds": time.perf_counter() - t0}
