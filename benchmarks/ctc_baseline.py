@@ -12,14 +12,11 @@ import time
 import torch
 from torch import nn
 
+from .defaults import PackedLSTM
 
-class PackedLSTMCTC(nn.Module):
-    """Frame log-probabilities (B, T, C) of a packed 2 x 128 LSTM; the blank is the last class."""
 
-    def __init__(self, n_in: int, n_out: int, hidden: int = 128, layers: int = 2):
-        super().__init__()
-        self.rnn = nn.LSTM(n_in, hidden, layers, batch_first=True, dropout=0.15)
-        self.head = nn.Linear(hidden, n_out)
+class PackedLSTMCTC(PackedLSTM):
+    """The defaults suite's packed 2 x 128 LSTM, scoring every frame: log-probabilities (B, T, C), blank last."""
 
     def forward(self, x, lengths):
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
