@@ -155,10 +155,8 @@ def crop_at_pauses(x: Tensor, lengths: Tensor, targets: Tensor, chosen: Tensor) 
     """For each chosen row whose pauses split it into its tokens (`pause_cuts` on the frame energies of its dB
     features), keep a random run of consecutive tokens with their audio, cut in the pauses around them: shorter
     sequences that start and end anywhere, so CTC cannot lean on where a token sits in its clip."""
-    from .tasks.ctc import unpad
-
     energy = (10 * torch.log10(torch.pow(10.0, x.detach().double() / 10).sum(-1).clamp_min(1e-30))).cpu().numpy()
-    rows = unpad(targets)
+    rows = [[t for t in row if t >= 0] for row in targets.tolist()]  # the real tokens
     spans, new_tokens = [], []
     for b in range(len(x)):
         n, toks = int(lengths[b]), rows[b]
