@@ -23,7 +23,7 @@ def _evaluate(a) -> int:
     from .evaluation import format_metrics
     from .jobs import evaluate
 
-    m = evaluate(a.run_dir, a.data, a.split, on_error=a.on_error)
+    m = evaluate(a.run_dir, a.data, a.split, on_error=a.on_error, decoding=_decoding(a))
     if a.json:
         print(json.dumps(m))
     else:
@@ -42,7 +42,46 @@ def _evaluate(a) -> int:
 def _predict(a) -> int:
     from .inference.printing import predict_command
 
-    return predict_command(a.run_dir, a.files, a.top_k, a.json, a.stream, a.chunk_ms, a.enroll)
+    return predict_command(a.run_dir, a.files, a.top_k, a.json, a.stream, a.chunk_ms, a.enroll, _decoding(a))
+
+
+def _decoding(a) -> dict | None:
+    """The CTC decoding options given (None: greedy, the default)."""
+    d = {"beam": a.beam, "vocabulary": a.vocabulary.split() if a.vocabulary else None, "grammar": a.grammar,
+         "lm": a.lm, "lm_weight": a.lm_weight, "token_bonus": a.token_bonus}
+    if (a.lm_weight != 0.5 or a.token_bonus != 0.0) and not a.lm:
+        from .errors import SpecrnnError
+
+        raise SpecrnnError("--lm-weight and --token-bonus weigh an n-gram prior: give it with --lm FILE.arpa")
+    return d if any(d[k] is not None for k in ("beam", "vocabulary", "grammar", "lm")) else None
+
+
+def _decoding_args(p) -> None:
+    g = p.add_argument_group("CTC decoding (token-sequence models; default: greedy best path)")
+    g.add_argument("--beam", type=_positive(int), help="prefix beam search over N prefixes (16 when a constraint is given)")
+    g.add_argument("--vocabulary", metavar="'TOK TOK ...'", help="only these tokens (space-separated)")
+    g.add_argument("--grammar", metavar="FILE", help="only token sequences matching the file's patterns, one a line, "
+                   "e.g. '(yes|no){8}' or '<any>{2,7}' (| ( ) ? * + {m,n} <any>)")
+    g.add_argument("--lm", metavar="FILE.arpa", help="a token n-gram prior (ARPA; `specrnn ngram` estimates one)")
+    g.add_argument("--lm-weight", type=float, default=0.5, help="weight of the n-gram's log-probability (default 0.5)")
+    g.add_argument("--token-bonus", type=float, default=0.0, help="score added per token with --lm (default 0)")
+
+
+def _ngram(a) -> int:
+    from .data.manifest import load_manifest
+    from .decoding import estimate_ngram
+
+    man = load_manifest(a.data)
+    rows = man.where_split(a.split) if a.split and man.splits is not None else man
+    seqs = [lab.split() for lab in rows.labels]
+    if not seqs:
+        from .errors import SpecrnnError
+
+        raise SpecrnnError(f"{a.data}: no rows in split '{a.split}' to estimate an n-gram from")
+    estimate_ngram(seqs, a.order, a.discount).to_arpa(a.out)
+    print(f"wrote {a.out}: a {a.order}-gram of {len(seqs)} token sequences ({a.split or 'all'} rows of {a.data}); "
+          f"decode with: specrnn predict RUN FILES --lm {a.out}")
+    return 0
 
 
 def _manifest(a) -> int:
@@ -221,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", help="split of DATA to use (default: test when DATA has a split column, else all rows)")
     e.add_argument("--on-error", choices=["stop", "skip"], default="stop")
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    _decoding_args(e)
     e.set_defaults(func=_evaluate)
 
     r = sub.add_parser("predict", help="labels and probabilities for audio files")
@@ -236,7 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="models trained with model.normalize: group: recordings (files or folders, no labels) of the "
                         "speaker of FILES, whose mean features are removed (default: FILES themselves); put FILES "
                         "before --enroll")
+    _decoding_args(r)
     r.set_defaults(func=_predict)
+
+    g = sub.add_parser("ngram", help="a token n-gram (ARPA file) from a manifest's token-sequence labels, for --lm")
+    g.add_argument("data", help="CSV manifest whose labels are token sequences ('yes no no yes')")
+    g.add_argument("--out", required=True, help="ARPA file to write")
+    g.add_argument("--order", type=_positive(int), default=2, help="n (default 2: bigrams)")
+    g.add_argument("--split", default="train", help="rows to count (default train; '' for all rows)")
+    g.add_argument("--discount", type=float, default=0.5, help="absolute discount per seen n-gram (default 0.5)")
+    g.set_defaults(func=_ngram)
 
     m = sub.add_parser("manifest", help="CSV manifest from file names, e.g. FSDD's {label}_{speaker}_{take}.wav")
     m.add_argument("dir")

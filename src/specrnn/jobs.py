@@ -86,12 +86,16 @@ def summary(run_dir: Path, m: dict) -> str:
     return "\n".join(lines)
 
 
-def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str | None = None, on_error: str = "stop") -> dict:
-    """Metrics of a trained run on DATA (default: the run's own test split); unseen labels are an error."""
+def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str | None = None, on_error: str = "stop",
+             decoding: dict | None = None) -> dict:
+    """Metrics of a trained run on DATA (default: the run's own test split); unseen labels are an error.
+    `decoding`: a CTC model's Predictor.set_decoding options (beam, vocabulary, grammar, lm, ...; default greedy)."""
     from .inference import Predictor
 
     run_dir = Path(run_dir)
     predictor = Predictor.load(run_dir)
+    if decoding:
+        predictor.set_decoding(**decoding)
     if data is None:
         if not (run_dir / SPLIT_FILE).is_file():
             raise SpecrnnError(f"{run_dir}: no {SPLIT_FILE}; give the DATA to evaluate on")
@@ -118,6 +122,8 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str | N
     metrics = evaluate_features(predictor, fs)
     metrics["skipped"] = [{"path": e.path, "reason": e.reason} for e in fs.errors]
     metrics["split"] = split  # None: every row of DATA
+    if predictor.task.sequence:
+        metrics["decoding"] = predictor.decoding.name() if predictor.decoding else "greedy"
     if data is not None:
         metrics["seen_in_training"] = seen_in_training(run_dir, rows.paths)
     return metrics

@@ -33,9 +33,9 @@ class OnnxStreamingClassifier(StepStream):
     """Drive a streaming step model exported by `specrnn export --streaming` on onnxruntime, like
     `StreamingClassifier` (the same driver): push audio or feature chunks of any size, read running probabilities
     (a CTC model also decodes as it goes: `tokens()`). Audio becomes features with the feature settings stored in
-    the model's metadata (PyTorch's STFT)."""
+    the model's metadata (PyTorch's STFT). `decoding`: a decoding.Decoding for a CTC model (default greedy)."""
 
-    def __init__(self, path_or_session, threads: int = 1):
+    def __init__(self, path_or_session, threads: int = 1, decoding=None):
         if isinstance(path_or_session, (str, Path)):
             try:
                 self.sess = session(path_or_session, threads)
@@ -56,7 +56,7 @@ class OnnxStreamingClassifier(StepStream):
                         json.loads(meta["states"]), frame_head, int(self.sess.get_inputs()[0].shape[2]))
         self.valid = frame_head and bool(cnn)  # the step model also says which frame outputs are real
         self.out_names = ["logits", *(["valid"] if self.valid else []), *[s["name"] + "_out" for s in plan.states]]
-        super().__init__(plan)
+        super().__init__(plan, decoding)
 
     def _initial_states(self) -> dict:
         return {s["name"]: np.full(s["shape"], s["init"], dtype=s["dtype"]) for s in self.plan.states}

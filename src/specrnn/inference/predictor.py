@@ -29,8 +29,9 @@ class Prediction:
     label: str | None
     probabilities: dict[str, float]
     error: str | None = None
-    path_probability: float | None = None  # CTC: the best path's probability (the label's), beside any n-best
-    timings: list[dict] | None = None  # CTC: each decoded token with its start and end (seconds) on the best path
+    path_probability: float | None = None  # CTC: the label's probability: its best path's (greedy), or its kept paths' (beam)
+    timings: list[dict] | None = None  # CTC: each decoded token with its start and end (seconds) in the alignment
+    beam: bool = False  # CTC: decoded by beam search (else greedy best path)
 
     def top(self, k: int) -> list[tuple[str, float]]:
         """The k most probable labels with their probabilities, most probable first."""
@@ -44,7 +45,7 @@ class Prediction:
         items = self.top(top_k or len(self.probabilities))
         out = {"path": self.path, "label": self.label, "top": [{"label": lab, "probability": significant(p)} for lab, p in items]}
         if self.path_probability is not None:
-            out["best_path_probability"] = significant(self.path_probability)
+            out["sequence_probability" if self.beam else "best_path_probability"] = significant(self.path_probability)
         if self.timings is not None:
             out["tokens"] = self.timings
         return out
@@ -61,6 +62,20 @@ class Predictor:
         self.group_mean: np.ndarray | None = None  # model.normalize: group: the enrolled speaker's mean features
         self.enrolled = 0
         self._enrolled_model: SpecRNN | None = None
+        self.decoding = None  # CTC: a decoding.Decoding (None: greedy best path); set_decoding() chooses
+
+    def set_decoding(self, beam: int | None = None, vocabulary: list[str] | None = None, grammar: str | Path | None = None,
+                     lm: str | Path | None = None, lm_weight: float = 0.5, token_bonus: float = 0.0) -> "Predictor":
+        """CTC models: decode by prefix beam search over `beam` prefixes (None: greedy best path, the default), with
+        optional constraints: only the `vocabulary` tokens, only sequences of a `grammar` file's patterns, an
+        n-gram prior from an ARPA file (`lm`, weighted by `lm_weight`, plus `token_bonus` per token). A constraint
+        without a beam searches 16 prefixes. Used by decode(), predict(), evaluate and stream(). Returns self."""
+        from ..decoding import Decoding
+
+        if not self.task.sequence:
+            raise SpecrnnError("beam search and decoding constraints are for CTC models (token-sequence labels)")
+        self.decoding = Decoding.of(self.classes, beam, vocabulary, grammar, lm, lm_weight, token_bonus)
+        return self
 
     @property
     def needs_enrolment(self) -> bool:
@@ -156,18 +171,34 @@ class Predictor:
         return out
 
     def decode(self, features: list[np.ndarray], batch_size: int = 64) -> list[tuple[list[int], float]]:
-        """CTC models: the best path's token indices for each (T, F) feature array, and that path's probability."""
+        """CTC models: each (T, F) feature array's decoded token indices and their probability: greedy, the best
+        path and that path's probability; with a beam (set_decoding), the best sequence and its probability over
+        the kept paths (an empty sequence and 0 when no sequence meets the constraints)."""
+        return [self._decode_one(lp) for lp in self.frame_log_probs(features, batch_size)]
+
+    def _decode_one(self, lp: np.ndarray) -> tuple[list[int], float]:
         from ..tasks.ctc import best_path
 
-        return [best_path(lp, len(self.classes)) for lp in self.frame_log_probs(features, batch_size)]
+        if self.decoding is None or self.decoding.beam is None:
+            return best_path(lp, len(self.classes))
+        search = self.decoding.start(len(self.classes))
+        search.update(lp)
+        best = search.results()[:1]
+        return (best[0][0], best[0][1]) if best else ([], 0.0)
 
     def n_best(self, features: list[np.ndarray], k: int, batch_size: int = 64) -> list[list[tuple[list[int], float]]]:
         """CTC models: the k most probable token sequences of each (T, F) feature array, each with its probability
         over all of its paths (prefix beam search: a beam of BEAM prefixes, or k if larger, so the figures do not
         depend on k up to BEAM; pruned paths are not counted, so they are lower bounds). Files: predict(n_best=k)."""
-        from ..tasks.ctc import prefix_beam_search
+        return [self._n_best_one(lp, k) for lp in self.frame_log_probs(features, batch_size)]
 
-        return [prefix_beam_search(lp, len(self.classes), max(k, BEAM))[:k] for lp in self.frame_log_probs(features, batch_size)]
+    def _n_best_one(self, lp: np.ndarray, k: int) -> list[tuple[list[int], float]]:
+        from ..decoding import BeamSearch
+
+        d = self.decoding
+        search = BeamSearch(len(self.classes), max(k, BEAM, d.beam if d and d.beam else 0), d.constraints if d else ())
+        search.update(lp)
+        return search.results()[:k]
 
     @property
     def step_seconds(self) -> float:
@@ -176,6 +207,14 @@ class Predictor:
 
         f = self.cfg.features
         return time_multiple(self.model) * f.hop_length / f.sample_rate
+
+    def _spans(self, lp: np.ndarray, seq: list[int]) -> list[tuple[int, int, int]]:
+        """Where each decoded token lies: on the best path (greedy), or the forced alignment of a beam's sequence."""
+        from ..tasks.ctc import forced_align, path_spans
+
+        if self.decoding is None or self.decoding.beam is None:
+            return path_spans(lp.argmax(-1), len(self.classes))
+        return forced_align(lp, seq, len(self.classes)) if seq else []
 
     def timings(self, spans: list[tuple[int, int, int]]) -> list[dict]:
         """(token, first step, last step) -> [{"token", "start", "end"}] in seconds."""
@@ -249,12 +288,10 @@ class Predictor:
         errors = {i: w.reason for i, w in enumerate(decoded) if isinstance(w, AudioError)}
         paths = names
         if self.task.sequence:
-            from ..tasks.ctc import best_path, path_spans, prefix_beam_search
-
-            lps = self.frame_log_probs(self.features_of(waves), batch_size) if waves else []  # one pass: best path and n-best
-            probs = [best_path(lp, len(self.classes)) for lp in lps]
-            spans = [path_spans(lp.argmax(-1), len(self.classes)) for lp in lps]
-            alternatives = [prefix_beam_search(lp, len(self.classes), max(n_best, BEAM))[:n_best] for lp in lps] if n_best > 1 else None
+            lps = self.frame_log_probs(self.features_of(waves), batch_size) if waves else []  # one pass: decoding and n-best
+            probs = [self._decode_one(lp) for lp in lps]
+            spans = [self._spans(lp, seq) for lp, (seq, _) in zip(lps, probs)]
+            alternatives = [self._n_best_one(lp, n_best) for lp in lps] if n_best > 1 else None
         else:
             probs = self.probabilities(self.logits_from_features(self.features_of(waves), batch_size)) if waves else []
         out, k = [], 0
@@ -269,7 +306,8 @@ class Predictor:
                 named = {label: row[1]}
                 if alternatives is not None:
                     named = {" ".join(self.classes[t] for t in seq): prob for seq, prob in alternatives[k - 1]}
-                out.append(Prediction(str(p), label, named, path_probability=row[1], timings=self.timings(spans[k - 1])))
+                out.append(Prediction(str(p), label, named, path_probability=row[1], timings=self.timings(spans[k - 1]),
+                                      beam=self.decoding is not None and self.decoding.beam is not None))
                 continue
             label = self.classes[int(np.argmax(row))]
             if self.task.multilabel:

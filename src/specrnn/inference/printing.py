@@ -43,7 +43,8 @@ def print_stream(predictor, files: list[str], chunk_ms: float, as_json: bool, to
             if as_json:
                 print(json.dumps(line))
             elif s.ctc is not None and said:
-                print(f"{path}\t{when}\t{line['label'] or '(nothing decoded)'}\t(best path {percent(line['probability'])})")
+                how = "best path" if s.decoding.beam is None else "over its paths"
+                print(f"{path}\t{when}\t{line['label'] or '(nothing decoded)'}\t({how} {percent(line['probability'])})")
             else:
                 tops = line.get("top", [line] if said else [])
                 print(f"{path}\t{when}\t" + (", ".join(f"{x['label']} {percent(x['probability'])}" for x in tops) or "-"))
@@ -67,7 +68,7 @@ def reading(s: StreamingClassifier, top_k: int) -> dict:
 
 
 def predict_command(run_dir, paths: list[str], top_k: int | None, as_json: bool, stream_: bool, chunk_ms: float | None,
-                    enroll: list[str] | None) -> int:
+                    enroll: list[str] | None, decoding: dict | None = None) -> int:
     """`specrnn predict`: load the run, enrol a per-speaker model, print each file's labels (or each chunk's with
     --stream); 1 when a file could not be read, else 0."""
     import json
@@ -79,6 +80,8 @@ def predict_command(run_dir, paths: list[str], top_k: int | None, as_json: bool,
         raise SpecrnnError("--chunk-ms sets the chunk of --stream; add --stream (or drop --chunk-ms)")
     files = expand_audio_paths(paths)  # a folder becomes the audio files below it
     predictor = load(run_dir)
+    if decoding:
+        predictor.set_decoding(**decoding)
     if stream_:  # refused before enrolment reads any audio
         check_streamable(predictor.cfg.model, predictor.cfg.features)
     if enroll and predictor.cfg.model.normalize != "group":
@@ -119,7 +122,8 @@ def predict_command(run_dir, paths: list[str], top_k: int | None, as_json: bool,
             print(f"specrnn: error: {p.path}: {p.error}", file=sys.stderr)
         elif not as_json and ctc:  # a token sequence and its best path's probability (then the k most probable sequences)
             more = "; most probable sequences: " + ", ".join(f"'{seq}' {percent(q)}" for seq, q in p.top(top_k)) if top_k > 1 else ""
-            print(f"{p.path}\t{p.label or '(nothing decoded)'}\t(best path {percent(p.path_probability)}{more})")
+            how = "over its paths" if p.beam else "best path"
+            print(f"{p.path}\t{p.label or '(nothing decoded)'}\t({how} {percent(p.path_probability)}{more})")
         elif not as_json:
             tops = ", ".join(f"{lab} {percent(prob)}" for lab, prob in p.top(top_k))
             print(f"{p.path}\t{p.label}\t({tops})")

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import SpecrnnError
-from ..tasks.ctc import GreedyCTC
 from .audio_stream import FINISHED
 from .graphs import pad_time
 
@@ -43,22 +42,23 @@ class StepPlan:
 
 
 class CTCStreamDecoding:
-    """What a stream of a CTC model says so far (its `ctc`: a GreedyCTC, or None for other heads; `classes`;
-    `latest`: None before the first step)."""
+    """What a stream of a CTC model says so far (its `ctc`: the decoder, a GreedyCTC or a decoding.BeamSearch, or
+    None for other heads; `classes`; `latest`: None before the first step)."""
 
-    ctc: "GreedyCTC | None"
+    ctc: object
     classes: list[str] | None
     latest: object
 
     def tokens(self) -> list[str]:
-        """CTC models: the sequence decoded so far (best path: repeats merged, blanks dropped). After `finish()` it
-        equals `specrnn predict` on the whole clip."""
+        """CTC models: the sequence decoded so far (greedy: the best path, repeats merged, blanks dropped; beam: the
+        best prefix). After `finish()` it equals `specrnn predict` on the whole clip with the same decoding."""
         if self.ctc is None:
             raise SpecrnnError("tokens() decodes CTC models; this model classifies clips: read probabilities()")
         return [self.classes[t] if self.classes else str(t) for t in self.ctc.tokens]
 
     def path_probability(self) -> float | None:
-        """CTC models: the probability of the best path so far (None before the first step)."""
+        """CTC models: the probability of the best path so far (beam: of the best prefix over its kept paths);
+        None before the first step."""
         if self.ctc is None:
             raise SpecrnnError("path_probability() is for CTC models")
         return None if self.latest is None else float(np.exp(self.ctc.log_p))
@@ -69,8 +69,11 @@ class StepStream(CTCStreamDecoding):
     model also decodes as it goes (`tokens()`). Subclasses give `_step` (one call of the step model) and
     `_audio_stream` (features from audio)."""
 
-    def __init__(self, plan: StepPlan):
+    def __init__(self, plan: StepPlan, decoding=None):
+        from ..decoding import Decoding
+
         self.plan, self.classes, self.multilabel = plan, plan.classes, plan.multilabel
+        self.decoding = decoding or Decoding()  # CTC: greedy unless a beam is given
         self.names = [s["name"] for s in plan.states]
         self.reset()
 
@@ -95,7 +98,7 @@ class StepStream(CTCStreamDecoding):
         self.pending = np.zeros((0, self.plan.n_features), dtype=np.float32)
         self.latest = None
         self.frame_outputs: list = []
-        self.ctc = GreedyCTC(self.plan.blank) if self.plan.blank is not None else None
+        self.ctc = self.decoding.start(self.plan.blank) if self.plan.blank is not None else None
         self.fed = self.real = 0  # feature frames given to the model so far: all, and real ones
 
     def _run(self, frames: np.ndarray, total: int | None = None) -> None:
@@ -149,6 +152,8 @@ class StepStream(CTCStreamDecoding):
         called again, it returns the same probabilities."""
         if not self.finished:
             self._flush()
+            if self.ctc is not None:
+                self.ctc.finish()  # a beam's end scores (a grammar's whole sequences, an n-gram's P(</s>))
             self.finished = True
         return self.probabilities()
 

@@ -54,7 +54,8 @@ class StreamingClassifier(StepStream):
     right context. A CTC model also decodes as it goes: `tokens()` is the sequence so far. `logits()` and
     `frame_outputs` are tensors."""
 
-    def __init__(self, model: SpecRNN, feature_extractor=None, classes: list[str] | None = None, multilabel: bool = False):
+    def __init__(self, model: SpecRNN, feature_extractor=None, classes: list[str] | None = None, multilabel: bool = False,
+                 decoding=None):
         check_streamable(model.cfg)
         if model.cfg.normalize == "group":  # Predictor.enrolled_model() folds the speaker's mean in: a constant, it streams
             raise SpecrnnError(ENROL)
@@ -62,7 +63,7 @@ class StreamingClassifier(StepStream):
         self.model = _on_cpu(model).eval()
         self.step = StreamingStep(self.model)
         self.extractor = _on_cpu(feature_extractor) if feature_extractor is not None else None
-        super().__init__(StepPlan.of(self.step, classes, multilabel))
+        super().__init__(StepPlan.of(self.step, classes, multilabel), decoding)
 
     def _initial_states(self) -> dict:
         return dict(zip(self.names, self.step.initial_states()))
@@ -86,4 +87,4 @@ class StreamingClassifier(StepStream):
 def stream(predictor) -> StreamingClassifier:
     """A StreamingClassifier for a loaded Predictor (`specrnn.load(run).stream()`)."""
     return StreamingClassifier(predictor.enrolled_model(), predictor.extractor, predictor.classes,
-                               predictor.task.multilabel)
+                               predictor.task.multilabel, predictor.decoding)

@@ -72,36 +72,21 @@ class GreedyCTC:
         self.tokens += collapse(path, self.blank, self.prev)
         self.prev = int(path[-1])
 
+    def finish(self) -> None:
+        """End of stream (the best path needs nothing more)."""
+
 
 def prefix_beam_search(log_probs: np.ndarray, blank: int, beam: int = 8) -> list[tuple[list[int], float]]:
     """The most probable token sequences of one clip's (T, C) frame log-probabilities, each with its probability
     summed over every path that collapses to it (best path decoding scores one path only); most probable first,
     at most `beam` of them. Exact when `beam` covers every prefix (tested against enumerating all paths); a narrower
-    beam prunes prefixes, so a sequence may be missed or get less than its probability."""
-    beams: dict[tuple, tuple[float, float]] = {(): (0.0, -np.inf)}  # prefix -> log P(ends in blank), log P(ends in a token)
-    for lp in np.asarray(log_probs, dtype=np.float64):
-        nxt: dict[tuple, list[float]] = {}
+    beam prunes prefixes, so a sequence may be missed or get less than its probability. (`decoding.BeamSearch`,
+    which also streams and takes constraints.)"""
+    from ..decoding import BeamSearch
 
-        def add(prefix: tuple, i: int, value: float) -> None:
-            if value == -np.inf:  # a path that cannot happen (a repeat with no blank yet) takes no place in the beam
-                return
-            cell = nxt.setdefault(prefix, [-np.inf, -np.inf])
-            cell[i] = np.logaddexp(cell[i], value)
-
-        for prefix, (pb, pt) in beams.items():
-            total = np.logaddexp(pb, pt)
-            add(prefix, 0, total + lp[blank])
-            for c in range(len(lp)):
-                if c == blank:
-                    continue
-                if prefix and prefix[-1] == c:
-                    add(prefix, 1, pt + lp[c])  # the same token again, merged
-                    add(prefix + (c,), 1, pb + lp[c])  # a repeat needs a blank between
-                else:
-                    add(prefix + (c,), 1, total + lp[c])
-        ranked = sorted(nxt.items(), key=lambda kv: -np.logaddexp(*kv[1]))[:beam]
-        beams = {k: (v[0], v[1]) for k, v in ranked}
-    return [(list(k), float(np.exp(np.logaddexp(*v)))) for k, v in beams.items()]
+    search = BeamSearch(blank, beam)
+    search.update(log_probs)
+    return search.results()
 
 
 def path_spans(path: np.ndarray, blank: int) -> list[tuple[int, int, int]]:
