@@ -200,6 +200,46 @@ def test_a_unidirectional_ctc_model_streams_its_transcript(tmp_path, capsys):
             s.finish()
             assert " ".join(s.tokens()) == pred["label"]
             assert s.path_probability() == pytest.approx(pred["best_path_probability"], rel=1e-3)
+    capsys.readouterr()
+    # beam search and constraints: predict, the stream (PyTorch and ONNX) and evaluate decode alike
+    (tmp_path / "g.txt").write_text("hi <any>*  # sequences that start high\n")
+    for opts in (["--beam", "8"], ["--grammar", str(tmp_path / "g.txt")]):
+        assert main(["predict", str(run), *paths, "--json", *opts]) == 0
+        beamed = json.loads(capsys.readouterr().out)
+        assert all("sequence_probability" in p and "best_path_probability" not in p for p in beamed)
+        if "--grammar" in opts:  # the second clip ('lo lo hi lo') decodes greedily to a sequence starting low
+            assert all(p["label"].split()[:1] == ["hi"] for p in beamed), beamed
+            assert any(p["label"].split()[:1] != ["hi"] for p in offline), offline
+        else:  # the beam's sequence has at least its best path's probability
+            assert all(b["sequence_probability"] >= g["best_path_probability"] * (1 - 1e-6) for b, g in zip(beamed, offline))
+        for p in beamed:  # word timings: the forced alignment of the decoded sequence, in order
+            assert [t["token"] for t in p["tokens"]] == p["label"].split()
+            assert all(a["end"] <= b["start"] for a, b in zip(p["tokens"], p["tokens"][1:]))
+        assert main(["predict", str(run), *paths, "--stream", "--chunk-ms", "150", "--json", *opts]) == 0
+        lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        for path, pred in zip(paths, beamed):
+            final = [x for x in lines if x["path"] == path][-1]
+            assert final["label"] == pred["label"] and final["probability"] == pytest.approx(pred["sequence_probability"], rel=1e-3)
+        if onnx_export_skip_reason() is None:
+            import specrnn
+
+            d = specrnn.load(run).set_decoding(beam=8, grammar=opts[1] if "--grammar" in opts else None).decoding
+            for path, pred in zip(paths, beamed):
+                s = OnnxStreamingClassifier(tmp_path / "step.onnx", decoding=d)
+                wave = load_audio(path, 16000)
+                for i in range(0, len(wave), 2400):
+                    s.push_audio(wave[i : i + 2400])
+                s.finish()
+                assert " ".join(s.tokens()) == pred["label"]
+        assert main(["evaluate", str(run), str(tmp_path / "seq.csv"), "--json", *opts]) == 0
+        m = json.loads(capsys.readouterr().out)
+        assert m["decoding"].startswith("beam") and 0 <= m["token_error_rate"] <= 1
+    assert main(["ngram", str(tmp_path / "seq.csv"), "--out", str(tmp_path / "lm.arpa"), "--order", "3"]) == 0
+    assert "wrote" in capsys.readouterr().out and "\\3-grams:" in (tmp_path / "lm.arpa").read_text()
+    assert main(["predict", str(run), paths[0], "--lm", str(tmp_path / "lm.arpa"), "--lm-weight", "0.3"]) == 0
+    assert "over its paths" in capsys.readouterr().out
+    assert main(["predict", str(run), paths[0], "--token-bonus", "1"]) == 2
+    assert "give it with --lm" in capsys.readouterr().err
     assert main(["predict", str(run), paths[0], "--stream", "--top-k", "3"]) == 2
     assert "a CTC stream shows its one running sequence" in capsys.readouterr().err
     assert main(["predict", str(run), paths[0], "--stream"]) == 0
