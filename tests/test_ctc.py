@@ -238,6 +238,13 @@ def test_a_unidirectional_ctc_model_streams_its_transcript(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out and "\\3-grams:" in (tmp_path / "lm.arpa").read_text()
     assert main(["predict", str(run), paths[0], "--lm", str(tmp_path / "lm.arpa"), "--lm-weight", "0.3"]) == 0
     assert "over its paths" in capsys.readouterr().out
+    assert main(["predict", str(run), *paths[:2], "--transcript", rows[0][1], "--transcript", rows[1][1], "--json"]) == 0
+    aligned = json.loads(capsys.readouterr().out)
+    for (_, label), a in zip(rows, aligned):
+        assert [t["token"] for t in a["tokens"]] == label.split() and a["transcript"] == label
+        assert all(t["start"] < t["end"] <= u["start"] for t, u in zip(a["tokens"], a["tokens"][1:]))
+    assert main(["predict", str(run), *paths[:2], "--transcript", rows[0][1]]) == 2
+    assert "2 file(s) but 1 transcript(s)" in capsys.readouterr().err
     assert main(["predict", str(run), paths[0], "--token-bonus", "1"]) == 2
     assert "give it with --lm" in capsys.readouterr().err
     assert main(["predict", str(run), paths[0], "--stream", "--top-k", "3"]) == 2

@@ -42,6 +42,10 @@ def _evaluate(a) -> int:
 def _predict(a) -> int:
     from .inference.printing import predict_command
 
+    if a.transcript:
+        from .inference.printing import align_command
+
+        return align_command(a.run_dir, a.files, a.transcript, a.json)
     return predict_command(a.run_dir, a.files, a.top_k, a.json, a.stream, a.chunk_ms, a.enroll, _decoding(a))
 
 
@@ -276,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="models trained with model.normalize: group: recordings (files or folders, no labels) of the "
                         "speaker of FILES, whose mean features are removed (default: FILES themselves); put FILES "
                         "before --enroll")
+    r.add_argument("--transcript", action="append", metavar="'TOK TOK ...'",
+                   help="CTC models: where each token of this known transcript lies in the file (Viterbi forced "
+                        "alignment); once per file, in order")
     _decoding_args(r)
     r.set_defaults(func=_predict)
 

@@ -130,6 +130,23 @@ def predict_command(run_dir, paths: list[str], top_k: int | None, as_json: bool,
     return 1 if failed else 0
 
 
+def align_command(run_dir, paths: list[str], transcripts: list[str], as_json: bool) -> int:
+    """`specrnn predict --transcript`: each file's known transcript aligned to its audio (token, start, end)."""
+    import json
+
+    from .predictor import load
+
+    if len(paths) != len(transcripts):
+        raise SpecrnnError(f"--transcript: {len(paths)} file(s) but {len(transcripts)} transcript(s); give one per file, in order")
+    spans = load(run_dir).align(paths, transcripts)
+    if as_json:
+        print(json.dumps([{"path": str(p), "transcript": t, "tokens": s} for p, t, s in zip(paths, transcripts, spans)]))
+    for p, s in zip(paths, spans):
+        if not as_json:
+            print(f"{p}\t" + " ".join(f"{x['token']} {x['start']:.2f}-{x['end']:.2f}s" for x in s))
+    return 0
+
+
 def note_cropped(paths: list[str], f) -> None:
     """A note for each file longer than features.max_seconds: the model read only part of it."""
     if f.max_seconds is None:
