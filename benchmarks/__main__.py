@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-SUITES = ["features_speed", "training_speed", "efficiency", "time_to_accuracy", "inference_speed", "startup", "serve", "defaults", "scale", "recognition", "accuracy"]
+SUITES = ["features_speed", "training_speed", "efficiency", "time_to_accuracy", "inference_speed", "startup", "serve", "defaults", "nonspeech", "scale", "recognition", "accuracy"]
 
 
 def main(argv=None) -> int:
