@@ -1,6 +1,12 @@
-"""The defaults on non-speech sets built from what Debian ships: drum one-shots from Hydrogen's drum kits
-(`apt-get install hydrogen-drumkits hydrogen-data`), labelled by instrument kind (kick, snare, hi-hat, tom, cymbal,
-clap), grouped by kit so no fold has one kit on both sides (a new kit is a new room, microphones and drums).
+"""The defaults on non-speech sets built from what Debian ships:
+
+- drum one-shots from Hydrogen's drum kits (`apt-get install hydrogen-drumkits hydrogen-data`), labelled by
+  instrument kind (kick, snare, hi-hat, tom, cymbal, clap), grouped by kit so no fold has one kit on both sides
+  (a new kit is a new room, microphones and drums);
+- pitched instrument notes rendered by FluidSynth from two General MIDI sound fonts (`apt-get install fluidsynth
+  fluid-soundfont-gm timgm6mb-soundfont`), labelled by instrument family (piano, organ, guitar, bass, strings,
+  brass, reed, pipe), grouped by GM program, so every test note is played by an instrument never heard in training.
+
 `specrnn cv DATA --folds 5` with no config (the recipe's choices, group-aware folds) against the defaults suite's
 seed-style baseline (librosa log-mels, packed 2 x 128 LSTM) trained on each fold's same rows.
 python -m benchmarks.nonspeech [--quick]
@@ -9,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import re
+import shutil
 import statistics
 import time
 import xml.etree.ElementTree as ET
@@ -55,6 +62,68 @@ def drum_manifest(out: Path, kits: Path = HYDROGEN_KITS) -> Path:
     return out
 
 
+SOUND_FONTS = [Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"), Path("/usr/share/sounds/sf2/TimGM6mb.sf2")]
+# GM families (program // 8) kept: distinct sounds, each with eight programs
+FAMILIES = {0: "piano", 2: "organ", 3: "guitar", 4: "bass", 5: "strings", 7: "brass", 8: "reed", 9: "pipe"}
+
+
+def midi_notes(program: int, pitches: list[int], note_s: float = 1.0, slot_s: float = 1.5, velocity: int = 100) -> bytes:
+    """A one-track Standard MIDI File: `program`, then each pitch held `note_s` at the start of its `slot_s` slot."""
+    def var(n: int) -> bytes:  # MIDI variable-length quantity
+        out = [n & 0x7F]
+        while n > 127:
+            n >>= 7
+            out.append(0x80 | (n & 0x7F))
+        return bytes(reversed(out))
+
+    tps = 960  # ticks per second at the default tempo (120 bpm, 480 ticks a beat)
+    ev = var(0) + bytes([0xC0, program])
+    rest = 0
+    for p in pitches:
+        ev += var(rest) + bytes([0x90, p, velocity]) + var(int(note_s * tps)) + bytes([0x80, p, 0])
+        rest = int((slot_s - note_s) * tps)
+    ev += var(rest) + b"\xff\x2f\x00"
+    return (b"MThd" + (6).to_bytes(4, "big") + (0).to_bytes(2, "big") + (1).to_bytes(2, "big") + (480).to_bytes(2, "big")
+            + b"MTrk" + len(ev).to_bytes(4, "big") + ev)
+
+
+def instrument_manifest(out: Path, fonts: list[Path] = SOUND_FONTS, rate: int = 16000, slot_s: float = 1.5) -> Path:
+    """Render 9 notes of each program of FAMILIES with each sound font (FluidSynth), one WAV a note under out/,
+    and write out/manifest.csv (path,label,group,font): label the family, group the program. Deterministic."""
+    import subprocess
+
+    import numpy as np
+    import soundfile as sf
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for font in fonts:
+        for fam, label in FAMILIES.items():
+            for program in range(8 * fam, 8 * fam + 8):
+                pitches = list(range(28, 53, 3)) if label == "bass" else list(range(48, 73, 3))
+                mid, wav = out / "tmp.mid", out / "tmp.wav"
+                mid.write_bytes(midi_notes(program, pitches, slot_s=slot_s))
+                subprocess.run(["fluidsynth", "-ni", "-q", "-g", "0.8", "-r", str(rate), "-F", str(wav), str(font), str(mid)],
+                               check=True, capture_output=True)
+                audio, sr = sf.read(wav, dtype="float32", always_2d=True)
+                audio = audio.mean(1)
+                n = int(slot_s * sr)
+                for k, pitch in enumerate(pitches):
+                    clip = audio[k * n : (k + 1) * n]
+                    if len(clip) < n // 2 or np.abs(clip).max() < 1e-4:  # a program this font leaves silent
+                        continue
+                    name = out / f"{font.stem}_{program:03d}_{pitch}.wav"
+                    sf.write(name, clip, sr)
+                    rows.append((str(name), label, f"program{program:03d}", font.stem))
+    for f in (out / "tmp.mid", out / "tmp.wav"):
+        f.unlink(missing_ok=True)
+    with open(out / "manifest.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "group", "font"])
+        w.writerows(rows)
+    return out / "manifest.csv"
+
+
 def _fold_rows(fold_csv: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(path, label) train and test rows of one cross-validation fold (its data.csv)."""
     with open(fold_csv, newline="") as f:
@@ -63,52 +132,68 @@ def _fold_rows(fold_csv: Path) -> tuple[list[tuple[str, str]], list[tuple[str, s
             [(r["path"], r["label"]) for r in rows if r["split"] == "test"])
 
 
-def main(argv=None) -> dict:
-    import shutil
+def _compare(res: dict, name: str, what: str, csv_path: Path, out: Path, folds: int, quick: bool) -> None:
+    """Cross-validate the defaults on csv_path's group-disjoint folds and the baseline on the same folds' rows."""
+    import json
 
     import specrnn
 
-    from .common import OUT, figure, finish, load_str, quick_flag, start, table
+    from .common import figure, table
     from .defaults import baseline
 
-    quick = quick_flag(argv)
-    res = start("nonspeech", quick)
-    runs = OUT / ("quick" if quick else "") / "runs"
-    if not HYDROGEN_KITS.is_dir():
-        res["notes"].append(f"skipped: no drum kits under {HYDROGEN_KITS} (apt-get install hydrogen-drumkits hydrogen-data)")
-        print(finish(res, quick))
-        return res
-    csv_path = drum_manifest(runs / "drums.csv")
-    rows = sorted(set(drum_rows()))  # a sample two instruments share is one clip
-    out = runs / "nonspeech-drums"
     shutil.rmtree(out, ignore_errors=True)
-    folds = 2 if quick else 5
     t0 = time.perf_counter()
     lines: list[str] = []
     cv = specrnn.cv(csv_path, out, overrides=["train.max_epochs=2"] if quick else [], folds=folds,
                     log=lambda *a, **k: lines.append(" ".join(map(str, a))))
     wall = time.perf_counter() - t0
-    import json
-
     fold_runs = [json.loads(p.read_text()) for p in sorted(out.glob("fold-*/seed-*/metrics.json"))]
     secs = statistics.mean(r["train_seconds"] for r in fold_runs)
     t1, cache = time.perf_counter(), {}  # each file's baseline features once, for every fold
     bases = [baseline(*_fold_rows(f), epochs=2 if quick else 20, cache=cache) for f in sorted(out.glob("fold-*/data.csv"))]
-    base_wall = time.perf_counter() - t1
+    base_s = (time.perf_counter() - t1) / len(bases)  # per fold, the features' one pass shared out
     base_acc = statistics.mean(b["accuracy"] for b in bases)
-    base_s = base_wall / len(bases)  # per fold, the features' one pass shared out
     acc = cv.accuracy_mean
-    kits = sorted({k for _, _, k in rows})
-    name = f"drum one-shots (Hydrogen kits: {len(rows)} clips, {len(kits)} kits, 6 kinds), {folds} kit-disjoint folds (mean)"
-    res["figures"].append(figure(f"{name}: test accuracy, defaults (no config)", acc, "fraction",
+    res["figures"].append(figure(f"{name} ({what}), {folds} folds (mean): test accuracy, defaults (no config)", acc, "fraction",
                                  "seed-style LSTM with packing, same folds", base_acc, target=">= baseline + 5 points",
                                  met=acc >= base_acc + 0.05,
-                                 note=f"training {secs:.0f} s a fold (baseline {base_s:.0f} s); std {100 * cv.accuracy_std:.1f} points; {wall:.0f} s wall"))
+                                 note=f"training {secs:.0f} s a fold (baseline {base_s:.0f} s); std {100 * cv.accuracy_std:.1f} "
+                                      f"points over folds; {wall:.0f} s wall for the defaults' folds"))
     per_fold = [[i + 1, f"{100 * r['test']['accuracy']:.1f}%", f"{100 * b['accuracy']:.1f}%", r["test"]["n"]]
                 for i, (r, b) in enumerate(zip(fold_runs, bases))]
-    res["tables"].append(table("Drum one-shots, per kit-disjoint fold", ["fold", "defaults", "baseline", "test clips"], per_fold))
+    res["tables"].append(table(f"{name}, per fold", ["fold", "defaults", "baseline", "test clips"], per_fold))
     chose = [x.removeprefix("recipe: ") for x in lines if x.startswith("recipe:")]
-    res["notes"].append("The recipe chose: " + ("; ".join(chose) if chose else "(no lines logged)"))
+    res["notes"].append(f"{name}: the recipe chose: " + ("; ".join(chose) if chose else "nothing beyond the defaults"))
+
+
+def main(argv=None) -> dict:
+    import csv as csv_
+
+    from .common import OUT, finish, load_str, quick_flag, start
+
+    quick = quick_flag(argv)
+    res = start("nonspeech", quick)
+    runs = OUT / ("quick" if quick else "") / "runs"
+    folds = 2 if quick else 5
+    if HYDROGEN_KITS.is_dir():
+        csv_path = drum_manifest(runs / "drums.csv")
+        with open(csv_path, newline="") as f:
+            rows = list(csv_.DictReader(f))
+        _compare(res, "drum one-shots", f"Hydrogen's kits: {len(rows)} clips, {len({r['group'] for r in rows})} kits, "
+                 f"{len({r['label'] for r in rows})} kinds; kit-disjoint", csv_path, runs / "nonspeech-drums", folds, quick)
+    else:
+        res["notes"].append(f"drums skipped: no kits under {HYDROGEN_KITS} (apt-get install hydrogen-drumkits hydrogen-data)")
+    fonts = [f for f in SOUND_FONTS if f.is_file()]
+    if fonts and shutil.which("fluidsynth"):
+        csv_path = instrument_manifest(runs / "instruments", fonts)
+        with open(csv_path, newline="") as f:
+            rows = list(csv_.DictReader(f))
+        _compare(res, "instrument notes", f"FluidSynth, {len(fonts)} GM sound fonts: {len(rows)} notes, "
+                 f"{len({r['label'] for r in rows})} families, {len({r['group'] for r in rows})} programs; program-disjoint",
+                 csv_path, runs / "nonspeech-instruments", folds, quick)
+    else:
+        res["notes"].append("instruments skipped: needs fluidsynth and the GM sound fonts "
+                            "(apt-get install fluidsynth fluid-soundfont-gm timgm6mb-soundfont)")
     res["notes"].append(f"Load: {load_str()}.")
     print(finish(res, quick))
     return res

@@ -17,7 +17,7 @@ from specrnn.models import build_model
 from specrnn.tasks import CTCTask, encode, label_kind, label_names
 from specrnn.tasks.ctc import edit_distance, greedy_decode, prefix_beam_search, steps_needed
 
-from .conftest import ROOT, onnx_export_skip_reason, tone, write
+from .conftest import onnx_export_skip_reason, tone, write
 
 CTC = ["task.kind=ctc", "features.max_seconds=null"]
 

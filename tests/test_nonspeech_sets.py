@@ -36,3 +36,17 @@ def test_a_hydrogen_kit_becomes_rows_by_kind_and_kit(tmp_path):
                                                                      ("s1.wav", "snare", "MyKit")]
     csv = drum_manifest(tmp_path / "drums.csv", tmp_path / "kits")
     assert csv.read_text().splitlines()[0] == "path,label,group" and len(csv.read_text().splitlines()) == 4
+
+
+def test_the_midi_file_holds_the_program_and_one_note_a_slot():
+    from benchmarks.nonspeech import midi_notes
+
+    data = midi_notes(41, [48, 51, 54], note_s=1.0, slot_s=1.5)
+    assert data[:4] == b"MThd" and int.from_bytes(data[8:10], "big") == 0 and int.from_bytes(data[12:14], "big") == 480
+    track = data[14:]
+    assert track[:4] == b"MTrk" and int.from_bytes(track[4:8], "big") == len(track) - 8
+    body = track[8:]
+    assert body[1:3] == bytes([0xC0, 41])  # the program first
+    assert body.count(bytes([0x90])) == 3 and body.endswith(b"\xff\x2f\x00")
+    # note-on, 960 ticks (one second: 0x87 0x40), note-off; the next note 480 ticks (half a second: 0x83 0x60) later
+    assert bytes([0x90, 48, 100, 0x87, 0x40, 0x80, 48, 0, 0x83, 0x60, 0x90, 51]) in body
