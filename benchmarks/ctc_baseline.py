@@ -28,7 +28,7 @@ def ctc_baseline(train: list[tuple[str, str]], test: list[tuple[str, str]], epoc
                  seed: int = 0) -> dict:
     """Train on (path, "tok tok ...") rows; test word error, sequence error and seconds (features included)."""
     from specrnn.evaluation import sequence_metrics
-    from specrnn.tasks.ctc import collapse
+    from specrnn.decoding.greedy import collapse
 
     from .baseline import librosa_logmel
 

@@ -28,7 +28,8 @@ def _decode_speed(run: Path, csv: Path) -> dict:
     from specrnn.evaluation import sequence_metrics
     from specrnn.inference import Predictor
     from specrnn.decoding import BeamSearch, Grammar, NGramPrior, estimate_ngram
-    from specrnn.tasks.ctc import best_path, unpad
+    from specrnn.decoding.greedy import best_path
+    from specrnn.tasks.ctc import unpad
 
     p = Predictor.load(run, device="cpu")
     man = load_manifest(run / "split.csv")

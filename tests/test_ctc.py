@@ -15,7 +15,8 @@ from specrnn.config import load_config
 from specrnn.errors import SpecrnnError
 from specrnn.models import build_model
 from specrnn.tasks import CTCTask, encode, label_kind, label_names
-from specrnn.tasks.ctc import edit_distance, greedy_decode, prefix_beam_search, steps_needed
+from specrnn.decoding.greedy import greedy_decode
+from specrnn.tasks.ctc import edit_distance, prefix_beam_search, steps_needed
 
 from .conftest import onnx_export_skip_reason, tone, write
 

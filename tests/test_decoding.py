@@ -13,7 +13,7 @@ import pytest
 
 from specrnn.decoding import BeamSearch, Decoding, Grammar, NGram, NGramPrior, Vocabulary, estimate_ngram
 from specrnn.errors import SpecrnnError
-from specrnn.tasks.ctc import collapse
+from specrnn.decoding.greedy import collapse
 
 TOKENS = ["a", "b", "c"]
 BLANK = 3

@@ -71,7 +71,7 @@ def test_frame_head_streams_every_frame():
 def test_ctc_stream_decodes_what_the_offline_pass_decodes(chunk):
     """Greedy CTC decoding carried across chunks: the running sequence only grows, and at the end it equals the
     offline best path of the whole clip (a repeat split by a chunk boundary is merged, as offline)."""
-    from specrnn.tasks.ctc import greedy_decode
+    from specrnn.decoding.greedy import greedy_decode
 
     fe = FrontendConfig(type="cnn", channels=[4], kernel=3, time_strides=[2], freq_pools=[1])
     torch.manual_seed(3)  # the same weights whichever tests ran before (ones whose best path changes often)

@@ -40,108 +40,64 @@ def _evaluate(a) -> int:
 
 
 def _predict(a) -> int:
-    from .inference.printing import predict_command
+    from .inference.printing import align_command, predict_command
 
     if a.transcript:
-        from .inference.printing import align_command
-
         return align_command(a.run_dir, a.files, a.transcript, a.json)
     return predict_command(a.run_dir, a.files, a.top_k, a.json, a.stream, a.chunk_ms, a.enroll, _decoding(a))
 
 
 def _decoding(a) -> dict | None:
-    """The CTC decoding options given (None: greedy, the default)."""
+    """The CTC decoding options given (None: greedy, the default); Predictor.set_decoding checks them."""
     d = {"beam": a.beam, "vocabulary": a.vocabulary.split() if a.vocabulary else None, "grammar": a.grammar,
          "lm": a.lm, "lm_weight": a.lm_weight, "token_bonus": a.token_bonus}
-    if (a.lm_weight != 0.5 or a.token_bonus != 0.0) and not a.lm:
-        from .errors import SpecrnnError
-
-        raise SpecrnnError("--lm-weight and --token-bonus weigh an n-gram prior: give it with --lm FILE.arpa")
-    return d if any(d[k] is not None for k in ("beam", "vocabulary", "grammar", "lm")) else None
+    return d if a.beam or a.vocabulary or a.grammar or a.lm or a.lm_weight != 0.5 or a.token_bonus else None
 
 
 def _decoding_args(p) -> None:
     g = p.add_argument_group("CTC decoding (token-sequence models; default: greedy best path)")
     g.add_argument("--beam", type=_positive(int), help="prefix beam search over N prefixes (16 when a constraint is given)")
     g.add_argument("--vocabulary", metavar="'TOK TOK ...'", help="only these tokens (space-separated)")
-    g.add_argument("--grammar", metavar="FILE", help="only token sequences matching the file's patterns, one a line, "
-                   "e.g. '(yes|no){8}' or '<any>{2,7}' (| ( ) ? * + {m,n} <any>)")
+    g.add_argument("--grammar", metavar="FILE", help="only sequences matching the file's token patterns, e.g. '(yes|no){8}'")
     g.add_argument("--lm", metavar="FILE.arpa", help="a token n-gram prior (ARPA; `specrnn ngram` estimates one)")
     g.add_argument("--lm-weight", type=float, default=0.5, help="weight of the n-gram's log-probability (default 0.5)")
     g.add_argument("--token-bonus", type=float, default=0.0, help="score added per token with --lm (default 0)")
 
 
 def _ngram(a) -> int:
-    from .data.manifest import load_manifest
-    from .decoding import estimate_ngram
+    from .decoding.ngram import ngram_command
 
-    man = load_manifest(a.data)
-    rows = man.where_split(a.split) if a.split and man.splits is not None else man
-    seqs = [lab.split() for lab in rows.labels]
-    if not seqs:
-        from .errors import SpecrnnError
-
-        raise SpecrnnError(f"{a.data}: no rows in split '{a.split}' to estimate an n-gram from")
-    estimate_ngram(seqs, a.order, a.discount).to_arpa(a.out)
-    print(f"wrote {a.out}: a {a.order}-gram of {len(seqs)} token sequences ({a.split or 'all'} rows of {a.data}); "
-          f"decode with: specrnn predict RUN FILES --lm {a.out}")
+    print(ngram_command(a.data, a.out, a.order, a.split, a.discount))
     return 0
 
 
 def _manifest(a) -> int:
+    from collections import Counter
+
     from .data.manifest import from_pattern
     from .files import check_output_file
 
     out = a.out or os.path.join(a.dir, "manifest.csv")
     check_output_file(out, (".csv",), b"path,label", "manifest", "--out" if a.out else "the manifest (default --out)")
     man = from_pattern(a.dir, a.pattern, a.split_rule)
-    unmatched = man.unmatched
     replaced = os.path.exists(out)  # only a manifest specrnn wrote gets here (check_output_file)
     man.to_csv(out, relative_to=os.path.dirname(os.path.abspath(out)))
-    counts = {}
-    for s in man.splits or ["(no split)"] * len(man):
-        counts[s] = counts.get(s, 0) + 1
+    counts = dict(Counter(man.splits or ["(no split)"] * len(man)))
     print(f"{'replaced' if replaced else 'wrote'} {out}: {len(man)} files, {len(man.classes)} labels, splits {counts}")
-    if unmatched:
-        print(f"{len(unmatched)} audio file(s) did not match the pattern, e.g. {unmatched[0]}", file=sys.stderr)
-    if man.groups is not None and man.splits is not None:
-        where: dict[str, set] = {}
-        for g, s in zip(man.groups, man.splits):
-            where.setdefault(g, set()).add(s)
-        crossing = sorted(g for g, s in where.items() if len(s) > 1)
-        if crossing:
-            print(f"warning: the split rules put group(s) {', '.join(crossing[:5])}{' ...' if len(crossing) > 5 else ''} "
-                  "in more than one split; `specrnn train` refuses that (a {group} must stay in one split: split by "
-                  "the group field, or name the field otherwise)", file=sys.stderr)
+    if man.unmatched:
+        print(f"{len(man.unmatched)} audio file(s) did not match the pattern, e.g. {man.unmatched[0]}", file=sys.stderr)
+    crossing = man.groups_in_several_splits()
+    if crossing:
+        print(f"warning: the split rules put group(s) {', '.join(crossing[:5])}{' ...' if len(crossing) > 5 else ''} "
+              "in more than one split; `specrnn train` refuses that (a {group} must stay in one split: split by "
+              "the group field, or name the field otherwise)", file=sys.stderr)
     return 0
 
 
 def _models(a) -> int:
-    from .config import load_config, preset_path
-    from .errors import SpecrnnError
-    from .models import build_model, summarize
-    from .tasks import make_task
+    from .models.presets import describe
 
-    folder = preset_path("x").parent
-    names = sorted(p.stem for p in folder.glob("*.yaml") if p.stem != "search_space")
-    if a.action == "list" or not a.name:
-        for p in (folder / f"{n}.yaml" for n in names):
-            first = p.read_text().splitlines()[0].lstrip("# ").strip()
-            print(f"{p.stem:12s} {first.split(': ', 1)[-1]}")
-        return 0
-    if a.action == "config" and a.name == "search_space":
-        print(preset_path("search_space").read_text())
-        return 0
-    if a.name not in names and not os.path.isfile(a.name):
-        raise SpecrnnError(f"no preset or config file '{a.name}' (presets: {', '.join(names)})")
-    cfg = load_config(a.name, a.set)
-    if a.action == "config":
-        print(open(preset_path(a.name)).read() if preset_path(a.name).is_file() else open(a.name).read())
-        return 0
-    kind = cfg.task if cfg.task.kind != "auto" else cfg.task.model_copy(update={"kind": "classification"})  # no labels here
-    task = make_task(kind, [str(i) for i in range(a.classes)])  # CTC scores the tokens and a blank
-    model = build_model(cfg.model, cfg.features.n_features, task, cfg.augment)
-    print(summarize(model, cfg.features.n_features))
+    print(describe(a.action, a.name, a.set, a.classes))
     return 0
 
 

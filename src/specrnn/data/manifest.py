@@ -54,6 +54,13 @@ class Manifest:
     def classes(self) -> list[str]:
         return sorted(set(self.labels))
 
+    def groups_in_several_splits(self) -> list[str]:
+        """Groups with rows in more than one split (a leak `train` refuses), sorted; [] without groups or splits."""
+        where: dict[str, set] = {}
+        for g, s in zip(self.groups or [], self.splits or []):
+            where.setdefault(g, set()).add(s)
+        return sorted(g for g, s in where.items() if len(s) > 1)
+
     def columns(self) -> dict[str, list[str]]:
         cols = {"path": self.paths, "label": self.labels}
         for name in ("split", "group", "fold"):

@@ -177,7 +177,7 @@ class Predictor:
         return [self._decode_one(lp) for lp in self.frame_log_probs(features, batch_size)]
 
     def _decode_one(self, lp: np.ndarray) -> tuple[list[int], float]:
-        from ..tasks.ctc import best_path
+        from ..decoding.greedy import best_path
 
         if self.decoding is None or self.decoding.beam is None:
             return best_path(lp, len(self.classes))

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..decoding.greedy import greedy_decode
 from ..evaluation import edit_distance
 from .base import Task
 
@@ -34,55 +35,13 @@ def steps_needed(target: np.ndarray) -> int:
     return int(len(t) + np.sum(t[1:] == t[:-1]))
 
 
-def collapse(path: np.ndarray, blank: int, prev: int | None = None) -> list[int]:
-    """The CTC rule on a best path: merge repeats, drop blanks. `prev`: the step before `path` (a stream's last
-    step), so a repeat across two chunks merges as it would in one."""
-    path = np.asarray(path)
-    keep = np.ones(len(path), dtype=bool)
-    keep[1:] = path[1:] != path[:-1]
-    if prev is not None and len(path):
-        keep[0] = path[0] != prev
-    return [int(k) for k in path[keep] if k != blank]
-
-
-def greedy_decode(logits: Tensor, lengths: Tensor, blank: int) -> list[list[int]]:
-    """Best path: (B, T, C) frame logits -> token indices per clip, over each clip's real steps only."""
-    best = logits.argmax(-1).cpu().numpy()
-    return [collapse(row[: int(n)], blank) for row, n in zip(best, lengths.cpu().numpy())]
-
-
-def best_path(log_probs: np.ndarray, blank: int) -> tuple[list[int], float]:
-    """One clip's (T, C) frame log-probabilities -> the best path's tokens and that path's probability."""
-    return collapse(log_probs.argmax(-1), blank), float(np.exp(log_probs.max(-1).astype(np.float64).sum()))
-
-
-class GreedyCTC:
-    """Best-path decoding one step at a time (streaming): the same rule as `greedy_decode`, carried across chunks,
-    so the running sequence never takes back a token; `log_p` is the best path's log-probability so far."""
-
-    def __init__(self, blank: int):
-        self.blank, self.prev, self.tokens, self.log_p = blank, None, [], 0.0
-
-    def update(self, frame_logits: Tensor | np.ndarray) -> None:  # (t, C)
-        best = torch.log_softmax(torch.as_tensor(frame_logits).float(), -1).max(-1)
-        if not len(best.indices):
-            return
-        path = best.indices.numpy()
-        self.log_p += float(best.values.double().sum())
-        self.tokens += collapse(path, self.blank, self.prev)
-        self.prev = int(path[-1])
-
-    def finish(self) -> None:
-        """End of stream (the best path needs nothing more)."""
-
-
 def prefix_beam_search(log_probs: np.ndarray, blank: int, beam: int = 8) -> list[tuple[list[int], float]]:
     """The most probable token sequences of one clip's (T, C) frame log-probabilities, each with its probability
     summed over every path that collapses to it (best path decoding scores one path only); most probable first,
     at most `beam` of them. Exact when `beam` covers every prefix (tested against enumerating all paths); a narrower
     beam prunes prefixes, so a sequence may be missed or get less than its probability. (`decoding.BeamSearch`,
     which also streams and takes constraints.)"""
-    from ..decoding import BeamSearch
+    from ..decoding.beam import BeamSearch
 
     search = BeamSearch(blank, beam)
     search.update(log_probs)
