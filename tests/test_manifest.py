@@ -122,6 +122,27 @@ def test_group_aware_split_never_shares_a_group():
     assert {"train", "val", "test"} <= set(m.splits)
 
 
+def test_group_aware_split_keeps_fractions_and_label_proportions_over_many_groups():
+    """Groups of mixed sizes and labels: test and val each near their fraction of every class, seeded."""
+    from specrnn.data.manifest import Manifest
+
+    paths, labels, groups = [], [], []
+    for g in range(400):
+        for j in range(1 + g % 7):  # 1 to 7 rows a group
+            paths.append(f"/d/g{g}_{j}.wav")
+            labels.append("abcd"[(g + j) % 4] if g % 3 else "a")  # class 'a' over-represented
+            groups.append(f"spk{g}")
+    man = Manifest(paths, labels, groups=groups)
+    m = assign_splits(man, 0.1, 0.2, seed=5)
+    for c in "abcd":
+        n = labels.count(c)
+        for split, frac in (("test", 0.2), ("val", 0.1)):
+            got = sum(lab == c and sp == split for lab, sp in zip(m.labels, m.splits)) / n
+            assert abs(got - frac) < 0.03, (c, split, got)
+    assert assign_splits(man, 0.1, 0.2, seed=5).splits == m.splits
+    assert assign_splits(man, 0.1, 0.2, seed=6).splits != m.splits
+
+
 def test_validation_from_training_groups_keeps_test_groups_apart():
     """group_val=False: val rows come from the training speakers (all of them are learnt), test stays apart."""
     m = assign_splits(_table(40, groups=12), 0.1, 0.1, seed=0, group_val=False)
