@@ -51,10 +51,14 @@ class Manifest:
 
     def groups_in_several_splits(self) -> list[str]:
         """Groups with rows in more than one split (a leak `train` refuses), sorted; [] without groups or splits."""
-        where: dict[str, set] = {}
-        for g, s in zip(self.groups or [], self.splits or []):
-            where.setdefault(g, set()).add(s)
-        return sorted(g for g, s in where.items() if len(s) > 1)
+        import numpy as np
+
+        if not self.groups or not self.splits:
+            return []
+        names, g = np.unique(self.groups, return_inverse=True)
+        kinds, s = np.unique(self.splits, return_inverse=True)
+        pairs = np.unique(g * len(kinds) + s)  # the (group, split) pairs present: a group in two splits has two
+        return [str(names[i]) for i in np.flatnonzero(np.bincount(pairs // len(kinds), minlength=len(names)) > 1)]
 
     def columns(self) -> dict[str, list[str]]:
         cols = {"path": self.paths, "label": self.labels}

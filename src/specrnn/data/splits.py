@@ -155,9 +155,7 @@ def check_no_leak(man: Manifest, ignore_val: bool = False) -> None:
     """No group may appear in two splits (raises); `ignore_val` lets train and val share groups (never test)."""
     if man.groups is None or man.splits is None:
         return
-    names, g = codes(man.groups)
-    kinds, s = codes(["train" if x == "val" else x for x in man.splits] if ignore_val else man.splits)
-    pairs = np.unique(g * len(kinds) + s)  # the (group, split) pairs present: a group in two splits has two
-    shared = [names[i] for i in np.flatnonzero(np.bincount(pairs // len(kinds), minlength=len(names)) > 1)]
+    merged = ["train" if x == "val" else x for x in man.splits] if ignore_val else man.splits
+    shared = dataclasses.replace(man, splits=merged).groups_in_several_splits()
     if shared:
         raise SpecrnnError(f"group(s) {', '.join(shared[:10])} appear in more than one split: results would leak")
