@@ -33,6 +33,17 @@ def test_log_none_is_silent_and_overrides_take_one_string_or_a_dotted_dict(run, 
     assert capsys.readouterr().out == ""
 
 
+def test_a_run_leaves_the_callers_torch_threads_as_they_were(run, tmp_path):
+    _, root = run
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        specrnn.train(root, out=tmp_path / "t", overrides=["train.max_epochs=1", "train.threads=1"], log=None)
+        assert torch.get_num_threads() == 2  # the run itself trained on one thread
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_results_are_typed_and_match_the_files_the_run_wrote(run, tmp_path):
     """train / evaluate return dataclasses whose attributes are the figures metrics.json holds."""
     import json

@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from .devices import keeps_threads
+
 if TYPE_CHECKING:
     from .results import CVResult, SplitMetrics, TrainResult
 
@@ -63,6 +65,7 @@ def _data(data):
     return data
 
 
+@keeps_threads
 def train(data: str | Path | None = None, out: str | Path | None = None, config=None, overrides=None,
           resume: bool = False, overwrite: bool = False, log: Log = print, seeds=None) -> TrainResult:
     """Train on a folder-per-class tree or a CSV manifest (None: the built-in demo data) into the run folder
@@ -101,6 +104,7 @@ def manifest(root: str | Path, pattern: str, split_rules=None):
     return from_pattern(root, pattern, _items(split_rules, "split_rules"))
 
 
+@keeps_threads
 def cv(data: str | Path, out: str | Path, config=None, overrides=None, fold_column: str | None = None,
        folds: int | None = None, leave_one_group_out: bool = False, group_column: str | None = None,
        seeds=(0,), jobs: int | None = None, train_extra: str | Path | None = None, log: Log = print) -> CVResult:
@@ -122,6 +126,7 @@ def _seeds(seeds) -> list[int]:
     return parse_seeds(seeds)
 
 
+@keeps_threads
 def tune(data: str | Path, out: str | Path, trials: int = 20, timeout: float | None = None, storage: str | None = None,
          space: str | Path | None = None, config=None, overrides=None, jobs: int | None = None, log: Log = print) -> dict:
     """Optuna search on validation data only; writes best.yaml (usable with train's config), trials.csv and plots;

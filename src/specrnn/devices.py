@@ -1,6 +1,7 @@
 """Where work runs: the default device, CPU threads per run, and how many runs share the machine at once."""
 from __future__ import annotations
 
+import functools
 import os
 
 GPU_JOBS = 6  # runs sharing one GPU by default: measured on an H200 with 16 cores (benchmarks/RESULTS.md)
@@ -28,6 +29,22 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
     elif not torch.cuda.is_available():
         torch.set_num_threads(cpu_threads())
+
+
+def keeps_threads(fn):
+    """Wrap a library entry point: whatever a run sets (train.threads, `set_threads`), the caller's torch thread count
+    is back as it was when the call returns, so code that trains in a notebook or script is not left on one thread."""
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        import torch
+
+        before = torch.get_num_threads()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+
+    return call
 
 
 def auto_jobs(n_runs: int, cuda: bool | None = None, cores: int | None = None, gpu_memory: int | None = None) -> int:
