@@ -39,7 +39,7 @@ def test_a_run_leaves_the_callers_torch_threads_as_they_were(run, tmp_path):
     try:
         torch.set_num_threads(2)
         specrnn.train(root, out=tmp_path / "t", overrides=["train.max_epochs=1", "train.threads=1"], log=None)
-        assert torch.get_num_threads() == 2  # the run itself trained on one thread
+        assert torch.get_num_threads() == 2  # the run set one thread (train.threads=1) while it trained
     finally:
         torch.set_num_threads(before)
 
