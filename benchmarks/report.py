@@ -11,7 +11,7 @@ from .common import OUT, QUICK_OUT, ROOT
 
 ORDER = [("features_speed", "Feature extraction"), ("training_speed", "Training throughput, padding, packed vs padded"),
          ("time_to_accuracy", "Time to accuracy"), ("efficiency", "Compute efficiency"),
-         ("inference_speed", "Inference and streaming"), ("startup", "Start-up"), ("serve", "Serving (specrnn serve)"), ("defaults", "Defaults"), ("nonspeech", "Defaults on non-speech sets (drum kits)"), ("scale", "Scale"), ("recognition", "Recognition (CTC)"),
+         ("inference_speed", "Inference and streaming"), ("startup", "Start-up"), ("serve", "Serving (specrnn serve)"), ("defaults", "Defaults"), ("nonspeech", "Defaults on non-speech sets (drum kits, instrument notes)"), ("scale", "Scale"), ("recognition", "Recognition (CTC)"),
          ("accuracy", "Accuracy on real data")]
 
 
