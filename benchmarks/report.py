@@ -28,13 +28,15 @@ def _num(v, unit: str = "") -> str:
 
 
 def _ratio(f: dict) -> str:
-    """'3.2x' (higher is better), '3.2x faster' or '2.0x slower' (times)."""
+    """'3.2x' (higher is better), '3.2x faster' or '2.0x slower' (times), '3.2x lower' or '2.0x higher' (error
+    rates and other lower-is-better figures that are not times)."""
     r = f.get("ratio")
     if not r:
         return "—"
     if f["better"] != "lower":
         return f"{r:.2f}x"
-    return f"{r:.2f}x faster" if r >= 1 else f"{1 / r:.2f}x slower"
+    ahead, behind = ("faster", "slower") if f["unit"] in ("s", "ms", "us", "min") else ("lower", "higher")
+    return f"{r:.2f}x {ahead}" if r >= 1 else f"{1 / r:.2f}x {behind}"
 
 
 def _figures(figs: list[dict]) -> list[str]:
