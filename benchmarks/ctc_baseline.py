@@ -14,10 +14,10 @@ import time
 import torch
 from torch import nn
 
-from .defaults import PackedLSTM
+from .defaults import LastStateLSTM
 
 
-class LSTMCTC(PackedLSTM):
+class LSTMCTC(LastStateLSTM):
     """The defaults suite's 2 x 128 LSTM, scoring every frame of the padded batch: log-probabilities (B, T, C), blank
     last (`lengths` unused: the loss and the decoding cut each clip at its length)."""
 
