@@ -123,7 +123,7 @@ def main(argv=None) -> dict:
 
     def report(name, acc, secs, base, target, met, choices, protocol):
         res["figures"].append(figure(f"{name}: test accuracy, defaults (no config)", acc, "fraction",
-                                     "seed-style LSTM at the true last frame, same split" if base else None,
+                                     "seed-style LSTM at the last real frame, same split" if base else None,
                                      base["accuracy"] if base else None, target=target, met=met,
                                      note=f"training {secs:.0f} s" + (f"; baseline {base['seconds']:.0f} s" if base else "")))
         rows.append([name, protocol, f"{100 * acc:.2f}%", f"{secs:.0f}",

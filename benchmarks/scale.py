@@ -169,7 +169,7 @@ print(json.dumps(baseline(*_rows(sys.argv[1], split), int(sys.argv[2]))), file=o
 
 def end_to_end(epochs: int, quick: bool) -> dict:
     """FSDD digits, standard split: `specrnn train` (defaults, empty feature store) then `specrnn evaluate`, as two
-    processes, against the seed-style plain loop (librosa features, packed LSTM, `epochs` epochs, test scored) in
+    processes, against the seed-style plain loop (librosa features, LSTM read at the last real frame, `epochs` epochs) in
     one process; wall seconds from process start, start-up included."""
     import json
 
