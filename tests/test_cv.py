@@ -69,6 +69,8 @@ def test_cv_runs_folds_keeps_test_out_of_validation_and_resumes(grouped_csv, tmp
     # interrupt: one run unfinished; the others must not be retrained
     kept = {f: (out / f"fold-{f}" / "seed-0" / "model.pt").stat().st_mtime_ns for f in ("1", "3")}
     (out / "fold-2" / "seed-0" / "metrics.json").unlink()
+    assert (out / "protocol.txt").read_text() == "stratified group-aware 3-fold\n"
+    (out / "protocol.txt").write_text("stratified 3-fold\n")  # folders from before the label said group-aware resume
     logs = []
     s2 = specrnn.cv(grouped_csv, out, overrides=TINY, folds=3, jobs=1, log=logs.append)
     assert any("1 run(s) already finished" in x or "2 run(s) already finished" in x for x in logs)
@@ -83,7 +85,7 @@ def test_cv_runs_folds_keeps_test_out_of_validation_and_resumes(grouped_csv, tmp
         specrnn.cv(fewer, out, overrides=TINY, folds=3, jobs=1, log=lambda *a: None)
     # so is another protocol: its folds would sit beside these and cv.json would describe only one of them
     for other in ({"leave_one_group_out": True}, {"folds": 2}):
-        with pytest.raises(SpecrnnError, match="holds a stratified 3-fold cross-validation; this command asks for"):
+        with pytest.raises(SpecrnnError, match="holds a stratified group-aware 3-fold cross-validation; this command asks for"):
             specrnn.cv(grouped_csv, out, overrides=TINY, jobs=1, log=lambda *a: None, **other)
     assert sorted(p.name for p in out.glob("fold-*")) == ["fold-1", "fold-2", "fold-3"]
 

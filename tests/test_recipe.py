@@ -56,10 +56,23 @@ def test_long_clips_get_the_event_recipe_equal_to_configs_esc10():
     assert "model.frontend" not in keys(choose(P(recipe.LONG_S - 0.1)))
 
 
+def test_short_clips_recorded_at_44_1_khz_are_sound_events_at_22_05_khz():
+    got = keys(choose(P(1.0, 44100)))  # drum one-shots, sound effects: not speech, whatever their length
+    assert got["model.frontend"]["type"] == "cnn" and got["model.pooling"] == "attention" and got["augment"]["mixup"] == 0.3
+    assert got["features.sample_rate"] == 22050 and got["features.hop_length"] == 441
+    assert "model.frontend" not in keys(choose(P(1.0, 16000)))  # keywords, digits: the streaming defaults
+    assert "model.frontend" not in keys(choose(P(1.0, 48000, kind="ctc")))  # token sequences stay CTC
+    assert any("recorded at 44100 Hz" in c.why for c in choose(P(1.0, 44100)))
+
+
 def test_very_short_clips_get_finer_frames():
     got = keys(choose(P(0.04)))
-    assert got["features.hop_length"] == 80 and got["features.n_fft"] == 256
+    assert got["features.hop_length"] == 80 and got["features.n_fft"] == 256 and got["features.win_length"] == 256
     assert load_config(as_config(choose(P(0.04)))).features.hop_length == 80
+    hifi = keys(choose(P(0.04, 44100)))  # the same 16 ms and 5 ms at the events' 22.05 kHz
+    assert (hifi["features.win_length"], hifi["features.hop_length"], hifi["features.n_fft"]) == (353, 110, 512)
+    cfg = load_config(as_config(choose(P(0.04, 44100)))).features
+    assert cfg.sample_rate == 22050 and cfg.hop_length == 110
 
 
 def test_clips_over_30_s_are_read_in_their_middle():

@@ -4,7 +4,7 @@ config.yaml, and --set wins over any of them.
 
 The rules distil what was measured on the shared data sets (docs/experiments.md): the default GRU on short
 speech-like clips (FSDD digits 100%), the CRNN with attention and augmentation of configs/esc10.yaml on long
-sound-event clips (ESC-10, 87.25% against the plain defaults' 73.25%), and the CTC head with whole clips at their
+sound-event clips (ESC-10, 87.25% against the plain defaults' 73.25%) and on 44.1 kHz drum one-shots, and the CTC head with whole clips at their
 own rate for token-sequence labels. The very-short-clip frames and the class weights are standard practice, not
 yet measured here (benchmarks/RESULTS.md says what is).
 """
@@ -18,6 +18,7 @@ from .tasks import infer_kind, with_task
 
 SAMPLE = 1000  # files whose headers are read for durations and rates (evenly spaced; a million-row manifest stays quick)
 LONG_S = 2.5  # median clip length from which clips are treated as sound events / scenes
+HIFI_RATE = 22050  # ... and recordings at this rate or more (sound effects, music; speech corpora are 8-16 kHz)
 VERY_SHORT_S = 0.1  # median below this: finer frames, so a 50 ms clip still has a few
 CROP_S = 30.0  # the longest audio read from one clip (features.max_seconds)
 SMALL = 256  # fewer clips than this get smaller batches
@@ -106,11 +107,20 @@ def rule_ctc(p: DataProfile) -> list[Choice]:
                                                  "sequence is learnt by heart")] if p.clips < SMALL else [])]
 
 
+def is_events(p: DataProfile) -> bool:
+    """Sound events rather than speech: long clips (median >= LONG_S), or recordings at HIFI_RATE or more."""
+    return p.label_type != "ctc" and (p.median_seconds >= LONG_S or p.rate >= HIFI_RATE)
+
+
 def rule_events(p: DataProfile) -> list[Choice]:
-    """Long clips (median >= LONG_S) are sound events or scenes: the configs/esc10.yaml CRNN, attention, augmentation."""
-    if p.label_type == "ctc" or p.median_seconds < LONG_S:
+    """Sound events (is_events) get the configs/esc10.yaml CRNN, attention and augmentation. Long clips: ESC-10,
+    87.25% against the plain defaults' 73.25%; recordings at 44.1 kHz of 1 s median, drum one-shots of Hydrogen's
+    kits, kit-disjoint: see benchmarks/RESULTS.md ("Defaults on non-speech sets")."""
+    if not is_events(p):
         return []
-    why = f"clips are long (median {p.median_seconds:.1f} s): sound events, the CRNN + attention recipe (configs/esc10.yaml)"
+    what = (f"clips are long (median {p.median_seconds:.1f} s)" if p.median_seconds >= LONG_S
+            else f"recorded at {p.rate} Hz (sound effects, music; speech corpora are 8-16 kHz)")
+    why = f"{what}: sound events, the CRNN + attention recipe (configs/esc10.yaml)"
     return [Choice("model.stack", 1, why),
             Choice("model.frontend", {"type": "cnn", "channels": [16, 32, 64], "kernel": 3, "time_strides": [1, 2, 1],
                                       "freq_pools": [2, 2, 2], "dropout": 0.1}, "the event recipe"),
@@ -126,9 +136,9 @@ def rule_rate(p: DataProfile) -> list[Choice]:
     """Sample rate and frames: events recorded at >= 22.05 kHz keep 22.05 kHz (20 ms hops, 1024-point FFT);
     token sequences keep a native rate up to 16 kHz (25 ms windows, 10 ms hops); others stay at 16 kHz."""
     r = p.rate
-    if p.label_type != "ctc" and p.median_seconds >= LONG_S and r >= 22050:
+    if is_events(p) and r >= HIFI_RATE:
         why = f"recorded at {r} Hz: sound events keep detail up to 11 kHz"
-        return [Choice("features.sample_rate", 22050, why), Choice("features.n_fft", 1024, "46 ms windows"),
+        return [Choice("features.sample_rate", HIFI_RATE, why), Choice("features.n_fft", 1024, "46 ms windows"),
                 Choice("features.win_length", 1024, "46 ms windows"), Choice("features.hop_length", 441, "20 ms hops")]
     if p.label_type == "ctc" and r < 16000:
         n_fft = 1 << int(np.ceil(np.log2(0.025 * r)))
@@ -138,12 +148,22 @@ def rule_rate(p: DataProfile) -> list[Choice]:
     return []
 
 
+def feature_rate(p: DataProfile) -> int:
+    """The sample rate rule_rate leaves the features at."""
+    if is_events(p) and p.rate >= HIFI_RATE:
+        return HIFI_RATE
+    return p.rate if p.label_type == "ctc" and p.rate < 16000 else 16000
+
+
 def rule_short(p: DataProfile) -> list[Choice]:
-    """Very short clips (median < VERY_SHORT_S, e.g. drum hits): 16 ms windows and 5 ms hops (a 50 ms clip: 10 frames)."""
+    """Very short clips (median < VERY_SHORT_S, e.g. single hits): 16 ms windows and 5 ms hops (a 50 ms clip: 10 frames)."""
     if p.median_seconds >= VERY_SHORT_S:
         return []
     why = f"clips are very short (median {1000 * p.median_seconds:.0f} ms): finer frames"
-    return [Choice("features.n_fft", 256, why), Choice("features.win_length", 256, why), Choice("features.hop_length", 80, why)]
+    r = feature_rate(p)
+    win = round(0.016 * r)
+    return [Choice("features.n_fft", 1 << (win - 1).bit_length(), why), Choice("features.win_length", win, why),
+            Choice("features.hop_length", round(0.005 * r), why)]
 
 
 def rule_long(p: DataProfile) -> list[Choice]:

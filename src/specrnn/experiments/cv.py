@@ -144,7 +144,7 @@ def cv(
         atomic_write_text(cfg_path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     protocol = ("leave-one-group-out" if leave_one_group_out else f"column '{fold_column or 'fold'}'"
                 if (fold_column or (folds is None and man.folds is not None))
-                else f"{'' if sequences else 'stratified '}{folds or 5}-fold")
+                else f"{'' if sequences else 'stratified '}{'group-aware ' if man.groups is not None else ''}{folds or 5}-fold")
     _check_protocol(out, protocol + (f", groups from column '{group_column}'" if group_column else "")
                     + (f", training rows added from {Path(train_extra).resolve()}" if extra is not None else ""), fold_names)
     if extra is not None:
@@ -279,6 +279,9 @@ def _check_protocol(out: Path, protocol: str, fold_names: list[str]) -> None:
     """A CV folder holds one protocol: resuming with another (or other folds) would mix two experiments."""
     path = out / "protocol.txt"
     old = path.read_text().strip() if path.is_file() else None
+    if old is not None and old == protocol.replace("group-aware ", ""):  # written before the label said so
+        atomic_write_text(path, protocol + "\n")
+        old = protocol
     stray = sorted(p.name.removeprefix("fold-") for p in out.glob("fold-*") if p.name.removeprefix("fold-") not in fold_names)
     if (old is not None and old != protocol) or stray:
         was = f"a {old} cross-validation" if old else f"folds this command does not make ({', '.join(stray[:5])})"
