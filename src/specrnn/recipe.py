@@ -4,8 +4,8 @@ config.yaml, and --set wins over any of them.
 
 The rules distil what was measured on the shared data sets (docs/experiments.md): the default GRU on short
 speech-like clips (FSDD digits 100%), the CRNN with attention and augmentation of configs/esc10.yaml on long
-sound-event clips (ESC-10, 87.25% against the plain defaults' 73.25%) and on 44.1 kHz drum one-shots, and the CTC head with whole clips at their
-own rate for token-sequence labels. The very-short-clip frames and the class weights are standard practice, not
+sound-event clips (ESC-10, 87.25% against the plain defaults' 73.25%) and on 44.1 kHz drum one-shots, and the
+CTC head with whole clips at their own rate for token-sequence labels. The very-short-clip frames and the class weights are standard practice, not
 yet measured here (benchmarks/RESULTS.md says what is).
 """
 from __future__ import annotations
@@ -132,27 +132,28 @@ def rule_events(p: DataProfile) -> list[Choice]:
             Choice("train.max_epochs", 40, "the event recipe"), Choice("train.patience", 15, "the event recipe")]
 
 
+def feature_rate(p: DataProfile) -> int:
+    """The features' sample rate: events recorded at >= HIFI_RATE keep HIFI_RATE, token sequences keep a native
+    rate below 16 kHz, the rest is read at 16 kHz (the defaults)."""
+    if is_events(p) and p.rate >= HIFI_RATE:
+        return HIFI_RATE
+    return p.rate if p.label_type == "ctc" and p.rate < 16000 else 16000
+
+
 def rule_rate(p: DataProfile) -> list[Choice]:
-    """Sample rate and frames: events recorded at >= 22.05 kHz keep 22.05 kHz (20 ms hops, 1024-point FFT);
-    token sequences keep a native rate up to 16 kHz (25 ms windows, 10 ms hops); others stay at 16 kHz."""
-    r = p.rate
-    if is_events(p) and r >= HIFI_RATE:
-        why = f"recorded at {r} Hz: sound events keep detail up to 11 kHz"
-        return [Choice("features.sample_rate", HIFI_RATE, why), Choice("features.n_fft", 1024, "46 ms windows"),
+    """Sample rate (feature_rate) and frames: events at 22.05 kHz get 46 ms windows and 20 ms hops; token sequences
+    at their native rate 25 ms windows and 10 ms hops; 16 kHz keeps the defaults."""
+    r = feature_rate(p)
+    if r == HIFI_RATE:
+        why = f"recorded at {p.rate} Hz: sound events keep detail up to 11 kHz"
+        return [Choice("features.sample_rate", r, why), Choice("features.n_fft", 1024, "46 ms windows"),
                 Choice("features.win_length", 1024, "46 ms windows"), Choice("features.hop_length", 441, "20 ms hops")]
-    if p.label_type == "ctc" and r < 16000:
+    if r != 16000:
         n_fft = 1 << int(np.ceil(np.log2(0.025 * r)))
         return [Choice("features.sample_rate", r, f"recorded at {r} Hz: no resampling"),
                 Choice("features.n_fft", n_fft, "25 ms windows"), Choice("features.win_length", int(0.025 * r), "25 ms windows"),
                 Choice("features.hop_length", int(0.01 * r), "10 ms hops")]
     return []
-
-
-def feature_rate(p: DataProfile) -> int:
-    """The sample rate rule_rate leaves the features at."""
-    if is_events(p) and p.rate >= HIFI_RATE:
-        return HIFI_RATE
-    return p.rate if p.label_type == "ctc" and p.rate < 16000 else 16000
 
 
 def rule_short(p: DataProfile) -> list[Choice]:
