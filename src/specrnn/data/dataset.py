@@ -9,6 +9,7 @@ import numpy as np
 from ..audio import load_many
 from ..config import FeatureConfig
 from ..errors import AudioError, SpecrnnError
+from .heap import extraction_heap, trim, use_extraction_heap
 from .store import FeatureStore, file_key
 from .manifest import Manifest
 
@@ -58,6 +59,7 @@ def extraction_workers(n_files: int, device: str = "cpu", cores: int | None = No
 
 def _extract_chunk(paths: list[str], cfg: FeatureConfig, device: str = "cpu", extractor=None, threads: int = 2):
     """Decode + resample + extract one chunk: features (None for unusable files) and the errors."""
+    trim()  # the last chunk's waves and temporaries are free: their pages go back to the OS
     if extractor is None:
         from ..features import FeatureExtractor
 
@@ -75,6 +77,7 @@ def _worker_start() -> None:
     import torch
 
     torch.set_num_threads(1)  # one core per worker process
+    use_extraction_heap()
 
 
 def _chunks(paths: list[str], todo: list[int], cfg: FeatureConfig, device: str, workers: int):
@@ -96,26 +99,6 @@ def _chunks(paths: list[str], todo: list[int], cfg: FeatureConfig, device: str, 
             yield rows, *fut.result()
 
 
-def _return_freed_memory() -> None:
-    """Make glibc give freed feature batches back to the OS. Its mmap threshold otherwise rises to the batch size
-    after the first free, later batches come from the heap, and the heap never shrinks: extracting 20,000 1-s clips
-    into the store left 548 MB of anonymous memory, 205 MB with the threshold fixed at 128 KB (mallopt). Once per
-    process (a process-wide allocator setting)."""
-    global _heap_set
-    if _heap_set:
-        return
-    _heap_set = True
-    import ctypes
-
-    try:
-        ctypes.CDLL(None).mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: a fixed value turns the dynamic adjustment off
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to set
-        pass
-
-
-_heap_set = False
-
-
 def compute_features(
     paths: list[str], cfg: FeatureConfig, cache_dir: str | None = None, device: str = "cpu", use_cache: bool = True,
     desc: str = "features", workers: int | None = None,
@@ -124,33 +107,38 @@ def compute_features(
     features are views into its memory-mapped shards: read from disk as batches touch them, not held in memory.
     `workers`: extraction processes (None: `extraction_workers`); each finished chunk goes to the store at once."""
     store = FeatureStore(cache_dir, cfg) if use_cache else None
-    if store:
-        _return_freed_memory()  # features come from (and go to) the store: freed batches must not stay with the process
     keys = [file_key(p) for p in paths] if store else []
     out: list[np.ndarray | None] = [store.get(k) for k in keys] if store else [None] * len(paths)
     todo = [i for i, f in enumerate(out) if f is None]
     errors: list[AudioError] = []
     if todo:
-        update, close = _progress(len(todo), desc)
-        workers = extraction_workers(len(todo), device) if workers is None else workers
-        unmapped: list[int] = []  # computed, held in memory until their shard is written
-        for rows, feats, errs in _chunks(paths, todo, cfg, device, workers):
-            errors += errs
-            good = [(i, f) for i, f in zip(rows, feats) if f is not None]
-            for i, f in good:
-                out[i] = f
-                if store:
-                    store.add(keys[i], f)
-            unmapped += [i for i, _ in good]
-            if store and unmapped and keys[unmapped[-1]] in store.index:  # a shard was written: use its views
-                unmapped = _mapped(out, unmapped, keys, store)
-            if update:
-                update(len(rows))
-        if store:
-            store.flush()
-            _mapped(out, unmapped, keys, store)
-        close()
+        with extraction_heap():
+            _extract_into(out, paths, todo, keys, store, cfg, device, workers, desc, errors)
     return out, errors
+
+
+def _extract_into(out: list, paths: list[str], todo: list[int], keys: list, store: FeatureStore | None,
+                  cfg: FeatureConfig, device: str, workers: int | None, desc: str, errors: list) -> None:
+    """Extract the rows `todo` into `out` (and the store), chunk by chunk; their errors are appended to `errors`."""
+    update, close = _progress(len(todo), desc)
+    workers = extraction_workers(len(todo), device) if workers is None else workers
+    unmapped: list[int] = []  # computed, held in memory until their shard is written
+    for rows, feats, errs in _chunks(paths, todo, cfg, device, workers):
+        errors += errs
+        good = [(i, f) for i, f in zip(rows, feats) if f is not None]
+        for i, f in good:
+            out[i] = f
+            if store:
+                store.add(keys[i], f)
+        unmapped += [i for i, _ in good]
+        if store and unmapped and keys[unmapped[-1]] in store.index:  # a shard was written: use its views
+            unmapped = _mapped(out, unmapped, keys, store)
+        if update:
+            update(len(rows))
+    if store:
+        store.flush()
+        _mapped(out, unmapped, keys, store)
+    close()
 
 
 def _mapped(out: list, rows: list[int], keys: list, store: FeatureStore) -> list[int]:
