@@ -2,11 +2,12 @@
 
 With glibc's default (or a fixed 128 KB) mmap threshold every STFT temporary of a batch is a fresh mapping whose
 pages fault in on first touch: about 1 MB, 250 faults, per 1-s clip, half of extraction's time. Inside
-`extraction_heap` they come from the heap and are reused batch after batch; the heap is trimmed after each chunk
+`extraction_heap` they come from the heap and are reused batch after batch; the heap is trimmed before each chunk
 and on exit, so freed chunks go back to the OS and nothing stays with the process. A no-op off glibc."""
 from __future__ import annotations
 
 import ctypes
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,6 +17,7 @@ HEAP_TRIM_THRESHOLD = 16 * 2**20  # free memory kept at the heap's top between b
 DEFAULT_THRESHOLD = 128 * 1024  # glibc's default for both, fixed (a set value turns its dynamic adjustment off)
 
 
+@functools.cache
 def _libc():
     try:
         libc = ctypes.CDLL(None)
